@@ -1,0 +1,55 @@
+"""The ``worldmodel`` command: thin argument parsing around library calls.
+
+Each sub-command lives in its own module in this package and exposes
+``add_arguments(parser)`` and ``run(args) -> int``. Errors that come from bad input
+(``WorldModelError`` and its subclasses, ``FileNotFoundError``, ``ValueError``) become a
+one-line message and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# name -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "collect": ("worldmodel.cli.collect", "roll out a random pushing policy and write a sharded dataset"),
+    "show": ("worldmodel.cli.show", "write a grid video (MP4/GIF) of dataset sequences"),
+    "train": ("worldmodel.cli.train", "train a world model on a dataset"),
+    "eval": ("worldmodel.cli.evaluate", "score a checkpoint: per-step PSNR/SSIM vs copy-last-frame"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full parser with every available sub-command."""
+    parser = argparse.ArgumentParser(prog="worldmodel", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (module_name, help_text) in COMMANDS.items():
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as err:
+            if err.name != module_name:
+                raise
+            continue  # a command whose module is not written yet
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        module.add_arguments(p)
+        p.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args._run(args) or 0)
+    except KeyboardInterrupt:
+        print("worldmodel: interrupted", file=sys.stderr)
+        return 130
+    except (OSError, ValueError, RuntimeError) as err:
+        print(f"worldmodel {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

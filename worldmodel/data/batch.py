@@ -1,0 +1,42 @@
+"""The one container that flows from datasets to models.
+
+A dataset item is a dict of tensors for one window of ``T`` steps; ``torch.utils.data``'s default
+collate turns a list of them into a batch with a leading ``B`` axis:
+
+- ``frames``:  uint8 ``(B, T, H, W, 3)`` — kept uint8 until it is on the model's device.
+- ``actions``: float32 ``(B, T, A)`` in [-1, 1]; ``actions[:, t]`` drives ``frames[:, t]`` to
+  ``frames[:, t + 1]`` (BAIR alignment), so the last action of a window is unused by prediction.
+- ``states``:  float32 ``(B, T, S)`` — end-effector position (BAIR ``endeffector_pos``).
+- ``objects``: float32 ``(B, T, K, 3)`` — object positions, NaN rows for absent objects
+  (only for simulated data; real BAIR and PNG folders have none).
+"""
+
+from __future__ import annotations
+
+from typing import TypedDict
+
+import torch
+
+
+class Batch(TypedDict, total=False):
+    """A batch (or a single item, without the ``B`` axis) of aligned sequences."""
+
+    frames: torch.Tensor
+    actions: torch.Tensor
+    states: torch.Tensor
+    objects: torch.Tensor
+
+
+def frames_to_float(frames: torch.Tensor) -> torch.Tensor:
+    """uint8 ``(..., H, W, 3)`` → float ``(..., 3, H, W)`` in [0, 1], on the input's device.
+
+    Call after moving the uint8 tensor to the device: 4× less to copy than float32.
+    """
+    if frames.dtype != torch.uint8:
+        raise ValueError(f"frames: expected uint8 (..., H, W, 3), got {frames.dtype} {tuple(frames.shape)}")
+    return frames.movedim(-1, -3).float().div_(255.0)
+
+
+def frames_to_uint8(frames: torch.Tensor) -> torch.Tensor:
+    """float ``(..., 3, H, W)`` in [0, 1] → uint8 ``(..., H, W, 3)`` (rounded, clamped)."""
+    return frames.detach().clamp(0, 1).mul(255.0).round_().to(torch.uint8).movedim(-3, -1)

@@ -1,0 +1,22 @@
+"""World models behind one interface: ``make(name, ...)``, ``load(path)``, ``LatentDynamics``.
+
+Names: ``svg-lp``, ``svg-fp`` (and ``svg-det``, the deterministic ablation); ``videoflow`` and
+``vgan`` join when they land.
+"""
+
+from worldmodel.dynamics.base import DynamicsConfig, LatentDynamics, State
+from worldmodel.dynamics.checkpoint import load, resolve_device, save
+from worldmodel.dynamics.registry import available, build_config, make, register
+
+__all__ = [
+    "DynamicsConfig",
+    "LatentDynamics",
+    "State",
+    "available",
+    "build_config",
+    "load",
+    "make",
+    "register",
+    "resolve_device",
+    "save",
+]

@@ -1,0 +1,254 @@
+"""The interface every world model implements, and the batched rollout state it passes around.
+
+A ``LatentDynamics`` holds weights only. Rollout state lives in a ``State``: a flat mapping of
+named tensors that all share the leading batch axis ``B``. Planners tile one context into many
+candidates with ``state.repeat_interleave(N)``; batched environments keep thousands of episodes in
+one ``State`` and replace finished ones with ``state.where(mask, fresh)``.
+
+Time alignment (BAIR): ``a_t`` drives frame ``x_t`` to ``x_{t+1}``. ``initial`` consumes the
+context frames ``x_0..x_{T0-1}`` and the actions between them ``a_0..a_{T0-2}``; each ``step``
+then takes the next action and produces the next frame.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from worldmodel.data.batch import Batch
+
+
+class State(Mapping[str, Tensor]):
+    """Batched rollout state: named tensors sharing the leading batch axis ``B``.
+
+    Supports indexing by name (``state["h"]``) and by batch index or mask (``state[idx]`` returns a
+    ``State``), ``len``, ``repeat_interleave``, ``to(device)``, ``cat`` and ``where``.
+    """
+
+    __slots__ = ("_tensors",)
+
+    def __init__(self, tensors: Mapping[str, Tensor] | None = None, **kw: Tensor) -> None:
+        merged = {**(tensors or {}), **kw}
+        sizes = {t.shape[0] for t in merged.values()}
+        if len(sizes) > 1:
+            shapes = {k: tuple(v.shape) for k, v in merged.items()}
+            raise ValueError(f"State tensors disagree on the batch size: {shapes}")
+        self._tensors: dict[str, Tensor] = merged
+
+    # Mapping protocol (by name) plus batch indexing.
+    def __getitem__(self, key):  # type: ignore[override]
+        if isinstance(key, str):
+            return self._tensors[key]
+        return State({k: v[key] for k, v in self._tensors.items()})
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._tensors)
+
+    def __len__(self) -> int:
+        """The batch size ``B`` (0 for an empty state)."""
+        return next(iter(self._tensors.values())).shape[0] if self._tensors else 0
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{k}={tuple(v.shape)}" for k, v in self._tensors.items())
+        return f"State({inner})"
+
+    @property
+    def batch_size(self) -> int:
+        """The leading batch axis ``B``."""
+        return len(self)
+
+    @property
+    def device(self) -> torch.device:
+        """Device of the tensors (all share one)."""
+        return next(iter(self._tensors.values())).device
+
+    def replace(self, **kw: Tensor) -> State:
+        """A new state with some tensors replaced or added."""
+        return State({**self._tensors, **kw})
+
+    def map(self, fn) -> State:
+        """Apply ``fn`` to every tensor."""
+        return State({k: fn(v) for k, v in self._tensors.items()})
+
+    def to(self, device: torch.device | str) -> State:
+        """Move every tensor to ``device``."""
+        return self.map(lambda t: t.to(device))
+
+    def repeat_interleave(self, repeats: int) -> State:
+        """Tile each batch row ``repeats`` times: rows ``[s0, s0, ..., s1, s1, ...]``."""
+        return self.map(lambda t: t.repeat_interleave(repeats, dim=0))
+
+    def detach(self) -> State:
+        """Detach every tensor from the autograd graph."""
+        return self.map(lambda t: t.detach())
+
+    def where(self, mask: Tensor, other: State) -> State:
+        """Rows of ``other`` where ``mask`` (``(B,)`` bool) is true, rows of ``self`` elsewhere."""
+        out = {}
+        for k, v in self._tensors.items():
+            m = mask.view(-1, *([1] * (v.dim() - 1)))
+            out[k] = torch.where(m, other[k], v)
+        return State(out)
+
+    @staticmethod
+    def cat(states: list[State]) -> State:
+        """Concatenate states along the batch axis."""
+        keys = states[0].keys()
+        return State({k: torch.cat([s[k] for s in states], dim=0) for k in keys})
+
+
+@dataclasses.dataclass
+class DynamicsConfig:
+    """Fields every model config has. Models subclass this with their own fields."""
+
+    image_size: int = 64
+    """Frame height and width in pixels."""
+    channels: int = 3
+    """Colour channels."""
+    action_dim: int = 4
+    """Action size ``A`` (4 for BAIR and PushTable: dx, dy, dz, gripper)."""
+    n_past: int = 2
+    """Context frames used by ``initial`` during training and evaluation."""
+    n_future: int = 10
+    """Frames predicted after the context during training."""
+    lr: float = 2e-3
+    """Adam learning rate."""
+    betas: tuple[float, float] = (0.9, 0.999)
+    """Adam betas."""
+    batch_size: int = 100
+    """Training batch size (the trainer's default)."""
+
+    @property
+    def seq_len(self) -> int:
+        """Window length the trainer samples: ``n_past + n_future``."""
+        return self.n_past + self.n_future
+
+
+class LatentDynamics(nn.Module, ABC):
+    """An action-conditioned stochastic video predictor seen as latent dynamics.
+
+    Subclasses set ``name`` (the registry key) and take one config dataclass. They hold weights,
+    never rollout state: everything that changes along a rollout is in the ``State`` they return.
+    """
+
+    name: ClassVar[str] = ""
+    config_class: ClassVar[type[DynamicsConfig]] = DynamicsConfig
+
+    def __init__(self, config: DynamicsConfig) -> None:
+        super().__init__()
+        self.config = config
+
+    # --- training -----------------------------------------------------------------------------
+    @abstractmethod
+    def loss(self, batch: Batch) -> tuple[Tensor | dict[str, Tensor], dict[str, float]]:
+        """Training objective on one batch.
+
+        Args:
+            batch: ``frames`` uint8 ``(B, T, H, W, 3)``, ``actions`` float32 ``(B, T, A)`` on the
+                model's device, ``T == config.seq_len``.
+
+        Returns:
+            ``(loss, metrics)``. ``loss`` is a scalar tensor, or a dict of scalars keyed like
+            ``optimizers()`` for models with several optimisers (a GAN's ``"g"`` and ``"d"``).
+            ``metrics`` maps names to floats for logging.
+        """
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        """One Adam over all parameters by default; override for several parameter groups.
+
+        Each optimiser only ever steps on the parameters it owns, with gradients of the loss of
+        the same key (see ``loss``).
+        """
+        return {"model": torch.optim.Adam(self.parameters(), lr=self.config.lr, betas=self.config.betas)}
+
+    # --- rollouts -------------------------------------------------------------------------------
+    @abstractmethod
+    def initial(self, frames: Tensor, actions: Tensor) -> State:
+        """Condition on a context.
+
+        Args:
+            frames: uint8 ``(B, T0, H, W, 3)`` context frames ``x_0..x_{T0-1}``, ``T0 >= 1``.
+            actions: float32 ``(B, T0 - 1, A)``, the actions taken between the context frames.
+
+        Returns:
+            The state after the last context frame; ``decode`` of it gives that frame's
+            reconstruction.
+        """
+
+    @abstractmethod
+    def step(
+        self,
+        state: State,
+        action: Tensor,
+        *,
+        sample: bool = True,
+        temperature: float = 1.0,
+        generator: torch.Generator | None = None,
+    ) -> State:
+        """Advance one step.
+
+        Args:
+            state: from ``initial`` or a previous ``step``, batch ``B``.
+            action: float32 ``(B, A)`` in [-1, 1].
+            sample: draw the latent (``True``) or take its mean (``False``).
+            temperature: scales the prior's standard deviation (0 gives the mean).
+            generator: source of randomness, for seeded rollouts.
+        """
+
+    @abstractmethod
+    def decode(self, state: State) -> Tensor:
+        """The frame the state stands for: float ``(B, 3, H, W)`` in [0, 1]."""
+
+    @abstractmethod
+    def features(self, state: State) -> Tensor:
+        """A compact float32 summary ``(B, F)`` for policies, reward heads and planners."""
+
+    @property
+    @abstractmethod
+    def feature_dim(self) -> int:
+        """``F``, the width of ``features``."""
+
+    # --- helpers ------------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        """Device of the weights."""
+        return next(self.parameters()).device
+
+    def rollout(
+        self,
+        state: State,
+        actions: Tensor,
+        *,
+        sample: bool = True,
+        temperature: float = 1.0,
+        generator: torch.Generator | None = None,
+        decode: bool = True,
+    ) -> tuple[State, Tensor]:
+        """Step through ``actions`` (``(B, H, A)``).
+
+        Returns the final state and either decoded frames ``(B, H, 3, Hpx, Wpx)`` or features
+        ``(B, H, F)``. Models with a cheaper batched rollout (VGAN) override this.
+        """
+        outs = []
+        for t in range(actions.shape[1]):
+            state = self.step(state, actions[:, t], sample=sample, temperature=temperature, generator=generator)
+            outs.append(self.decode(state) if decode else self.features(state))
+        return state, torch.stack(outs, dim=1)
+
+    def config_dict(self) -> dict[str, Any]:
+        """The config as plain Python types (what a checkpoint stores)."""
+        return _plain(dataclasses.asdict(self.config))
+
+
+def _plain(value: Any) -> Any:
+    """Tuples → lists, recursively, so a config survives ``weights_only`` loading."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (tuple, list)):
+        return [_plain(v) for v in value]
+    return value

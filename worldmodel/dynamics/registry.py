@@ -1,0 +1,80 @@
+"""Name → model registry behind ``worldmodel.dynamics.make``.
+
+A registered name maps to a ``LatentDynamics`` subclass plus config fields fixed by the name
+(``svg-fp`` is SVG with ``prior="fixed"``). Presets are named configs on the config class
+(``PRESETS = {"tiny": {...}, "paper": {...}}``), never code paths.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from typing import Any
+
+from worldmodel.dynamics.base import DynamicsConfig, LatentDynamics
+
+# name -> (module that registers it, class name, config fields the name fixes)
+_BUILTIN: dict[str, tuple[str, str, dict[str, Any]]] = {
+    "svg-lp": ("worldmodel.dynamics.svg", "SVG", {"prior": "learned"}),
+    "svg-fp": ("worldmodel.dynamics.svg", "SVG", {"prior": "fixed"}),
+    "svg-det": ("worldmodel.dynamics.svg", "SVG", {"prior": "none"}),
+}
+_EXTRA: dict[str, tuple[type[LatentDynamics], dict[str, Any]]] = {}
+
+
+def register(name: str, cls: type[LatentDynamics], **fixed: Any) -> None:
+    """Register a model class under ``name`` (for models outside this package)."""
+    _EXTRA[name] = (cls, fixed)
+
+
+def available() -> list[str]:
+    """Every registered model name whose module imports."""
+    return sorted({*_BUILTIN, *_EXTRA})
+
+
+def resolve(name: str) -> tuple[type[LatentDynamics], dict[str, Any]]:
+    """The class and the fixed config fields behind ``name``."""
+    if name in _EXTRA:
+        return _EXTRA[name]
+    if name not in _BUILTIN:
+        raise ValueError(f"unknown model name {name!r}; choose one of {', '.join(available())}")
+    module, cls_name, fixed = _BUILTIN[name]
+    return getattr(importlib.import_module(module), cls_name), dict(fixed)
+
+
+def build_config(name: str, preset: str | None = None, **overrides: Any) -> DynamicsConfig:
+    """The config for ``name``: class defaults, then the preset, then the name's fixed fields,
+    then ``overrides``. Unknown fields raise ``ValueError`` naming them."""
+    cls, fixed = resolve(name)
+    config_class = cls.config_class
+    presets: dict[str, dict[str, Any]] = getattr(config_class, "PRESETS", {})
+    values: dict[str, Any] = {}
+    if preset is not None:
+        if preset not in presets:
+            raise ValueError(f"unknown preset {preset!r} for {name}; choose one of {', '.join(presets)}")
+        values.update(presets[preset])
+    values.update(fixed)
+    values.update(overrides)
+    fields = {f.name: f for f in dataclasses.fields(config_class)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ValueError(f"unknown config field(s) for {name}: {', '.join(unknown)}; known: {', '.join(fields)}")
+    for key, value in values.items():  # lists from JSON/checkpoints back to tuples
+        if isinstance(value, list) and isinstance(fields[key].default, tuple):
+            values[key] = tuple(value)
+    return config_class(**values)
+
+
+def make(name: str, preset: str | None = None, **overrides: Any) -> LatentDynamics:
+    """Build a fresh model: ``make("svg-lp", preset="tiny", z_dim=8)``."""
+    cls, _ = resolve(name)
+    return cls(build_config(name, preset, **overrides))
+
+
+def name_of(model: LatentDynamics) -> str:
+    """The registry name a model was built under (from its class and config)."""
+    for name in available():
+        cls, fixed = resolve(name)
+        if type(model) is cls and all(getattr(model.config, k) == v for k, v in fixed.items()):
+            return name
+    raise ValueError(f"{type(model).__name__} is not registered")
