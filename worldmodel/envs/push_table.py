@@ -1,0 +1,500 @@
+"""PushTable: a MuJoCo table-top pushing world in the spirit of the BAIR robot pushing data.
+
+Rendering is headless. ``MUJOCO_GL`` is set to ``"egl"`` here, before ``import mujoco``, unless it is
+already set (``osmesa`` and ``glfw`` also work); if no OpenGL backend can be created the first render
+raises ``RuntimeError`` saying what to set.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from worldmodel.envs import scene
+from worldmodel.envs.scene import MAX_OBJECTS, SHAPES
+
+_NO_GL = (
+    "No OpenGL backend found: set MUJOCO_GL=egl (headless, needs libEGL, e.g. Debian libegl1 libgl1), "
+    "MUJOCO_GL=osmesa (software, needs libosmesa6 and PyOpenGL) or MUJOCO_GL=glfw (needs a display) "
+    "before importing mujoco."
+)
+try:
+    import mujoco
+except ModuleNotFoundError:
+    raise
+except Exception as _err:  # PyOpenGL raises AttributeError/ImportError/OSError when the backend is missing
+    raise RuntimeError(
+        f"importing mujoco failed with MUJOCO_GL={os.environ.get('MUJOCO_GL')!r}: {_err!r}. {_NO_GL}"
+    ) from _err
+
+__all__ = ["MAX_OBJECTS", "SHAPES", "PushTableConfig", "PushTableEnv"]
+
+_STATE_SPEC = mujoco.mjtState.mjSTATE_INTEGRATION
+_OBJECT_MARGIN = 0.005  # gap kept between objects (and between the goal and other objects) when placing
+
+
+@dataclass
+class PushTableConfig:
+    """Settings of the PushTable world. ``dataclasses.asdict`` of it is JSON-serialisable."""
+
+    image_size: int = 64  # observations are (image_size, image_size, 3) uint8
+    num_objects: int | None = None  # None: 1..MAX_OBJECTS drawn per episode
+    shapes: tuple[str, ...] = SHAPES  # drawn per object, uniformly
+    # Control: one env step = frame_skip physics steps of `timestep` seconds (default 10 Hz).
+    timestep: float = 0.02
+    frame_skip: int = 5
+    action_scale: float = 0.03  # metres of end-effector target motion per step at |a| = 1
+    max_lead: float = 0.05  # the target never runs further than this ahead of the real end effector
+    # End-effector box (fingertip centre), metres; the table top is z = 0.
+    ee_low: tuple[float, float, float] = (-0.22, -0.22, 0.01)
+    ee_high: tuple[float, float, float] = (0.22, 0.22, 0.15)
+    ee_start_z: tuple[float, float] = (0.09, 0.15)  # start height: above the tallest object
+    # Objects (uniform ranges). Half-extents: box (hx, hy, hz); cylinder (r, h); ellipsoid (a, b, c).
+    object_area: float = 0.17  # object centres start in [-area, area]^2
+    half_xy: tuple[float, float] = (0.02, 0.045)
+    half_z: tuple[float, float] = (0.015, 0.04)
+    mass: tuple[float, float] = (0.05, 0.4)  # kg
+    friction: tuple[float, float] = (0.2, 0.9)  # sliding friction (MuJoCo takes the max of the pair)
+    # Task: push the target object's centre to within success_tolerance (xy) of the goal.
+    goal_area: float = 0.15
+    goal_min_distance: float = 0.08
+    success_tolerance: float = 0.05
+    show_goal_marker: bool = True  # a flat dark-grey disc of radius success_tolerance on the table
+    # Camera (BAIR image_aux1-like: over the front edge, looking down at the table and the arm).
+    camera_pos: tuple[float, float, float] = (0.0, -0.52, 0.62)
+    camera_lookat: tuple[float, float, float] = (0.0, 0.1, 0.0)
+    camera_fovy: float = 45.0
+
+    def __post_init__(self) -> None:
+        if self.image_size < 8:
+            raise ValueError(f"image_size must be >= 8, got {self.image_size}")
+        if self.num_objects is not None and not 1 <= self.num_objects <= MAX_OBJECTS:
+            raise ValueError(f"num_objects must be None or in 1..{MAX_OBJECTS}, got {self.num_objects}")
+        bad = [s for s in self.shapes if s not in SHAPES]
+        if bad or not self.shapes:
+            raise ValueError(f"shapes must be a non-empty subset of {SHAPES}, got {self.shapes}")
+        if self.frame_skip < 1 or self.timestep <= 0:
+            raise ValueError("frame_skip must be >= 1 and timestep > 0")
+        self.shapes = tuple(self.shapes)
+
+
+@dataclass
+class _Objects:
+    """Per-episode object parameters (part of the env state)."""
+
+    shape: np.ndarray = field(default_factory=lambda: np.zeros(MAX_OBJECTS, np.int64))  # -1: absent
+    size: np.ndarray = field(default_factory=lambda: np.zeros((MAX_OBJECTS, 3)))
+    rgba: np.ndarray = field(default_factory=lambda: np.ones((MAX_OBJECTS, 4)))
+    mass: np.ndarray = field(default_factory=lambda: np.full(MAX_OBJECTS, 0.1))
+    friction: np.ndarray = field(default_factory=lambda: np.full(MAX_OBJECTS, 0.5))
+
+
+class PushTableEnv(gym.Env):
+    """Goal-conditioned pushing with a SCARA-like arm, seen by a fixed oblique camera.
+
+    **Action** ``Box(-1, 1, (4,), float32)``: ``dx, dy, dz`` move the end-effector target by
+    ``action_scale`` (3 cm) per unit per step, clipped to the end-effector box; ``gripper`` sets the
+    finger opening continuously: ``-1`` fully open, ``+1`` fully closed.
+
+    **Observation** ``Box(0, 255, (H, W, 3), uint8)``: the ``front`` camera image.
+
+    **Reward** ``-distance``: the xy distance (m) from the target object's centre to the goal.
+    ``is_success`` is ``distance < success_tolerance`` (0.05 m by default; objects are 4–9 cm wide).
+
+    **Episode end**: never terminated (a pushing task has no terminal state, and a success need not be
+    final); truncated by ``TimeLimit`` (``max_episode_steps=50`` in the registration).
+
+    **Control rate**: ``frame_skip * timestep`` = 0.1 s per step (10 Hz). The palm is a free body welded
+    to a mocap target that moves linearly to the new target over the substeps.
+
+    **info**: ``ee_pos`` float32 (3,), ``object_pos`` float32 (MAX_OBJECTS, 3) with NaN rows for absent
+    objects, ``num_objects`` int, ``target`` int, ``goal_pos`` float32 (3,) (z: the target's resting
+    centre height), ``distance`` float, ``is_success`` bool.
+
+    The model is compiled once; each reset draws 1–4 objects (shape among box / cylinder / ellipsoid,
+    size, colour, mass, friction, position, yaw) and writes them into the model's per-geom fields.
+    """
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 10}  # noqa: RUF012
+
+    def __init__(
+        self,
+        render_mode: str | None = None,
+        *,
+        image_size: int = 64,
+        num_objects: int | None = None,
+        config: PushTableConfig | None = None,
+        **overrides: Any,
+    ) -> None:
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
+        if config is None:
+            config = PushTableConfig(image_size=image_size, num_objects=num_objects, **overrides)
+        else:  # explicit arguments win over the given config; defaults do not
+            if image_size != 64:
+                overrides["image_size"] = image_size
+            if num_objects is not None:
+                overrides["num_objects"] = num_objects
+            config = dataclasses.replace(config, **overrides)
+        self.config = config
+        self.render_mode = render_mode
+        size = config.image_size
+        self.observation_space = spaces.Box(0, 255, (size, size, 3), np.uint8)
+        self.action_space = spaces.Box(-1.0, 1.0, (4,), np.float32)
+
+        xml = scene.build_mjcf(
+            image_size=size,
+            timestep=config.timestep,
+            success_tolerance=config.success_tolerance,
+            show_goal_marker=config.show_goal_marker,
+            camera_pos=config.camera_pos,
+            camera_lookat=config.camera_lookat,
+            camera_fovy=config.camera_fovy,
+        )
+        self.model = mujoco.MjModel.from_xml_string(xml)
+        self.data = mujoco.MjData(self.model)
+        self._index_model()
+        self._renderer: mujoco.Renderer | None = None
+        self._scene_option = mujoco.MjvOption()  # groups 0-2 visible; HIDDEN_GROUP is not
+        self._objects = _Objects()
+        self._num_objects = 0
+        self._target = 0
+        self._goal = np.zeros(3)
+        self._goal_quat = np.array([1.0, 0.0, 0.0, 0.0])
+        self._has_reset = False
+
+    # ------------------------------------------------------------------ model bookkeeping
+    def _index_model(self) -> None:
+        m = self.model
+
+        def body(name: str) -> int:
+            return mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_BODY, name)
+
+        def mocap(name: str) -> int:
+            return int(m.body_mocapid[body(name)])
+
+        self._mocap_target = mocap("ee_target")
+        self._mocap_goal = mocap("goal")
+        self._mocap_links = (mocap("column"), mocap("link1"), mocap("link2"))
+        self._palm_qpos = int(m.jnt_qposadr[mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_JOINT, "palm_free")])
+        self._finger_qpos = [
+            int(m.jnt_qposadr[mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_JOINT, n)])
+            for n in ("finger_l", "finger_r")
+        ]
+        self._ee_site = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_SITE, "ee")
+        self._obj_body = [body(f"obj{i}") for i in range(MAX_OBJECTS)]
+        self._obj_qpos = [
+            int(m.jnt_qposadr[mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_JOINT, f"obj{i}_free")])
+            for i in range(MAX_OBJECTS)
+        ]
+        self._obj_qvel = [
+            int(m.jnt_dofadr[mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_JOINT, f"obj{i}_free")])
+            for i in range(MAX_OBJECTS)
+        ]
+        self._obj_geom = [
+            [mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_GEOM, f"obj{i}_{s}") for s in SHAPES]
+            for i in range(MAX_OBJECTS)
+        ]
+        self._cam = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_CAMERA, "front")
+
+    def _apply_objects(self) -> None:
+        """Write the per-episode object parameters into the model (size, inertia, colour, contacts)."""
+        m, obj = self.model, self._objects
+        for i in range(MAX_OBJECTS):
+            k = int(obj.shape[i])
+            for j, g in enumerate(self._obj_geom[i]):
+                shown = j == k
+                m.geom_group[g] = 0 if shown else scene.HIDDEN_GROUP
+                m.geom_contype[g] = 1 if shown else 0
+                m.geom_conaffinity[g] = 3 if shown else 0
+            b = self._obj_body[i]
+            m.body_gravcomp[b] = 0.0 if k >= 0 else 1.0
+            if k < 0:
+                continue
+            g = self._obj_geom[i][k]
+            a, bb, c = obj.size[i]
+            mass = float(obj.mass[i])
+            shape = SHAPES[k]
+            if shape == "box":
+                m.geom_size[g] = (a, bb, c)
+                inertia = mass / 3.0 * np.array([bb * bb + c * c, a * a + c * c, a * a + bb * bb])
+                half = (a, bb, c)
+                rbound = float(np.sqrt(a * a + bb * bb + c * c))
+            elif shape == "cylinder":
+                m.geom_size[g] = (a, c, 0.0)
+                inertia = np.array([mass * (3 * a * a + 4 * c * c) / 12.0] * 2 + [mass * a * a / 2.0])
+                half = (a, a, c)
+                rbound = float(np.sqrt(a * a + c * c))
+            else:  # ellipsoid
+                m.geom_size[g] = (a, bb, c)
+                inertia = mass / 5.0 * np.array([bb * bb + c * c, a * a + c * c, a * a + bb * bb])
+                half = (a, bb, c)
+                rbound = float(max(a, bb, c))
+            m.geom_aabb[g] = (0.0, 0.0, 0.0, *half)
+            m.geom_rbound[g] = rbound
+            m.geom_rgba[g] = obj.rgba[i]
+            m.geom_friction[g, 0] = obj.friction[i]
+            m.body_mass[b] = mass
+            m.body_inertia[b] = inertia
+        mujoco.mj_setConst(m, self.data)  # derived constants (invweight, ...) depend on the masses
+
+    def _rest_height(self, i: int) -> float:
+        return float(self._objects.size[i, 2])
+
+    def _footprint(self, i: int) -> float:
+        """Radius of the object's xy footprint (circumscribed)."""
+        a, b, _ = self._objects.size[i]
+        return float(np.hypot(a, b)) if SHAPES[int(self._objects.shape[i])] == "box" else float(max(a, b))
+
+    # ------------------------------------------------------------------ gym API
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
+        super().reset(seed=seed)
+        cfg, rng, m, d = self.config, self.np_random, self.model, self.data
+        n = cfg.num_objects if cfg.num_objects is not None else int(rng.integers(1, MAX_OBJECTS + 1))
+        if options and "num_objects" in options:
+            n = int(options["num_objects"])
+            if not 1 <= n <= MAX_OBJECTS:
+                raise ValueError(f"options['num_objects'] must be in 1..{MAX_OBJECTS}, got {n}")
+        obj = _Objects()
+        obj.shape[:] = -1
+        for i in range(n):
+            k = SHAPES.index(cfg.shapes[int(rng.integers(len(cfg.shapes)))])
+            obj.shape[i] = k
+            hx, hy = rng.uniform(*cfg.half_xy, size=2)
+            hz = rng.uniform(*cfg.half_z)
+            if SHAPES[k] == "cylinder":
+                hy = hx
+            elif SHAPES[k] == "ellipsoid":
+                hz = min(hz, 0.8 * min(hx, hy))  # flattened: rests stably on its bottom
+            obj.size[i] = (hx, hy, hz)
+            hue = rng.uniform(0.0, 1.0)
+            obj.rgba[i, :3] = _hsv_to_rgb(hue, rng.uniform(0.6, 1.0), rng.uniform(0.55, 0.95))
+            obj.mass[i] = rng.uniform(*cfg.mass)
+            obj.friction[i] = rng.uniform(*cfg.friction)
+        self._objects, self._num_objects = obj, n
+        mujoco.mj_resetData(m, d)
+        self._apply_objects()
+        mujoco.mj_resetData(m, d)
+
+        # Object poses: rejection sampling for non-overlapping footprints.
+        placed: list[tuple[float, float, float]] = []
+        yaws = rng.uniform(-np.pi, np.pi, size=MAX_OBJECTS)
+        for i in range(n):
+            r = self._footprint(i)
+            lim = cfg.object_area
+            xy = rng.uniform(-lim, lim, size=2)
+            for _ in range(200):
+                if all(np.hypot(xy[0] - px, xy[1] - py) > r + pr + _OBJECT_MARGIN for px, py, pr in placed):
+                    break
+                xy = rng.uniform(-lim, lim, size=2)
+            placed.append((float(xy[0]), float(xy[1]), r))
+            q = self._obj_qpos[i]
+            d.qpos[q : q + 3] = (xy[0], xy[1], self._rest_height(i))
+            d.qpos[q + 3 : q + 7] = (np.cos(yaws[i] / 2), 0.0, 0.0, np.sin(yaws[i] / 2))
+
+        # Task: a target among the present objects and a free goal spot.
+        self._target = int(rng.integers(n))
+        tx, ty, tr = placed[self._target]
+        goal = rng.uniform(-cfg.goal_area, cfg.goal_area, size=2)
+        for _ in range(200):
+            far = np.hypot(goal[0] - tx, goal[1] - ty) >= cfg.goal_min_distance
+            free = all(
+                np.hypot(goal[0] - px, goal[1] - py) > tr + pr + _OBJECT_MARGIN
+                for j, (px, py, pr) in enumerate(placed)
+                if j != self._target
+            )
+            if far and free:
+                break
+            goal = rng.uniform(-cfg.goal_area, cfg.goal_area, size=2)
+        self._goal = np.array([goal[0], goal[1], self._rest_height(self._target)])
+        q = self._obj_qpos[self._target]
+        self._goal_quat = d.qpos[q + 3 : q + 7].copy()
+        d.mocap_pos[self._mocap_goal] = (goal[0], goal[1], 0.0)
+
+        # Arm: end effector above the table, fingers open.
+        low, high = np.array(cfg.ee_low), np.array(cfg.ee_high)
+        ee = np.array([*rng.uniform(low[:2], high[:2]), rng.uniform(*cfg.ee_start_z)])
+        p = self._palm_qpos
+        d.qpos[p : p + 3] = ee
+        d.qpos[p + 3 : p + 7] = (1.0, 0.0, 0.0, 0.0)
+        d.mocap_pos[self._mocap_target] = ee
+        self._update_arm_links()
+        mujoco.mj_forward(m, d)
+        self._has_reset = True
+        return self._render_frame(), self._info()
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
+        if not self._has_reset:
+            raise RuntimeError("PushTableEnv.step() called before reset()")
+        a = np.asarray(action, dtype=np.float64).reshape(-1)
+        if a.shape != (4,) or not np.all(np.isfinite(a)):
+            raise ValueError(f"action must be 4 finite floats (dx, dy, dz, gripper), got {action!r}")
+        a = np.clip(a, -1.0, 1.0)
+        cfg, m, d = self.config, self.model, self.data
+        ee = self._ee_pos()
+        start = d.mocap_pos[self._mocap_target].copy()
+        target = np.clip(start + a[:3] * cfg.action_scale, cfg.ee_low, cfg.ee_high)
+        target = np.clip(target, ee - cfg.max_lead, ee + cfg.max_lead)
+        d.ctrl[:] = scene.FINGER_TRAVEL * (a[3] + 1.0) / 2.0
+        for k in range(1, cfg.frame_skip + 1):
+            d.mocap_pos[self._mocap_target] = start + (target - start) * (k / cfg.frame_skip)
+            mujoco.mj_step(m, d)
+        self._update_arm_links()
+        mujoco.mj_kinematics(m, d)  # positions for rendering and info: the state after the step
+        info = self._info()
+        return self._render_frame(), -float(info["distance"]), False, False, info
+
+    def render(self) -> np.ndarray:
+        """The current camera image, uint8 (H, W, 3) (whatever ``render_mode`` is)."""
+        return self._render_frame()
+
+    def render_goal(self) -> np.ndarray:
+        """The scene as it is now but with the target object resting at the goal (for image goals).
+
+        The target keeps its orientation from the start of the episode; the arm and the other objects
+        stay where they are. The simulation state is left untouched.
+        """
+        m, d = self.model, self.data
+        saved = self._physics_state()
+        q = self._obj_qpos[self._target]
+        d.qpos[q : q + 3] = self._goal
+        d.qpos[q + 3 : q + 7] = self._goal_quat
+        mujoco.mj_kinematics(m, d)
+        frame = self._render_frame()
+        mujoco.mj_setState(m, d, saved, _STATE_SPEC)
+        mujoco.mj_forward(m, d)
+        return frame
+
+    def close(self) -> None:
+        if self._renderer is not None:
+            self._renderer.close()
+            self._renderer = None
+
+    # ------------------------------------------------------------------ state for planners
+    def get_state(self) -> dict[str, np.ndarray]:
+        """Everything needed to restore the episode exactly (physics and per-episode parameters)."""
+        obj = self._objects
+        return {
+            "physics": self._physics_state(),
+            "obj_shape": obj.shape.copy(),
+            "obj_size": obj.size.copy(),
+            "obj_rgba": obj.rgba.copy(),
+            "obj_mass": obj.mass.copy(),
+            "obj_friction": obj.friction.copy(),
+            "num_objects": np.array(self._num_objects, np.int64),
+            "target": np.array(self._target, np.int64),
+            "goal_pos": self._goal.copy(),
+            "goal_quat": self._goal_quat.copy(),
+        }
+
+    def set_state(self, state: dict[str, np.ndarray]) -> np.ndarray:
+        """Restore a state from :meth:`get_state`; returns the observation there.
+
+        Stepping after ``set_state(s)`` is bit-identical to stepping from where ``s`` was taken.
+        """
+        expected = mujoco.mj_stateSize(self.model, _STATE_SPEC)
+        missing = {"physics", "obj_shape", "obj_size", "obj_rgba", "obj_mass", "obj_friction",
+                   "num_objects", "target", "goal_pos", "goal_quat"} - set(state)  # fmt: skip
+        if missing:
+            raise ValueError(f"state is missing keys {sorted(missing)}")
+        physics = np.asarray(state["physics"], dtype=np.float64)
+        if physics.shape != (expected,):
+            raise ValueError(f"state['physics'] must have shape ({expected},), got {physics.shape}")
+        obj = _Objects(
+            shape=np.array(state["obj_shape"], np.int64).reshape(MAX_OBJECTS),
+            size=np.array(state["obj_size"], np.float64).reshape(MAX_OBJECTS, 3),
+            rgba=np.array(state["obj_rgba"], np.float64).reshape(MAX_OBJECTS, 4),
+            mass=np.array(state["obj_mass"], np.float64).reshape(MAX_OBJECTS),
+            friction=np.array(state["obj_friction"], np.float64).reshape(MAX_OBJECTS),
+        )
+        self._objects = obj
+        self._num_objects = int(state["num_objects"])
+        self._target = int(state["target"])
+        self._goal = np.array(state["goal_pos"], np.float64).reshape(3)
+        self._goal_quat = np.array(state["goal_quat"], np.float64).reshape(4)
+        self._apply_objects()
+        mujoco.mj_setState(self.model, self.data, physics, _STATE_SPEC)
+        mujoco.mj_forward(self.model, self.data)
+        self._has_reset = True
+        return self._render_frame()
+
+    # ------------------------------------------------------------------ helpers
+    def _physics_state(self) -> np.ndarray:
+        out = np.empty(mujoco.mj_stateSize(self.model, _STATE_SPEC))
+        mujoco.mj_getState(self.model, self.data, out, _STATE_SPEC)
+        return out
+
+    def _ee_pos(self) -> np.ndarray:
+        p = self._palm_qpos
+        return self.data.qpos[p : p + 3].copy()
+
+    def _update_arm_links(self) -> None:
+        """Pose the (mocap, contact-free) column and links by planar two-link IK to the palm."""
+        d = self.data
+        bx, by = scene.ARM_BASE
+        x, y = d.qpos[self._palm_qpos : self._palm_qpos + 2]
+        dx, dy = x - bx, y - by
+        dist = min(float(np.hypot(dx, dy)), scene.LINK1 + scene.LINK2 - 1e-6)
+        l1, l2 = scene.LINK1, scene.LINK2
+        cos_elbow = (dist * dist - l1 * l1 - l2 * l2) / (2 * l1 * l2)
+        elbow = float(np.arccos(np.clip(cos_elbow, -1.0, 1.0)))  # elbow to the robot's right
+        shoulder = float(np.arctan2(dy, dx)) - float(np.arctan2(l2 * np.sin(elbow), l1 + l2 * np.cos(elbow)))
+        ex, ey = bx + l1 * np.cos(shoulder), by + l1 * np.sin(shoulder)
+        col, link1, link2 = self._mocap_links
+        d.mocap_quat[col] = _yaw_quat(shoulder)
+        d.mocap_pos[link1] = (bx, by, scene.SHOULDER_Z)
+        d.mocap_quat[link1] = _yaw_quat(shoulder)
+        d.mocap_pos[link2] = (ex, ey, scene.ELBOW_Z)
+        d.mocap_quat[link2] = _yaw_quat(shoulder + elbow)
+
+    def _info(self) -> dict[str, Any]:
+        d = self.data
+        objects = np.full((MAX_OBJECTS, 3), np.nan, np.float32)
+        for i in range(self._num_objects):
+            objects[i] = d.xpos[self._obj_body[i]]
+        target = objects[self._target].astype(np.float64)
+        distance = float(np.hypot(target[0] - self._goal[0], target[1] - self._goal[1]))
+        return {
+            "ee_pos": self._ee_pos().astype(np.float32),
+            "object_pos": objects,
+            "num_objects": int(self._num_objects),
+            "target": int(self._target),
+            "goal_pos": self._goal.astype(np.float32),
+            "distance": distance,
+            "is_success": bool(distance < self.config.success_tolerance),
+        }
+
+    def _render_frame(self) -> np.ndarray:
+        if self._renderer is None:
+            self._renderer = _make_renderer(self.model, self.config.image_size)
+        self._renderer.update_scene(self.data, camera=self._cam, scene_option=self._scene_option)
+        return self._renderer.render()
+
+
+def _make_renderer(model: mujoco.MjModel, size: int) -> mujoco.Renderer:
+    try:
+        return mujoco.Renderer(model, size, size)
+    except Exception as err:  # the backends raise ImportError, RuntimeError, mujoco.FatalError, ...
+        backend = os.environ.get("MUJOCO_GL", "")
+        raise RuntimeError(
+            f"PushTableEnv could not create an OpenGL context with MUJOCO_GL={backend!r}: {err!r}. {_NO_GL}"
+        ) from err
+
+
+def _yaw_quat(angle: float) -> tuple[float, float, float, float]:
+    return (float(np.cos(angle / 2)), 0.0, 0.0, float(np.sin(angle / 2)))
+
+
+def _hsv_to_rgb(h: float, s: float, v: float) -> tuple[float, float, float]:
+    i = int(h * 6.0) % 6
+    f = h * 6.0 - int(h * 6.0)
+    p, q, t = v * (1 - s), v * (1 - s * f), v * (1 - s * (1 - f))
+    return [(v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q)][i]
