@@ -182,11 +182,11 @@ def rollout(env: PushTableEnv, policy: RandomPushPolicy, seq_len: int, seed: int
     frames = np.empty((seq_len, *obs.shape), np.uint8)
     actions = np.empty((seq_len, 4), np.float32)
     states = np.empty((seq_len, 3), np.float32)
-    objects = np.empty((seq_len, MAX_OBJECTS, 3), np.float32)
+    objects = np.full((seq_len, MAX_OBJECTS, 3), np.nan, np.float32)  # NaN rows: absent objects
     for t in range(seq_len):
         frames[t] = obs
         states[t] = info["ee_pos"]
-        objects[t] = info["object_pos"]
+        objects[t, : info["num_objects"]] = info["object_pos"]
         actions[t] = policy(info)
         obs, _, _, _, info = env.step(actions[t])
     return {

@@ -115,8 +115,8 @@ class PushTableEnv(gym.Env):
     **Control rate**: ``frame_skip * timestep`` = 0.1 s per step (10 Hz). The palm is a free body welded
     to a mocap target that moves linearly to the new target over the substeps.
 
-    **info**: ``ee_pos`` float32 (3,), ``object_pos`` float32 (MAX_OBJECTS, 3) with NaN rows for absent
-    objects, ``num_objects`` int, ``target`` int, ``goal_pos`` float32 (3,) (z: the target's resting
+    **info**: ``ee_pos`` float32 (3,), ``object_pos`` float32 (num_objects, 3) for the objects present
+    (no NaN padding, so Gymnasium's checker can compare infos; ``rollout`` pads to MAX_OBJECTS), ``num_objects`` int, ``target`` int, ``goal_pos`` float32 (3,) (z: the target's resting
     centre height), ``distance`` float, ``is_success`` bool.
 
     The model is compiled once; each reset draws 1–4 objects (shape among box / cylinder / ellipsoid,
@@ -457,9 +457,7 @@ class PushTableEnv(gym.Env):
 
     def _info(self) -> dict[str, Any]:
         d = self.data
-        objects = np.full((MAX_OBJECTS, 3), np.nan, np.float32)
-        for i in range(self._num_objects):
-            objects[i] = d.xpos[self._obj_body[i]]
+        objects = d.xpos[self._obj_body[: self._num_objects]].astype(np.float32)
         target = objects[self._target].astype(np.float64)
         distance = float(np.hypot(target[0] - self._goal[0], target[1] - self._goal[1]))
         return {
