@@ -1,0 +1,44 @@
+"""A NumPy stand-in for the PushTable sim: fast, deterministic episodes for storage tests.
+
+Used through ``collect(..., _factory="data_fake_sim:fake_rollout_factory")``; the spawned workers
+import it from ``tests/`` (on ``sys.path`` under pytest, which spawn passes on).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+
+MAX_OBJECTS = 4
+
+
+def fake_rollout_factory(env_kwargs, policy_kwargs):
+    size = env_kwargs["image_size"]
+    delay = float(os.environ.get("WM_FAKE_SIM_DELAY", "0"))
+
+    def run(env_seed, policy_seed, seq_len):
+        rng = np.random.default_rng([env_seed, policy_seed])
+        if delay:
+            time.sleep(delay)
+        objects = np.full((seq_len, MAX_OBJECTS, 3), np.nan, np.float32)
+        n = int(rng.integers(1, MAX_OBJECTS + 1))
+        objects[:, :n] = rng.normal(size=(1, n, 3)).astype(np.float32)
+        objects[:, 0, 0] += np.linspace(0, rng.uniform(0, 0.05), seq_len, dtype=np.float32)
+        return {
+            "frames": rng.integers(0, 256, (seq_len, size, size, 3), dtype=np.uint8),
+            "actions": rng.uniform(-1, 1, (seq_len, 4)).astype(np.float32),
+            "states": rng.normal(size=(seq_len, 3)).astype(np.float32),
+            "objects": objects,
+            "goal": rng.normal(size=3).astype(np.float32),
+            "target": np.int64(0),
+            "num_objects": np.int64(n),
+            "pushed": np.bool_(rng.random() < policy_kwargs["push_probability"]),
+        }
+
+    return run
+
+
+def fake_sim_info(env_kwargs):
+    return {"fake": True, **env_kwargs}, MAX_OBJECTS
