@@ -20,6 +20,8 @@ import pytest
 pytest.importorskip("mujoco")
 policy_mod = pytest.importorskip("worldmodel.data.policy")
 
+from data_fake_sim import children_of, wait_gone  # noqa: E402
+
 from worldmodel.cli import main  # noqa: E402
 from worldmodel.data import open_dataset  # noqa: E402
 from worldmodel.data.collect import episode_seeds  # noqa: E402
@@ -125,11 +127,13 @@ def test_resume_after_kill_9(collected, tmp_path):
             except (FileNotFoundError, json.JSONDecodeError):
                 pass
             time.sleep(0.01)
+        workers_of_run = children_of(proc.pid)
         os.kill(proc.pid, signal.SIGKILL)
     finally:
         proc.wait()
     done = len(json.loads((out / "manifest.json").read_text())["shards"])
-    time.sleep(0.5)  # orphaned workers exit at their next episode
+    assert len(workers_of_run) >= 2 or not Path("/proc").is_dir()  # two workers (+ resource tracker)
+    assert not wait_gone(workers_of_run), "worker processes outlived a kill -9"
     assert (
         cli(
             "collect",

@@ -183,12 +183,14 @@ def test_resume_after_kill(tmp_path, workers):
             time.sleep(0.02)
         else:
             pytest.fail("collection made no progress")
+        workers_of_run = data_fake_sim.children_of(proc.pid)
         os.kill(proc.pid, signal.SIGKILL)
     finally:
         proc.wait()
+    # Orphaned workers (busy or idle) notice the dead parent and exit on their own.
+    assert not data_fake_sim.wait_gone(workers_of_run), "worker processes outlived a kill -9"
     manifest = json.loads((out / "manifest.json").read_text())
     assert not manifest["complete"] and 2 <= len(manifest["shards"]) < 6
-    time.sleep(0.3)  # orphaned workers notice the dead parent between episodes and exit
     summary = fake_collect(out, workers=workers)
     assert summary["skipped_shards"] >= 2
     assert not list(out.glob("*.tmp-*"))

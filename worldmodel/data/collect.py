@@ -16,6 +16,7 @@ import multiprocessing as mp
 import os
 import queue as queue_mod
 import sys
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -102,6 +103,18 @@ def _init_worker(progress_queue: Any, parent_pid: int) -> None:
     if "torch" in sys.modules:  # never import it here: a second of start-up per worker
         sys.modules["torch"].set_num_threads(1)
     _WORKER.update(queue=progress_queue, parent=parent_pid)
+    threading.Thread(target=_exit_with_parent, args=(parent_pid,), daemon=True).start()
+
+
+def _exit_with_parent(parent_pid: int, period: float = 0.5) -> None:
+    """Watchdog: end this worker once the collecting process is gone (e.g. kill -9).
+
+    An idle pool worker would otherwise wait on its task queue forever: its siblings keep the
+    queue's pipe open, so it never sees end-of-file.
+    """
+    while os.getppid() == parent_pid:
+        time.sleep(period)
+    os._exit(1)
 
 
 def sim_rollout_factory(env_kwargs: dict[str, Any], policy_kwargs: dict[str, Any]) -> Callable:
