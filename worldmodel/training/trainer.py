@@ -1,0 +1,621 @@
+"""A model-agnostic trainer: it calls ``model.loss(batch)`` and steps ``model.optimizers()``.
+
+The loop, per step::
+
+    batch = next(batches)                       # uint8 frames moved to the device, cast there
+    loss, metrics = model.loss(batch)           # a scalar, or a dict keyed like optimizers()
+    for key, opt in optimizers:                 # e.g. {"model"} or a GAN's {"g", "d"}
+        loss[key].backward(inputs=params_of(opt))
+    average gradients over processes (DDP), measure gradient norms, clip if asked
+    one host sync: all losses and norms finite? else stop (TrainingDivergedError), naming the step
+    every optimiser steps
+
+Reproducibility: the batch of step ``s`` (sequence indices and the seeds of their random window
+offsets) is a pure function of ``(seed, s)``, so the data order needs no saved iterator state; the
+global RNG states (torch, CUDA, NumPy, Python) go into the checkpoint with the weights and the
+optimiser states. On the CPU, a run interrupted at a checkpoint and resumed reproduces the
+uninterrupted loss curve and weights exactly (tests/test_trainer.py).
+
+Outputs in the run folder ``RUN``: ``checkpoints/last.pt`` (+ ``step_XXXXXXX.pt`` when
+``keep_every`` is set), ``tb/`` (TensorBoard: every loss term, metric, gradient norm, learning
+rate, frames/s, sample grids and videos), ``samples/step_XXXXXXX.gif`` (context | prediction |
+ground truth) and ``metrics.jsonl`` (the logged scalars, one JSON line per log step).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import json
+import math
+import random
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from worldmodel.data.batch import frames_to_uint8
+from worldmodel.dynamics.base import LatentDynamics
+from worldmodel.dynamics.checkpoint import atomic_save, checkpoint_dict, read, resolve_device
+from worldmodel.errors import CheckpointError
+from worldmodel.training import distributed as D
+from worldmodel.video import write_video
+
+
+class TrainingDivergedError(RuntimeError):
+    """A loss or gradient became NaN or infinite; the message names the step and the last good
+    checkpoint."""
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """How to train (the model's own settings live in its config)."""
+
+    steps: int = 1000
+    """Total optimiser steps (a resumed run continues up to this count)."""
+    batch_size: int | None = None
+    """Sequences per step over all processes; ``None`` takes the model config's ``batch_size``."""
+    lr: float | None = None
+    """Override the learning rate of every optimiser (``None``: the model's preset)."""
+    log_every: int = 50
+    """Steps between scalar logs (TensorBoard, metrics.jsonl, progress bar)."""
+    ckpt_every: int = 1000
+    """Steps between checkpoints (``last.pt``); the final step is always saved."""
+    keep_every: int | None = None
+    """Also keep ``step_XXXXXXX.pt`` every this many steps (``None``: only ``last.pt``)."""
+    sample_every: int = 1000
+    """Steps between sample grids/videos; 0 disables them."""
+    num_samples: int = 4
+    """Sequences in the sample grids."""
+    num_workers: int = 0
+    """DataLoader worker processes."""
+    seed: int = 0
+    """Seed of the data order, window offsets, initial weights and model noise."""
+    device: str = "auto"
+    """``auto`` picks CUDA when present."""
+    amp: str = "auto"
+    """``bf16`` (autocast), ``none``, or ``auto`` (bf16 on CUDA, none on CPU)."""
+    compile: bool = False
+    """``torch.compile`` the loss function."""
+    channels_last: bool = False
+    """Put the model's conv weights in channels-last memory format (CUDA)."""
+    grad_clip: float | None = None
+    """Clip each optimiser's gradient norm (the SVG reference uses none)."""
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """What a ``Trainer.fit`` call did."""
+
+    step: int
+    """Last completed step."""
+    history: dict[int, dict[str, float]]
+    """Per step of this call: every loss term, named like the optimisers (``loss/<key>``)."""
+    checkpoint: Path | None
+    """The last checkpoint written."""
+
+
+# --- data -----------------------------------------------------------------------------------------
+
+
+def _mix(*values: int) -> int:
+    """A 62-bit seed from integers (stable across runs and platforms)."""
+    return int(np.random.SeedSequence([int(v) for v in values]).generate_state(1, np.uint64)[0]) >> 2
+
+
+class StepBatchSampler(Sampler):
+    """Yields, for steps ``start, start+1, ...``, this process's share of the global batch as
+    ``(index, item_seed)`` pairs.
+
+    Indices run through seeded permutations of the dataset, epoch after epoch (no repeats within
+    an epoch); everything is a function of ``(seed, step)``, so resuming needs no iterator state.
+    Process ``rank`` of ``world`` takes the slice ``[rank * B / world, (rank + 1) * B / world)``.
+    """
+
+    def __init__(self, n: int, global_batch: int, seed: int, start_step: int, rank: int = 0, world: int = 1):
+        if n < 1:
+            raise ValueError("the training dataset is empty")
+        if global_batch % world:
+            raise ValueError(f"batch_size {global_batch} is not divisible by the {world} processes")
+        self.n, self.global_batch, self.seed, self.start_step = n, global_batch, seed, start_step
+        self.per_rank = global_batch // world
+        self.offset = rank * self.per_rank
+        self._perms: dict[int, Tensor] = {}
+
+    def _perm(self, epoch: int) -> Tensor:
+        if epoch not in self._perms:
+            self._perms = {e: p for e, p in self._perms.items() if e >= epoch - 1}
+            self._perms[epoch] = torch.randperm(
+                self.n, generator=torch.Generator().manual_seed(_mix(self.seed, epoch))
+            )
+        return self._perms[epoch]
+
+    def batch(self, step: int) -> list[tuple[int, int]]:
+        """The ``(index, item_seed)`` pairs of ``step`` (1-based) for this process."""
+        first = (step - 1) * self.global_batch + self.offset
+        idx = [int(self._perm(p // self.n)[p % self.n]) for p in range(first, first + self.per_rank)]
+        seeds = [_mix(self.seed, step, self.offset + j, 1) for j in range(self.per_rank)]
+        return list(zip(idx, seeds, strict=False))
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        step = self.start_step
+        while True:
+            yield self.batch(step)
+            step += 1
+
+
+class SeededItems(Dataset):
+    """``dataset[index]`` with torch's global RNG seeded by ``item_seed`` (then restored), so random
+    window offsets depend only on the item's seed, in the main process and in workers alike."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]) -> dict[str, Tensor]:
+        index, seed = key
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return self.dataset[index]
+
+
+def _to_device(batch: Mapping[str, Tensor], device: torch.device) -> dict[str, Tensor]:
+    # uint8 frames travel as uint8 (4x less than float32); the model casts on the device.
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+# --- RNG state as plain tensors and numbers (loads with weights_only=True) -----------------------
+
+
+def _rng_state() -> dict[str, Any]:
+    np_state = np.random.get_state()
+    py_state = random.getstate()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "keys": torch.from_numpy(np_state[1].astype(np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "gauss": float(np_state[4]),
+        },
+        "python": {"version": py_state[0], "state": list(py_state[1]), "gauss": py_state[2]},
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: Mapping[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state(
+        ("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"])
+    )
+    p = state["python"]
+    random.setstate((p["version"], tuple(p["state"]), p["gauss"]))
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# --- the trainer ----------------------------------------------------------------------------------
+
+
+class Trainer:
+    """Trains any ``LatentDynamics`` on a dataset of fixed-length windows.
+
+    Args:
+        model: a fresh model, or one whose weights ``resume`` will replace.
+        dataset: items are dicts with ``frames`` uint8 ``(T, H, W, 3)`` and ``actions`` float32
+            ``(T, A)``, ``T == model.config.seq_len`` (e.g. ``open_dataset(..., seq_len=T)``).
+        out_dir: the run folder (created; rank 0 writes to it).
+        config: training settings.
+        data_fingerprint: stored in checkpoints; ``resume`` refuses a different one. Defaults to
+            ``dataset.fingerprint`` when the dataset has one.
+        progress: show a tqdm progress bar (rank 0).
+    """
+
+    def __init__(
+        self,
+        model: LatentDynamics,
+        dataset: Dataset,
+        out_dir: str | Path,
+        config: TrainConfig | None = None,
+        *,
+        data_fingerprint: str | None = None,
+        progress: bool = False,
+    ) -> None:
+        self.config = cfg = config or TrainConfig()
+        self.device = resolve_device(cfg.device)
+        self.dist = D.init(self.device)
+        if self.device.type == "cuda" and self.dist.enabled:
+            self.device = torch.device("cuda", self.dist.local_rank)
+        self.out_dir = Path(out_dir)
+        self.dataset = dataset
+        self.fingerprint = data_fingerprint or getattr(dataset, "fingerprint", None)
+        self.progress = progress
+        self.batch_size = int(cfg.batch_size or model.config.batch_size)
+        self.amp = cfg.amp if cfg.amp != "auto" else ("bf16" if self.device.type == "cuda" else "none")
+        if self.amp not in ("bf16", "none"):
+            raise ValueError(f"amp must be 'bf16', 'none' or 'auto', got {cfg.amp!r}")
+
+        # Different model noise per process; the same initial weights everywhere (broadcast).
+        torch.manual_seed(_mix(cfg.seed, self.dist.rank, 2))
+        self.model = model.to(self.device)
+        if cfg.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        D.broadcast_module(self.model)
+        self.optimizers = self.model.optimizers()
+        if cfg.lr is not None:
+            for opt in self.optimizers.values():
+                for group in opt.param_groups:
+                    group["lr"] = cfg.lr
+        self._params = {
+            k: [p for g in opt.param_groups for p in g["params"] if p.requires_grad]
+            for k, opt in self.optimizers.items()
+        }
+        self._loss_fn = torch.compile(self.model.loss) if cfg.compile else self.model.loss
+        self.step = 0
+        self._saved_step = -1
+        self._writer = None
+        self._sample_batch = self._fixed_batch() if cfg.sample_every and self.dist.is_main else None
+
+    # --- public API ---------------------------------------------------------------------------
+    @property
+    def checkpoint_path(self) -> Path:
+        """``RUN/checkpoints/last.pt``."""
+        return self.out_dir / "checkpoints" / "last.pt"
+
+    def resume(self, path: str | Path | None = None) -> int:
+        """Restore weights, optimisers, RNG states and the step from a checkpoint.
+
+        Args:
+            path: defaults to ``RUN/checkpoints/last.pt``.
+
+        Returns:
+            The step the checkpoint was written at (training continues after it).
+        """
+        path = Path(path) if path is not None else self.checkpoint_path
+        ckpt = read(path)
+        if ckpt["config"] != self.model.config_dict():
+            raise CheckpointError(
+                f"{path}: the checkpoint's model config differs from the model being trained"
+            )
+        if self.fingerprint and ckpt.get("data") and ckpt["data"] != self.fingerprint:
+            raise CheckpointError(
+                f"{path}: trained on different data (fingerprint {ckpt['data']}, now {self.fingerprint})"
+            )
+        missing = sorted(set(self.optimizers) - set(ckpt.get("optimizers") or {}))
+        if missing:
+            raise CheckpointError(f"{path}: no optimizer state for {', '.join(missing)}; cannot resume")
+        self.model.load_state_dict(ckpt["weights"])
+        for key, opt in self.optimizers.items():
+            opt.load_state_dict(ckpt["optimizers"][key])
+        rngs = ckpt.get("rng") or []
+        if self.dist.rank < len(rngs):
+            _set_rng_state(rngs[self.dist.rank])
+        self.step = self._saved_step = int(ckpt["step"])
+        return self.step
+
+    def fit(self, steps: int | None = None) -> TrainResult:
+        """Train up to ``steps`` total steps (default ``config.steps``), from ``self.step``."""
+        total = int(steps if steps is not None else self.config.steps)
+        history: dict[int, dict[str, float]] = {}
+        last_ckpt: Path | None = None
+        batches = self._batches(self.step + 1)
+        window: list[list[float]] = []
+        metrics_sum: dict[str, float] = {}
+        t0, bar = time.perf_counter(), self._progress_bar(total)
+        try:
+            while self.step < total:
+                batch = _to_device(next(batches), self.device)
+                values, metrics = self.train_step(batch)  # raises TrainingDivergedError
+                self.step += 1
+                history[self.step] = dict(
+                    zip(self._value_names()[: len(self.optimizers)], values, strict=False)
+                )
+                window.append(values)
+                for k, v in metrics.items():
+                    metrics_sum[k] = metrics_sum.get(k, 0.0) + float(v)
+                if bar is not None:
+                    bar.update(1)
+                if self.step % self.config.log_every == 0 or self.step == total:
+                    elapsed = time.perf_counter() - t0
+                    self._log(window, metrics_sum, elapsed, bar)
+                    window, metrics_sum, t0 = [], {}, time.perf_counter()
+                if self.step % self.config.ckpt_every == 0 or self.step == total:
+                    last_ckpt = self.save()
+                if self.config.sample_every and (
+                    self.step % self.config.sample_every == 0 or self.step == total
+                ):
+                    self.write_samples()
+        finally:
+            if bar is not None:
+                bar.close()
+            if self._writer is not None:
+                self._writer.flush()
+        return TrainResult(step=self.step, history=history, checkpoint=last_ckpt)
+
+    def train_step(self, batch: dict[str, Tensor]) -> tuple[list[float], dict[str, float]]:
+        """One optimiser step on a device batch (every optimiser steps once).
+
+        Returns:
+            ``(values, metrics)``: the losses (one per optimiser, mean over processes) then the
+            gradient norms, and the model's metrics. Raises ``TrainingDivergedError`` (weights
+            untouched) if any is NaN or infinite.
+        """
+        self._check_batch(batch)
+        self.model.train()
+        with self._autocast():
+            loss, metrics = self._loss_fn(batch)
+        losses = self._loss_terms(loss)
+        for opt in self.optimizers.values():
+            opt.zero_grad(set_to_none=True)
+        keys = list(self.optimizers)
+        for i, key in enumerate(keys):
+            losses[key].backward(inputs=self._params[key], retain_graph=i < len(keys) - 1)
+        norms = []
+        for key in keys:
+            D.average_gradients(self._params[key])
+            norms.append(self._grad_norm(self._params[key]))
+        stats = torch.stack([losses[k].detach().float() for k in keys] + norms)
+        if D.active():
+            torch.distributed.all_reduce(stats)
+            stats /= self.dist.world_size
+        values = stats.tolist()  # the one host sync per step
+        if not all(math.isfinite(v) for v in values):
+            self._diverged(values)
+        for opt in self.optimizers.values():
+            opt.step()
+        return values, metrics
+
+    def save(self, path: str | Path | None = None) -> Path:
+        """Write a resumable checkpoint (rank 0; every process takes part in gathering RNGs)."""
+        rng = _rng_state()
+        rngs = [rng]
+        if D.active():
+            rngs = [None] * self.dist.world_size
+            torch.distributed.all_gather_object(rngs, {k: v for k, v in rng.items() if k != "cuda"})
+            rngs[self.dist.rank] = rng
+        path = Path(path) if path is not None else self.checkpoint_path
+        self._saved_step = self.step
+        if not self.dist.is_main:
+            return path
+        ckpt = checkpoint_dict(
+            self.model,
+            self.step,
+            optimizers={k: opt.state_dict() for k, opt in self.optimizers.items()},
+            rng=rngs,
+            data=self.fingerprint,
+            extra={"train_config": dataclasses.asdict(self.config), "world_size": self.dist.world_size},
+        )
+        atomic_save(ckpt, path)
+        keep = self.config.keep_every
+        if keep and self.step % keep == 0 and path == self.checkpoint_path:
+            atomic_save(ckpt, path.with_name(f"step_{self.step:07d}.pt"))
+        return path
+
+    def write_samples(self) -> Path | None:
+        """Roll the model out on a fixed batch; write a TensorBoard image and video and a GIF."""
+        if self._sample_batch is None:
+            return None
+        gt, pred = self._predict(self._sample_batch)
+        n_past = self.model.config.n_past
+        frames = _side_by_side(pred, gt, n_past)  # (T, H', W', 3) uint8
+        writer = self._tb()
+        writer.add_image("samples/grid", _strip(pred, gt, n_past), self.step, dataformats="HWC")
+        _add_gif(writer, "samples/video", frames, self.step)
+        path = self.out_dir / "samples" / f"step_{self.step:07d}.gif"
+        write_video(path, frames.numpy(), fps=4)
+        return path
+
+    # --- pieces of the loop -------------------------------------------------------------------
+    def _batches(self, start_step: int) -> Iterator[dict[str, Tensor]]:
+        sampler = StepBatchSampler(
+            len(self.dataset),
+            self.batch_size,
+            self.config.seed,
+            start_step,
+            self.dist.rank,
+            self.dist.world_size,
+        )
+        loader = DataLoader(
+            SeededItems(self.dataset),
+            batch_sampler=sampler,
+            num_workers=self.config.num_workers,
+            pin_memory=self.device.type == "cuda",
+            generator=torch.Generator().manual_seed(self.config.seed),  # keeps the global RNG untouched
+            persistent_workers=self.config.num_workers > 0,
+        )
+        return iter(loader)
+
+    def _check_batch(self, batch: Mapping[str, Tensor]) -> None:
+        seq_len = self.model.config.seq_len
+        frames = batch.get("frames")
+        if frames is None or frames.dim() != 5 or frames.shape[1] != seq_len:
+            shape = None if frames is None else tuple(frames.shape)
+            raise ValueError(
+                f"training batches need frames (B, {seq_len}, H, W, 3) (seq_len = n_past + n_future), "
+                f"got {shape}"
+            )
+
+    def _autocast(self):
+        if self.amp == "bf16":
+            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _loss_terms(self, loss: Tensor | Mapping[str, Tensor]) -> dict[str, Tensor]:
+        if isinstance(loss, Mapping):
+            terms = dict(loss)
+        elif len(self.optimizers) == 1:
+            terms = {next(iter(self.optimizers)): loss}
+        else:
+            raise ValueError(
+                f"{type(self.model).__name__}.loss returned one loss for optimizers {list(self.optimizers)}"
+            )
+        if set(terms) != set(self.optimizers):
+            raise ValueError(f"loss keys {sorted(terms)} do not match optimizers {sorted(self.optimizers)}")
+        return terms
+
+    def _grad_norm(self, params: list[torch.nn.Parameter]) -> Tensor:
+        grads = [p.grad for p in params if p.grad is not None]
+        if not grads:
+            return torch.zeros((), device=self.device)
+        if self.config.grad_clip is not None:
+            return torch.nn.utils.clip_grad_norm_(params, self.config.grad_clip).float()
+        return torch.nn.utils.get_total_norm(grads).float()
+
+    def _value_names(self) -> list[str]:
+        keys = list(self.optimizers)
+        loss_names = ["loss"] if keys == ["model"] else [f"loss/{k}" for k in keys]
+        norm_names = ["grad_norm"] if keys == ["model"] else [f"grad_norm/{k}" for k in keys]
+        return loss_names + norm_names
+
+    def _diverged(self, values: list[float]) -> None:
+        bad = ", ".join(
+            f"{n}={v}" for n, v in zip(self._value_names(), values, strict=False) if not math.isfinite(v)
+        )
+        step = self.step + 1
+        where = "no checkpoint was written yet"
+        if self.step > 0:
+            # The weights are still those after the last good step (nothing stepped on NaN).
+            if self._saved_step < self.step:
+                self.save()
+            where = f"last good checkpoint: {self.checkpoint_path} (step {self.step})"
+        raise TrainingDivergedError(f"training diverged at step {step}: non-finite {bad}; {where}")
+
+    def _log(self, window: list[list[float]], metrics_sum: dict[str, float], elapsed: float, bar) -> None:
+        n = len(window)
+        means = [sum(col) / n for col in zip(*window, strict=False)]
+        scalars = dict(zip(self._value_names(), means, strict=False))
+        scalars.update({f"metrics/{k}": v / n for k, v in metrics_sum.items()})
+        for key, opt in self.optimizers.items():
+            scalars["lr" if len(self.optimizers) == 1 else f"lr/{key}"] = float(opt.param_groups[0]["lr"])
+        seq_len = self.model.config.seq_len
+        scalars["frames_per_s"] = n * self.batch_size * seq_len / max(elapsed, 1e-9)
+        if bar is not None:
+            bar.set_postfix({k: f"{v:.4g}" for k, v in scalars.items() if k.startswith("loss")})
+        if not self.dist.is_main:
+            return
+        writer = self._tb()
+        for name, value in scalars.items():
+            writer.add_scalar(name, value, self.step)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.out_dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps({"step": self.step, **scalars}) + "\n")
+
+    def _progress_bar(self, total: int):
+        if not (self.progress and self.dist.is_main):
+            return None
+        from tqdm.auto import tqdm
+
+        return tqdm(total=total, initial=self.step, desc="train", unit="step", dynamic_ncols=True)
+
+    def _tb(self):
+        if self._writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            # purge_step drops events a killed run logged after its last checkpoint.
+            self._writer = SummaryWriter(str(self.out_dir / "tb"), purge_step=self.step or None)
+        return self._writer
+
+    # --- samples ------------------------------------------------------------------------------
+    def _fixed_batch(self) -> dict[str, Tensor]:
+        n = min(self.config.num_samples, len(self.dataset))
+        items = [SeededItems(self.dataset)[(i, _mix(self.config.seed, i, 3))] for i in range(n)]
+        return {k: torch.stack([it[k] for it in items]) for k in items[0]}
+
+    @torch.no_grad()
+    def _predict(self, batch: Mapping[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """Ground truth and (context + predicted) frames, uint8 ``(N, T, H, W, 3)`` on the CPU."""
+        cfg = self.model.config
+        frames = batch["frames"].to(self.device)
+        actions = batch["actions"].to(self.device)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            gen = torch.Generator(self.device).manual_seed(self.config.seed)
+            state = self.model.initial(frames[:, : cfg.n_past], actions[:, : cfg.n_past - 1])
+            _, pred = self.model.rollout(state, actions[:, cfg.n_past - 1 : -1], generator=gen)
+        finally:
+            self.model.train(was_training)
+        pred = torch.cat([frames[:, : cfg.n_past], frames_to_uint8(pred.float())], dim=1)
+        return frames.cpu(), pred.cpu()
+
+
+# --- sample pictures ------------------------------------------------------------------------------
+
+_GREEN = torch.tensor([0, 200, 0], dtype=torch.uint8)
+_RED = torch.tensor([220, 0, 0], dtype=torch.uint8)
+
+
+def _framed(frames: Tensor, n_past: int, predicted: bool) -> Tensor:
+    """Pad every frame (N, T, H, W, 3) with a 1-pixel border: green for ground truth and context,
+    red for predicted frames."""
+    n, t, h, w, _ = frames.shape
+    out = torch.empty(n, t, h + 2, w + 2, 3, dtype=torch.uint8)
+    out[:] = _GREEN
+    if predicted:
+        out[:, n_past:] = _RED
+    out[:, :, 1:-1, 1:-1] = frames
+    return out
+
+
+def _side_by_side(pred: Tensor, gt: Tensor, n_past: int) -> Tensor:
+    """Video frames (T, N*H', 2*W', 3): each row is one sequence, prediction | ground truth."""
+    pairs = torch.cat([_framed(pred, n_past, True), _framed(gt, n_past, False)], dim=3)  # (N, T, H', 2W', 3)
+    return pairs.permute(1, 0, 2, 3, 4).flatten(1, 2)
+
+
+def _strip(pred: Tensor, gt: Tensor, n_past: int) -> np.ndarray:
+    """One image (2*N*H', T*W', 3): per sequence, a row of context + prediction over a row of
+    ground truth."""
+    rows = torch.stack([_framed(pred, n_past, True), _framed(gt, n_past, False)], dim=1).flatten(0, 1)
+    return rows.permute(0, 2, 1, 3, 4).flatten(0, 1).flatten(1, 2).numpy()  # (2N*H', T*W', 3)
+
+
+def _gif_bytes(frames: np.ndarray, fps: int) -> bytes:
+    from PIL import Image
+
+    images = [Image.fromarray(f) for f in frames]
+    buf = io.BytesIO()
+    images[0].save(
+        buf, format="GIF", save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0
+    )
+    return buf.getvalue()
+
+
+def _add_gif(writer, tag: str, frames: Tensor, step: int, fps: int = 4) -> None:
+    """A TensorBoard video: an animated GIF in an image summary, as ``add_video`` writes it
+    (``add_video`` itself needs ``moviepy.editor``, which moviepy 2 removed)."""
+    from tensorboard.compat.proto.summary_pb2 import Summary
+
+    _t, h, w, c = frames.shape
+    image = Summary.Image(
+        height=h, width=w, colorspace=c, encoded_image_string=_gif_bytes(frames.numpy(), fps)
+    )
+    writer._get_file_writer().add_summary(Summary(value=[Summary.Value(tag=tag, image=image)]), step)
+
+
+class ZeroActions(Dataset):
+    """Adds all-zero ``actions`` ``(T, A)`` to items of a frames-only dataset (PNG folders), so
+    action-conditioned models train and evaluate on it as if every action were "stand still"."""
+
+    def __init__(self, dataset: Dataset, action_dim: int) -> None:
+        self.dataset, self.action_dim = dataset, action_dim
+        self.fingerprint = getattr(dataset, "fingerprint", None)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict[str, Tensor]:
+        item = dict(self.dataset[index])
+        item["actions"] = torch.zeros(item["frames"].shape[0], self.action_dim)
+        return item
