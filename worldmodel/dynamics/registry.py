@@ -28,8 +28,13 @@ def register(name: str, cls: type[LatentDynamics], **fixed: Any) -> None:
 
 
 def available() -> list[str]:
-    """Every registered model name whose module imports."""
+    """Every registered model name: the built-in ones and those added with ``register``."""
     return sorted({*_BUILTIN, *_EXTRA})
+
+
+def builtin() -> list[str]:
+    """The model names this package ships (what the contract test covers)."""
+    return sorted(_BUILTIN)
 
 
 def resolve(name: str) -> tuple[type[LatentDynamics], dict[str, Any]]:
