@@ -145,7 +145,7 @@ class LatentDynamics(nn.Module, ABC):
 
     # --- training -----------------------------------------------------------------------------
     @abstractmethod
-    def loss(self, batch: Batch) -> tuple[Tensor | dict[str, Tensor], dict[str, float]]:
+    def loss(self, batch: Batch) -> tuple[Tensor | dict[str, Tensor], dict[str, float | Tensor]]:
         """Training objective on one batch.
 
         Args:
@@ -155,7 +155,8 @@ class LatentDynamics(nn.Module, ABC):
         Returns:
             ``(loss, metrics)``. ``loss`` is a scalar tensor, or a dict of scalars keyed like
             ``optimizers()`` for models with several optimisers (a GAN's ``"g"`` and ``"d"``).
-            ``metrics`` maps names to floats for logging.
+            ``metrics`` maps names to floats or detached scalar tensors for logging (tensors let
+            the trainer read everything in one host sync per step).
         """
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
@@ -236,7 +237,9 @@ class LatentDynamics(nn.Module, ABC):
         """
         outs = []
         for t in range(actions.shape[1]):
-            state = self.step(state, actions[:, t], sample=sample, temperature=temperature, generator=generator)
+            state = self.step(
+                state, actions[:, t], sample=sample, temperature=temperature, generator=generator
+            )
             outs.append(self.decode(state) if decode else self.features(state))
         return state, torch.stack(outs, dim=1)
 

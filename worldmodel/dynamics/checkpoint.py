@@ -74,12 +74,18 @@ def read(path: str | os.PathLike) -> dict[str, Any]:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # corrupt, truncated, or not a torch file
-        raise CheckpointError(f"{path}: not a readable worldmodel checkpoint ({type(err).__name__}: {err})") from None
-    missing = [k for k in ("format", "model", "config", "weights") if not isinstance(ckpt, dict) or k not in ckpt]
+        raise CheckpointError(
+            f"{path}: not a readable worldmodel checkpoint ({type(err).__name__}: {err})"
+        ) from None
+    missing = [
+        k for k in ("format", "model", "config", "weights") if not isinstance(ckpt, dict) or k not in ckpt
+    ]
     if missing:
         raise CheckpointError(f"{path}: not a worldmodel checkpoint (missing {', '.join(missing)})")
     if ckpt["format"] > FORMAT:
-        raise CheckpointError(f"{path}: checkpoint format {ckpt['format']} is newer than this worldmodel ({FORMAT})")
+        raise CheckpointError(
+            f"{path}: checkpoint format {ckpt['format']} is newer than this worldmodel ({FORMAT})"
+        )
     return ckpt
 
 

@@ -63,7 +63,9 @@ def build_config(name: str, preset: str | None = None, **overrides: Any) -> Dyna
     fields = {f.name: f for f in dataclasses.fields(config_class)}
     unknown = sorted(set(values) - set(fields))
     if unknown:
-        raise ValueError(f"unknown config field(s) for {name}: {', '.join(unknown)}; known: {', '.join(fields)}")
+        raise ValueError(
+            f"unknown config field(s) for {name}: {', '.join(unknown)}; known: {', '.join(fields)}"
+        )
     for key, value in values.items():  # lists from JSON/checkpoints back to tuples
         if isinstance(value, list) and isinstance(fields[key].default, tuple):
             values[key] = tuple(value)

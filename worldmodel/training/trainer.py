@@ -369,12 +369,16 @@ class Trainer:
         if D.active():
             torch.distributed.all_reduce(stats)
             stats /= self.dist.world_size
-        values = stats.tolist()  # the one host sync per step
+        names = list(metrics)
+        extra = [torch.as_tensor(metrics[k], dtype=torch.float32, device=stats.device) for k in names]
+        both = torch.cat([stats, torch.stack(extra).flatten()]) if extra else stats
+        flat = both.tolist()  # the one host sync per step
+        values = flat[: len(stats)]
         if not all(math.isfinite(v) for v in values):
             self._diverged(values)
         for opt in self.optimizers.values():
             opt.step()
-        return values, metrics
+        return values, dict(zip(names, flat[len(stats) :], strict=True))
 
     def save(self, path: str | Path | None = None) -> Path:
         """Write a resumable checkpoint (rank 0; every process takes part in gathering RNGs)."""
