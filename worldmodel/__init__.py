@@ -22,6 +22,13 @@ def _register() -> None:
             entry_point="worldmodel.envs.push_table:PushTableEnv",
             max_episode_steps=50,
         )
+    if DREAM_ID not in gym.registry:
+        # No max_episode_steps: the env truncates at its own `horizon` option (default 50).
+        gym.register(
+            id=DREAM_ID,
+            entry_point="worldmodel.envs.dream:DreamEnv",
+            vector_entry_point="worldmodel.envs.dream_vec:make_dream_vector_env",
+        )
 
 
 _register()

@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "collect": ("worldmodel.cli.collect", "roll out a random pushing policy and write a sharded dataset"),
     "show": ("worldmodel.cli.show", "write a grid video (MP4/GIF) of dataset sequences"),
     "train": ("worldmodel.cli.train", "train a world model on a dataset"),
+    "train-head": ("worldmodel.cli.train_head", "fit the object-position head for Dream-v0's learned reward"),
     "eval": ("worldmodel.cli.evaluate", "score a checkpoint: per-step PSNR/SSIM vs copy-last-frame"),
 }
 

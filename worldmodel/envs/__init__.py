@@ -1,4 +1,4 @@
-"""Environments: the real MuJoCo pushing world (and, later, learned dream environments).
+"""Environments: the real MuJoCo pushing world and the learned dream environments (single, batched).
 
 Names are imported lazily so that ``import worldmodel.envs`` loads neither MuJoCo nor torch.
 """
@@ -7,12 +7,14 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["MAX_OBJECTS", "PushTableConfig", "PushTableEnv"]
+__all__ = ["MAX_OBJECTS", "DreamEnv", "DreamVecEnv", "PushTableConfig", "PushTableEnv"]
 
 _LAZY = {
     "PushTableEnv": "worldmodel.envs.push_table",
     "PushTableConfig": "worldmodel.envs.push_table",
     "MAX_OBJECTS": "worldmodel.envs.scene",
+    "DreamEnv": "worldmodel.envs.dream",
+    "DreamVecEnv": "worldmodel.envs.dream_vec",
 }
 
 

@@ -116,8 +116,9 @@ class PushTableEnv(gym.Env):
     to a mocap target that moves linearly to the new target over the substeps.
 
     **info**: ``ee_pos`` float32 (3,), ``object_pos`` float32 (num_objects, 3) for the objects present
-    (no NaN padding, so Gymnasium's checker can compare infos; ``rollout`` pads to MAX_OBJECTS), ``num_objects`` int, ``target`` int, ``goal_pos`` float32 (3,) (z: the target's resting
-    centre height), ``distance`` float, ``is_success`` bool.
+    (no NaN padding, so Gymnasium's checker can compare infos; ``rollout`` pads to MAX_OBJECTS),
+    ``num_objects`` int, ``target`` int, ``goal_pos`` float32 (3,) (z: the target's resting centre height),
+    ``distance`` float, ``is_success`` bool.
 
     The model is compiled once; each reset draws 1–4 objects (shape among box / cylinder / ellipsoid,
     size, colour, mass, friction, position, yaw) and writes them into the model's per-geom fields.

@@ -1,0 +1,169 @@
+"""Dream env throughput: DreamVecEnv (one batched model call per step) vs SB3 DummyVecEnv over single
+Dream-v0 envs vs the real PushTable sim, in one run.
+
+    python benchmarks/dream_throughput.py [--envs 256] [--preset tiny] [--seconds 15] [--device cpu]
+    python benchmarks/dream_throughput.py --device cuda --preset paper --envs 1024 --skip-dummy --skip-sim
+
+Env steps per second (one env step = one agent transition) with uniform random actions,
+``reward="learned"`` (an untrained object head: the cost, not the value, matters here), pixel
+observations, ``horizon=50`` so same-step auto-resets are included. Each figure runs for about
+``--seconds`` after a warm-up. Both dream variants share one model and one start-context pool.
+Prints the DreamVecEnv / DummyVecEnv ratio last (target: >= 20x on CPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+import numpy as np
+
+
+def rate(step, n_envs: int, seconds: float, min_calls: int = 3) -> tuple[float, int]:
+    """Env steps/s of ``step()`` (which advances ``n_envs`` envs) over about ``seconds``."""
+    calls, start = 0, time.perf_counter()
+    while calls < min_calls or time.perf_counter() - start < seconds:
+        step()
+        calls += 1
+    return calls * n_envs / (time.perf_counter() - start), calls
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--envs", type=int, default=256)
+    p.add_argument("--model", default="svg-lp")
+    p.add_argument("--preset", default="tiny", help="tiny (CPU) or paper")
+    p.add_argument("--checkpoint", default=None, help="a trained checkpoint instead of --model/--preset")
+    p.add_argument("--seconds", type=float, default=15.0, help="time per measurement (default 15)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--obs", default="pixels", choices=["pixels", "latent"])
+    p.add_argument("--skip-dummy", action="store_true")
+    p.add_argument("--skip-sim", action="store_true")
+    p.add_argument("--json", default=None, metavar="FILE")
+    return p.parse_args()
+
+
+def build_core(args: argparse.Namespace):
+    import torch
+
+    from worldmodel import dynamics
+    from worldmodel.dynamics.heads import ObjectHead
+    from worldmodel.envs.dream import DreamConfig, DreamCore
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    if args.checkpoint:
+        model = dynamics.load(args.checkpoint, device=args.device)
+    else:
+        model = dynamics.make(args.model, preset=args.preset, image_size=64).to(args.device).eval()
+    head = ObjectHead(model.feature_dim)
+    cfg = DreamConfig(obs=args.obs, pool_size=64, horizon=50)
+    return DreamCore(model, cfg, head=head, device=args.device)
+
+
+def measure_vec(core, actions: np.ndarray, seconds: float) -> tuple[float, int]:
+    import torch
+
+    from worldmodel.envs.dream_vec import DreamVecEnv
+
+    n = actions.shape[1]
+    vec = DreamVecEnv(core, n)
+    vec.seed(0)
+    vec.reset()
+    k = [0]
+
+    def step():
+        vec.step(actions[k[0] % len(actions)])
+        k[0] += 1
+        if core.device.type == "cuda":
+            torch.cuda.synchronize(core.device)
+
+    for _ in range(3):  # warm-up
+        step()
+    return rate(step, n, seconds)
+
+
+def measure_dummy(core, actions: np.ndarray, seconds: float) -> tuple[float, int]:
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    from worldmodel.envs.dream import DreamEnv
+
+    n = actions.shape[1]
+    dummy = DummyVecEnv([lambda: DreamEnv(core=core) for _ in range(n)])
+    dummy.seed(0)
+    dummy.reset()
+    k = [0]
+
+    def step():
+        dummy.step(actions[k[0] % len(actions)])
+        k[0] += 1
+
+    step()
+    return rate(step, n, seconds, min_calls=1)
+
+
+def measure_sim(actions: np.ndarray, seconds: float) -> tuple[float, int]:
+    from worldmodel.envs.push_table import PushTableEnv
+
+    sim = PushTableEnv()
+    sim.reset(seed=0)
+    t = [0]
+
+    def step():
+        t[0] += 1
+        if t[0] % 50 == 0:
+            sim.reset(seed=t[0])
+        sim.step(actions[t[0] % len(actions), 0])
+
+    step()
+    return rate(step, 1, seconds)
+
+
+def main() -> None:
+    args = parse_args()
+    import torch
+
+    core = build_core(args)
+    n = args.envs
+    actions = np.random.default_rng(0).uniform(-1, 1, (16, n, 4)).astype(np.float32)
+    info = (
+        f"model={args.checkpoint or args.model + ':' + args.preset} device={core.device} envs={n} "
+        f"obs={args.obs} threads={torch.get_num_threads()} cpus={os.cpu_count()}"
+    )
+    if core.device.type == "cuda":
+        info += f" gpu={torch.cuda.get_device_name(core.device)}"
+    print(info, flush=True)
+    res: dict[str, float] = {}
+    res["dream_vec_steps_per_s"], calls = measure_vec(core, actions, args.seconds)
+    print(
+        f"DreamVecEnv({n}):             {res['dream_vec_steps_per_s']:10.1f} env steps/s "
+        f"({calls} batched steps)",
+        flush=True,
+    )
+    if not args.skip_dummy:
+        res["dummy_vec_steps_per_s"], calls = measure_dummy(core, actions, args.seconds)
+        print(
+            f"DummyVecEnv({n} x Dream-v0):  {res['dummy_vec_steps_per_s']:10.1f} env steps/s ({calls} steps)",
+            flush=True,
+        )
+    if not args.skip_sim:
+        res["push_table_steps_per_s"], _ = measure_sim(actions, args.seconds)
+        print(f"PushTable-v0 (1 sim):          {res['push_table_steps_per_s']:10.1f} env steps/s", flush=True)
+        print(f"dream_vec_vs_sim: {res['dream_vec_steps_per_s'] / res['push_table_steps_per_s']:.1f}x")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"config": info, **res}, f, indent=2)
+    if "dummy_vec_steps_per_s" in res:
+        print(f"dream_vec_vs_dummy: {res['dream_vec_steps_per_s'] / res['dummy_vec_steps_per_s']:.1f}x")
+    else:
+        print(f"dream_vec_steps_per_s: {res['dream_vec_steps_per_s']:.1f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,30 @@
+"""Shared helpers for the dream-env tests: a tiny SVG whose samples visibly depend on the noise."""
+
+from __future__ import annotations
+
+import torch
+
+from worldmodel import dynamics
+from worldmodel.dynamics.heads import ObjectHead
+
+
+def noisy_tiny_svg(image_size: int = 64, seed: int = 0):
+    """``svg-lp`` tiny preset with weights drawn wide enough that z (hence the seed) changes the
+    frames: the reference init (std 0.02) makes an untrained model's frames nearly constant, which
+    would let a determinism test pass without testing anything."""
+    torch.manual_seed(seed)
+    model = dynamics.make("svg-lp", preset="tiny", image_size=image_size)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() > 1:
+                p.normal_(0.0, 1.5 / p[0].numel() ** 0.5)
+    return model.eval()
+
+
+def identity_head(model) -> ObjectHead:
+    """An untrained head: predicts "the target is where it started" plus a small feature term."""
+    torch.manual_seed(1)
+    head = ObjectHead(model.feature_dim, hidden=16)
+    with torch.no_grad():
+        head.net[-1].weight.normal_(0.0, 0.05)
+    return head.eval()

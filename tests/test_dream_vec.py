@@ -1,0 +1,151 @@
+"""DreamVecEnv / make_vec: lockstep equality with single envs, SB3 wrappers, Gymnasium vector API, PPO."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from dream_fixtures import identity_head, noisy_tiny_svg
+from gymnasium.vector import AutoresetMode
+from stable_baselines3 import PPO
+from stable_baselines3.common.evaluation import evaluate_policy
+from stable_baselines3.common.vec_env import DummyVecEnv, VecMonitor, VecTransposeImage
+
+import worldmodel
+from worldmodel.envs.dream import DreamConfig, DreamCore, DreamEnv
+from worldmodel.envs.dream_vec import DreamVecEnv, DreamVectorEnv
+
+N = 3
+
+
+@pytest.fixture(scope="module")
+def model():
+    return noisy_tiny_svg(64)
+
+
+@pytest.fixture(scope="module", params=["pixels", "latent"])
+def core(request, model):
+    cfg = DreamConfig(reward="learned", obs=request.param, pool_size=6, horizon=3)
+    return DreamCore(model, cfg, head=identity_head(model), device="cpu")
+
+
+def test_batched_equals_lockstep_singles(core):
+    """Env i of DreamVecEnv seeded s == a single Dream-v0 reset with seed s + i, through auto-resets.
+
+    Tolerances: the batched model call runs convolutions and matmuls on (N, ...) tensors, the
+    single envs on (1, ...); on the CPU those pick different kernels/blockings, so floats may
+    differ in the last bits. Sampling noise is per row and exact (RowNoise), episode draws come
+    from per-env generators, so the only differences left are those last bits: frames may differ
+    by one uint8 level where a value sits on a rounding edge, rewards and features by ~1e-5.
+    """
+    vec = DreamVecEnv(core, N)
+    singles = DummyVecEnv([lambda: DreamEnv(core=core) for _ in range(N)])
+    vec.seed(11)
+    singles.seed(11)
+    pixels = core.config.obs == "pixels"
+
+    def close(a, b):
+        a, b = np.asarray(a), np.asarray(b)
+        if pixels and a.dtype == np.uint8:
+            return np.abs(a.astype(int) - b.astype(int)).max() <= 1
+        return np.allclose(a, b, atol=1e-4, rtol=1e-4)
+
+    assert close(vec.reset(), singles.reset())
+    rng = np.random.default_rng(0)
+    ended = 0
+    for _ in range(8):  # crosses two horizons: same-step auto-resets included
+        actions = rng.uniform(-1.3, 1.3, (N, 4)).astype(np.float32)
+        o1, r1, d1, i1 = vec.step(actions)
+        o2, r2, d2, i2 = singles.step(actions)
+        assert close(o1, o2)
+        assert np.allclose(r1, r2, atol=1e-4)
+        assert np.array_equal(d1, d2)
+        for a, b in zip(i1, i2, strict=True):
+            assert a["is_success"] == b["is_success"]
+            assert ("terminal_observation" in a) == ("terminal_observation" in b)
+            if "terminal_observation" in a:
+                ended += 1
+                assert close(a["terminal_observation"], b["terminal_observation"])
+                assert a["TimeLimit.truncated"] is True and b["TimeLimit.truncated"] is True
+    assert ended == 2 * N
+
+
+def test_sb3_wrappers_and_evaluate_policy(core):
+    env = VecMonitor(DreamVecEnv(core, N))
+    if core.config.obs == "pixels":
+        env = VecTransposeImage(env)
+        assert env.observation_space.shape == (3, 64, 64)
+
+    class Zero:
+        def predict(self, obs, state=None, episode_start=None, deterministic=True):
+            return np.zeros((len(obs), 4), np.float32), None
+
+    mean, _ = evaluate_policy(Zero(), env, n_eval_episodes=N)
+    assert np.isfinite(mean) and mean < 0
+    env.reset()
+    _, _, dones, infos = env.step(np.zeros((N, 4), np.float32))
+    assert len(infos) == N and not dones.any()
+
+
+def test_bad_actions_batched(core):
+    env = DreamVecEnv(core, 2)
+    env.reset()
+    with pytest.raises(ValueError, match="NaN"):
+        env.step(np.array([[0, 0, 0, 0], [np.nan, 0, 0, 0]], np.float32))
+    with pytest.raises(ValueError, match="shape"):
+        env.step(np.zeros((3, 4), np.float32))
+
+
+def test_make_vec_vector_entry_point(model):
+    env = gym.make_vec(
+        worldmodel.DREAM_ID,
+        num_envs=3,
+        vectorization_mode="vector_entry_point",
+        checkpoint=model,
+        reward="goal-image",
+        pool_size=2,
+        horizon=2,
+        device="cpu",
+    )
+    assert isinstance(env.unwrapped, DreamVectorEnv)
+    assert env.metadata["autoreset_mode"] == AutoresetMode.SAME_STEP
+    obs, _ = env.reset(seed=0)
+    assert obs.shape == (3, 64, 64, 3)
+    _, r, term, trunc, info = env.step(env.action_space.sample())
+    assert r.shape == (3,) and not trunc.any() and "final_obs" not in info
+    obs, r, term, trunc, info = env.step(env.action_space.sample())
+    assert trunc.all() and not term.any()
+    assert info["_final_obs"].all() and info["final_obs"][0].shape == (64, 64, 3)
+    assert info["final_info"]["is_success"].shape == (3,)
+    # Same seed: env 1 of the vector == a single env seeded 0 + 1.
+    single = DreamEnv(core=env.unwrapped.core)
+    vobs, _ = env.reset(seed=0)
+    sobs, _ = single.reset(seed=1)
+    assert np.array_equal(vobs[1], sobs)
+
+
+@pytest.mark.parametrize("obs", ["pixels", "latent"])
+def test_ppo_runs_in_the_dream(model, obs):
+    core = DreamCore(
+        model,
+        DreamConfig(reward="learned", obs=obs, pool_size=4, horizon=16),
+        head=identity_head(model),
+        device="cpu",
+    )
+    env = VecMonitor(DreamVecEnv(core, 4))
+    policy = "CnnPolicy" if obs == "pixels" else "MlpPolicy"
+    agent = PPO(
+        policy,
+        env,
+        n_steps=32,
+        batch_size=64,
+        n_epochs=1,
+        seed=0,
+        device="cpu",
+        policy_kwargs={"net_arch": [32]}
+        if obs == "latent"
+        else {"features_extractor_kwargs": {"features_dim": 32}},
+    )
+    agent.learn(total_timesteps=256)
+    assert agent.num_timesteps >= 256
+    assert len(agent.ep_info_buffer) > 0  # VecMonitor saw episodes end

@@ -1,0 +1,480 @@
+"""``worldmodel/Dream-v0``: a learned world model behind the spaces of ``worldmodel/PushTable-v0``.
+
+The pieces shared with the batched env (``dream_vec.py``) live in ``DreamCore``: the model, a pool
+of start contexts with their tasks, and batched ``start`` / ``step`` / ``observe`` / ``score``.
+``DreamEnv`` is that core at batch size one, so a single env and row ``i`` of a batched env run
+the same code.
+
+Start contexts. At construction the env draws ``pool_size`` start contexts, once, from
+``pool_seed``: fresh episodes of the real sim (``data=None``: a ``RandomPushPolicy`` rollout of
+``context_frames`` steps in ``PushTableEnv``, with its goal, target and ``render_goal()`` image)
+or the first frames of ``pool_size`` episodes of a dataset (``data=PATH``, ``split``; the goal
+image is the episode's last frame). It runs the model's ``initial`` on all of them in one
+batch. ``reset(seed=...)`` then draws, from ``self.np_random``: a pool entry, its task (the
+stored goal and target; for data that stores none, a goal from PushTable's goal distribution and a
+target among the present objects) and the episode's noise key. Resetting is a gather.
+
+Randomness. Everything random after ``reset(seed)`` comes from ``self.np_random``: the model's
+noise is drawn through ``RowNoise`` (``_noise.py``) from a key drawn at reset, so the same seed
+gives the same dream, bit for bit on the CPU, and row ``i`` of a ``DreamVecEnv`` equals a single
+env seeded ``seed + i``.
+
+Rewards. ``reward="learned"``: an ``ObjectHead`` (``dynamics/heads.py``) predicts where the target
+object is now from the model's features and the target's position at reset; reward = minus its
+xy distance (m) to the goal, ``is_success`` when below ``success_tolerance`` (0.05 m, as the real
+env). ``reward="goal-image"``: minus the distance between the dreamed frame and the goal image,
+``goal_distance="pixels"`` (RMS over pixels in [0, 1]) or ``"features"`` (L2 between the model's
+features of the two frames, each encoded alone with ``initial``); ``is_success`` below
+``image_tolerance``. The only kind for real BAIR data, which has no object positions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium import spaces
+from torch import Tensor
+
+from worldmodel.data.batch import frames_to_uint8
+from worldmodel.dynamics.base import LatentDynamics, State
+from worldmodel.envs._noise import RowNoise
+
+REWARDS = ("learned", "goal-image")
+OBS_TYPES = ("pixels", "latent")
+GOAL_DISTANCES = ("pixels", "features")
+MAX_OBJECTS = 4  # PushTable's object slots (worldmodel.envs.scene.MAX_OBJECTS; no MuJoCo import here)
+
+
+@dataclasses.dataclass
+class DreamConfig:
+    """Options of ``Dream-v0`` / ``DreamVecEnv`` (every field is also a ``gym.make`` keyword)."""
+
+    data: str | None = None
+    """Dataset folder for start contexts; ``None``: fresh episodes of the real sim."""
+    split: str = "test"
+    """Dataset split the contexts come from."""
+    reward: str = "learned"
+    """``"learned"`` (object-position head, goal position) or ``"goal-image"``."""
+    goal_distance: str = "pixels"
+    """For ``goal-image``: ``"pixels"`` or ``"features"``."""
+    obs: str = "pixels"
+    """``"pixels"`` (uint8 ``(H, W, 3)``, as the real env) or ``"latent"`` (float32 ``features``)."""
+    horizon: int = 50
+    """Steps per episode; the last one returns ``truncated=True`` (PushTable's TimeLimit is 50)."""
+    temperature: float = 1.0
+    """Scales the model's sampling noise (0: the mean dream)."""
+    pool_size: int = 64
+    """Start contexts drawn at construction."""
+    pool_seed: int = 0
+    """Seed of the pool (sim episodes or dataset episodes chosen)."""
+    context_frames: int | None = None
+    """Context length; ``None``: the model's ``n_past``."""
+    success_tolerance: float = 0.05
+    """``learned``: success within this xy distance (m), as the real env."""
+    image_tolerance: float = 0.05
+    """``goal-image``: success below this distance."""
+    latent_bound: float = 10.0
+    """``latent`` observations are clipped to ±this (SVG features are tanh outputs, in [-1, 1])."""
+    image_size: int = 64
+    """Observation size; must equal the model's (64 gives PushTable's spaces)."""
+
+    def __post_init__(self) -> None:
+        for name, value, allowed in (
+            ("reward", self.reward, REWARDS),
+            ("obs", self.obs, OBS_TYPES),
+            ("goal_distance", self.goal_distance, GOAL_DISTANCES),
+        ):
+            if value not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+        if self.horizon < 1 or self.pool_size < 1:
+            raise ValueError(f"horizon and pool_size must be >= 1, got {self.horizon}, {self.pool_size}")
+        if not self.temperature >= 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if self.context_frames is not None and self.context_frames < 1:
+            raise ValueError(f"context_frames must be >= 1, got {self.context_frames}")
+
+
+# ------------------------------------------------------------------------------------- the core
+def _load_model(checkpoint: Any, device: str | torch.device) -> tuple[LatentDynamics, str]:
+    from worldmodel.dynamics import load, resolve_device
+
+    if isinstance(checkpoint, LatentDynamics):
+        return checkpoint.to(resolve_device(device)).eval(), "the model passed as checkpoint"
+    if isinstance(checkpoint, (str, os.PathLike)):
+        return load(checkpoint, device), str(checkpoint)
+    raise ValueError(f"checkpoint must be a path or a LatentDynamics, got {type(checkpoint).__name__}")
+
+
+def _load_head(head: Any, checkpoint: Any, where: str):
+    from worldmodel.dynamics.heads import ObjectHead, find_head, head_path_for, load_head
+
+    if isinstance(head, ObjectHead):
+        return head
+    if isinstance(head, (str, os.PathLike)):
+        return load_head(head)
+    found = find_head(checkpoint) if isinstance(checkpoint, (str, os.PathLike)) else None
+    if found is None:
+        looked = (
+            f" (looked in the checkpoint and at {head_path_for(checkpoint)})"
+            if isinstance(checkpoint, (str, os.PathLike))
+            else ""
+        )
+        raise ValueError(
+            f"{where}: reward='learned' needs an object-position head and none is trained"
+            f"{looked}; "
+            f"run `worldmodel train-head CKPT --data DIR`, pass head=PATH, or use "
+            "reward='goal-image'"
+        )
+    return found
+
+
+class DreamCore:
+    """Model, start-context pool and the batched operations both dream envs use.
+
+    Pool tensors (leading ``P``, on ``device``): ``frames`` uint8 ``(P, T0, H, W, 3)``, ``actions``
+    ``(P, T0-1, A)``, ``objects`` ``(P, K, 3)`` at the last context frame (NaN: absent), ``goal``
+    ``(P, 3)`` (NaN: none stored), ``target`` ``(P,)`` (-1: none), ``goal_image`` uint8
+    ``(P, H, W, 3)``; ``state`` the ``initial`` state of every entry; ``obs0`` its observation
+    (NumPy, for same-step resets without a device round trip).
+    """
+
+    def __init__(
+        self, checkpoint: Any, config: DreamConfig, *, head: Any = None, device: str | torch.device = "auto"
+    ) -> None:
+        self.config = cfg = config
+        self.model, self.where = _load_model(checkpoint, device)
+        self.device = self.model.device
+        mc = self.model.config
+        if mc.image_size != cfg.image_size:
+            raise ValueError(
+                f"{self.where}: the model makes {mc.image_size}-px frames but the env's "
+                f"image_size is {cfg.image_size}; pass image_size={mc.image_size} (spaces then "
+                "differ from PushTable-v0) or use a 64-px model"
+            )
+        if mc.action_dim != 4:
+            raise ValueError(f"{self.where}: action_dim {mc.action_dim}, PushTable actions have 4")
+        self.context = cfg.context_frames or mc.n_past
+        self.head = None
+        if cfg.reward == "learned":
+            self.head = _load_head(head, checkpoint, self.where).to(self.device).eval()
+            if self.head.feature_dim != self.model.feature_dim:
+                raise ValueError(
+                    f"{self.where}: head expects {self.head.feature_dim} features, the model "
+                    f"gives {self.model.feature_dim}"
+                )
+        pool = _data_pool(cfg, self.context) if cfg.data is not None else _sim_pool(cfg, self.context)
+        self.pool = {k: torch.from_numpy(v).to(self.device) for k, v in pool.items()}
+        if cfg.reward == "learned" and not bool(torch.isfinite(self.pool["objects"]).any()):
+            raise ValueError(
+                f"{cfg.data}: reward='learned' needs object positions, the data has none "
+                "(real BAIR data): use reward='goal-image'"
+            )
+        self._num_objects = np.isfinite(pool["objects"]).all(-1).sum(-1)
+        self._has_task = (pool["target"] >= 0) & np.isfinite(pool["goal"]).all(-1)
+        self._pool_goal, self._pool_target = pool["goal"], pool["target"]
+        self._pool_objects = pool["objects"]
+        self._build_pool_states()
+
+    # --- set-up -------------------------------------------------------------------------------
+    @torch.no_grad()
+    def _build_pool_states(self, chunk: int = 256) -> None:
+        p, states, goal_feats = self.pool, [], []
+        for i in range(0, len(p["frames"]), chunk):
+            states.append(self.model.initial(p["frames"][i : i + chunk], p["actions"][i : i + chunk].float()))
+            if self.config.goal_distance == "features":
+                goal_feats.append(self.frame_features(p["goal_image"][i : i + chunk]))
+        self.pool_state = State.cat(states)
+        self.goal_features = torch.cat(goal_feats) if goal_feats else None
+        self.obs0 = self.observe(self.pool_state).cpu().numpy()
+        self.obs_shape = self.obs0.shape[1:]
+
+    def observation_space(self) -> spaces.Box:
+        cfg = self.config
+        if cfg.obs == "pixels":
+            return spaces.Box(0, 255, (cfg.image_size, cfg.image_size, 3), np.uint8)
+        b = float(cfg.latent_bound)
+        return spaces.Box(-b, b, (self.model.feature_dim,), np.float32)
+
+    # --- episodes -----------------------------------------------------------------------------
+    def draw(self, rng: np.random.Generator) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
+        """One episode's draws from ``rng``: pool index, goal ``(3,)``, query ``(3,)`` (the target's
+        position at reset) and the noise key ``(2,)``. Same calls, same order, for every env."""
+        idx = int(rng.integers(len(self._has_task)))
+        objects = self._pool_objects[idx]
+        if self._has_task[idx]:
+            goal, target = self._pool_goal[idx].astype(np.float64), int(self._pool_target[idx])
+        else:
+            n = max(int(self._num_objects[idx]), 1)
+            target = int(rng.integers(n))
+            goal = _draw_goal(rng, objects[target])
+        query = objects[target] if np.isfinite(objects[target]).all() else np.zeros(3)
+        key = rng.integers(0, 2**32, size=2, dtype=np.int64)
+        return idx, np.asarray(goal, np.float32), np.asarray(query, np.float32), key
+
+    def start(self, idx: Tensor) -> State:
+        """Initial states of pool entries ``idx`` ``(B,)`` (a gather: ``initial`` ran at set-up)."""
+        return self.pool_state[idx]
+
+    @torch.no_grad()
+    def step(self, state: State, actions: Tensor, keys: Tensor, counters: Tensor, seed: int = 0) -> State:
+        """One batched model step; noise per row from ``(keys, counters)``. ``seed`` seeds the
+        generator handed to the model for draws ``RowNoise`` does not serve (see ``_noise.py``)."""
+        cfg = self.config
+        gen = torch.Generator(device=self.device).manual_seed(seed)
+        with RowNoise(keys, counters):
+            return self.model.step(
+                state, actions, sample=cfg.temperature > 0, temperature=cfg.temperature, generator=gen
+            )
+
+    @torch.no_grad()
+    def frames(self, state: State) -> Tensor:
+        """Dreamed frames, uint8 ``(B, H, W, 3)``."""
+        return frames_to_uint8(self.model.decode(state))
+
+    @torch.no_grad()
+    def observe(self, state: State) -> Tensor:
+        """Observations on the device: uint8 frames or clipped float32 features."""
+        if self.config.obs == "pixels":
+            return self.frames(state)
+        b = self.config.latent_bound
+        return self.model.features(state).float().clamp(-b, b)
+
+    @torch.no_grad()
+    def frame_features(self, frames: Tensor) -> Tensor:
+        """Features of single frames uint8 ``(B, H, W, 3)``, each encoded alone by ``initial``."""
+        empty = torch.zeros(len(frames), 0, self.model.config.action_dim, device=self.device)
+        return self.model.features(self.model.initial(frames[:, None], empty)).float()
+
+    @torch.no_grad()
+    def score(self, state: State, goal: Tensor, query: Tensor, pidx: Tensor) -> tuple[Tensor, Tensor]:
+        """``(distance (B,), target_pos (B, 3))`` of each row to its goal (see the module docstring)."""
+        cfg = self.config
+        if cfg.reward == "learned":
+            pos = self.head(self.model.features(state).float(), query)
+            return torch.linalg.vector_norm(pos[:, :2] - goal[:, :2], dim=1), pos
+        if cfg.goal_distance == "pixels":
+            x = self.model.decode(state).float()
+            g = self.pool["goal_image"][pidx].movedim(-1, -3).float() / 255.0
+            d = (x - g).pow(2).flatten(1).mean(1).sqrt()
+        else:
+            diff = self.frame_features(self.frames(state)) - self.goal_features[pidx]
+            d = torch.linalg.vector_norm(diff, dim=1)
+        return d, torch.full_like(goal, float("nan"))
+
+    def tolerance(self) -> float:
+        """Success threshold on ``distance`` for the configured reward."""
+        cfg = self.config
+        return cfg.success_tolerance if cfg.reward == "learned" else cfg.image_tolerance
+
+    def goal_images(self, pidx: np.ndarray) -> np.ndarray:
+        return self.pool["goal_image"][torch.as_tensor(pidx, device=self.device)].cpu().numpy()
+
+
+def check_actions(actions: Any, shape: tuple[int, ...]) -> np.ndarray:
+    """float32 actions of ``shape``, clipped to [-1, 1]; ``ValueError`` on a wrong shape or NaN/Inf."""
+    a = np.asarray(actions, dtype=np.float32)
+    if a.shape != shape:
+        raise ValueError(f"action must have shape {shape} (dx, dy, dz, gripper), got {a.shape}")
+    if not np.isfinite(a).all():
+        raise ValueError(f"action contains NaN or Inf: {actions!r}")
+    return np.clip(a, -1.0, 1.0)
+
+
+def _draw_goal(
+    rng: np.random.Generator, target: np.ndarray, area: float = 0.15, min_distance: float = 0.08
+) -> np.ndarray:
+    """PushTable's goal distribution: uniform in ``[-area, area]²``, ``min_distance`` from the target."""
+    goal = rng.uniform(-area, area, size=2)
+    if np.isfinite(target).all():
+        for _ in range(100):
+            if np.hypot(*(goal - target[:2])) >= min_distance:
+                break
+            goal = rng.uniform(-area, area, size=2)
+    z = float(target[2]) if np.isfinite(target).all() else 0.0
+    return np.array([goal[0], goal[1], z])
+
+
+# ------------------------------------------------------------------------------------- pools
+def _sim_pool(cfg: DreamConfig, context: int) -> dict[str, np.ndarray]:
+    """``pool_size`` fresh sim episodes of ``context`` frames, seeded by ``pool_seed``."""
+    from worldmodel.data.policy import RandomPushPolicy, rollout
+    from worldmodel.envs.push_table import PushTableEnv
+
+    env = PushTableEnv(image_size=cfg.image_size)
+    out: dict[str, list] = {k: [] for k in ("frames", "actions", "objects", "goal", "target", "goal_image")}
+    try:
+        for i in range(cfg.pool_size):
+            env_seed, policy_seed = np.random.SeedSequence(cfg.pool_seed, spawn_key=(i,)).generate_state(2)
+            ep = rollout(env, RandomPushPolicy(int(policy_seed)), context, int(env_seed))
+            out["frames"].append(ep["frames"])
+            out["actions"].append(ep["actions"][: context - 1])
+            out["objects"].append(ep["objects"][-1])
+            out["goal"].append(ep["goal"])
+            out["target"].append(ep["target"])
+            out["goal_image"].append(env.render_goal())
+    finally:
+        env.close()
+    return _stack(out)
+
+
+def _data_pool(cfg: DreamConfig, context: int) -> dict[str, np.ndarray]:
+    """The first ``context`` frames of ``pool_size`` dataset episodes (chosen by ``pool_seed``)."""
+    from worldmodel.data import open_dataset
+
+    probe = open_dataset(cfg.data, cfg.split, seq_len=context, random_offset=False, image_size=cfg.image_size)
+    length = int(probe.spec["episode_length"])
+    ds = open_dataset(cfg.data, cfg.split, seq_len=length, random_offset=False, image_size=cfg.image_size)
+    if not getattr(ds, "has_actions", True):
+        raise ValueError(f"{cfg.data}: the dream needs actions in the data (PNG folders have none)")
+    rng = np.random.default_rng(cfg.pool_seed)
+    picks = rng.permutation(len(ds))[: cfg.pool_size] if len(ds) > cfg.pool_size else np.arange(len(ds))
+    out: dict[str, list] = {k: [] for k in ("frames", "actions", "objects", "goal", "target", "goal_image")}
+    for i in picks:
+        item = ds[int(i)]
+        frames = item["frames"].numpy()
+        out["frames"].append(frames[:context])
+        out["actions"].append(item["actions"].numpy()[: context - 1].astype(np.float32))
+        objects = np.full((MAX_OBJECTS, 3), np.nan)
+        if "objects" in item:
+            objects = item["objects"].numpy()[context - 1]
+        out["objects"].append(_pad_objects(objects))
+        goal, target = _episode_task(ds, int(i), item)
+        out["goal"].append(goal)
+        out["target"].append(target)
+        out["goal_image"].append(frames[-1])
+    return _stack(out)
+
+
+def _episode_task(ds: Any, i: int, item: dict) -> tuple[np.ndarray, int]:
+    """The stored goal and target of episode ``i``, or (NaN, -1) when the data keeps none.
+
+    Dataset items carry no task today; collected shards store it per episode, so it is read from
+    the shard record when the dataset is a ``ShardDataset``."""
+    if "goal" in item and "target" in item:
+        return np.asarray(item["goal"], np.float32).reshape(3), int(np.asarray(item["target"]).reshape(-1)[0])
+    try:
+        r, k = ds.index[i]
+        ep = ds.readers[r].read(k)
+        return np.asarray(ep["goal"], np.float32).reshape(3), int(np.asarray(ep["target"]).reshape(-1)[0])
+    except (AttributeError, KeyError, TypeError, IndexError, ValueError):
+        return np.full(3, np.nan, np.float32), -1
+
+
+def _pad_objects(objects: np.ndarray) -> np.ndarray:
+    out = np.full((MAX_OBJECTS, 3), np.nan, np.float32)
+    n = min(len(objects), MAX_OBJECTS)
+    out[:n] = objects[:n]
+    return out
+
+
+def _stack(out: dict[str, list]) -> dict[str, np.ndarray]:
+    arrays = {k: np.stack(v) for k, v in out.items()}
+    arrays["actions"] = arrays["actions"].astype(np.float32)
+    arrays["objects"] = arrays["objects"].astype(np.float32)
+    arrays["goal"] = arrays["goal"].astype(np.float32)
+    arrays["target"] = arrays["target"].astype(np.int64)
+    return arrays
+
+
+# ------------------------------------------------------------------------------------- the env
+class DreamEnv(gym.Env):
+    """A world model's dream of PushTable, one episode at a time.
+
+    **Spaces** as ``worldmodel/PushTable-v0``: action ``Box(-1, 1, (4,), float32)``;
+    observation ``Box(0, 255, (64, 64, 3), uint8)`` (``obs="pixels"``) or, with ``obs="latent"``,
+    ``Box(-latent_bound, latent_bound, (F,), float32)``, the model's ``features``.
+
+    **Actions**: a NaN/Inf or wrong-shaped action raises ``ValueError``; values outside [-1, 1]
+    are clipped (as the real env does).
+
+    **Episode**: never terminated (as the real env); truncated after ``horizon`` steps.
+
+    **info**: ``distance`` (float), ``is_success`` (bool), ``pool_index`` (int); with
+    ``reward="learned"`` also ``goal_pos`` and ``target_pos`` (the head's prediction), float32 (3,).
+
+    **render** (``render_mode="rgb_array"``): the dreamed frame next to the goal image,
+    uint8 ``(H, 2W, 3)``.
+
+    Args:
+        checkpoint: a checkpoint path or a ``LatentDynamics``.
+        head: the object-position head (``ObjectHead`` or path) for ``reward="learned"``; by
+            default the one stored for the checkpoint (``heads.find_head``).
+        device: ``"auto"`` (CUDA when present), ``"cpu"``, ...
+        **options: ``DreamConfig`` fields.
+    """
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 10}  # noqa: RUF012
+
+    def __init__(
+        self,
+        checkpoint: Any = None,
+        *,
+        render_mode: str | None = None,
+        head: Any = None,
+        device: str | torch.device = "auto",
+        core: DreamCore | None = None,
+        **options: Any,
+    ) -> None:
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
+        if core is None:
+            if checkpoint is None:
+                raise ValueError("Dream-v0 needs checkpoint=PATH or a LatentDynamics")
+            core = DreamCore(checkpoint, DreamConfig(**options), head=head, device=device)
+        self.core = core
+        self.config = core.config
+        self.render_mode = render_mode
+        self.observation_space = core.observation_space()
+        self.action_space = spaces.Box(-1.0, 1.0, (4,), np.float32)
+        self._state: State | None = None
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
+        super().reset(seed=seed)
+        core, dev = self.core, self.core.device
+        idx, goal, query, key = core.draw(self.np_random)
+        self._pidx = torch.tensor([idx], device=dev)
+        self._goal = torch.as_tensor(goal, device=dev)[None]
+        self._query = torch.as_tensor(query, device=dev)[None]
+        self._key = torch.as_tensor(key, device=dev)[None]
+        self._seed = int(key[0])
+        self._t = 0
+        self._state = core.start(self._pidx)
+        return self.core.obs0[idx].copy(), self._info()
+
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
+        if self._state is None:
+            raise RuntimeError("DreamEnv.step() called before reset()")
+        a = torch.from_numpy(check_actions(action, (4,))).to(self.core.device)[None]
+        counter = torch.tensor([self._t], device=self.core.device)
+        self._state = self.core.step(self._state, a, self._key, counter, self._seed + self._t)
+        self._t += 1
+        obs = self.core.observe(self._state)[0].cpu().numpy()
+        info = self._info()
+        truncated = self._t >= self.config.horizon
+        return obs, -float(info["distance"]), False, bool(truncated), info
+
+    def _info(self) -> dict[str, Any]:
+        dist, pos = self.core.score(self._state, self._goal, self._query, self._pidx)
+        d = float(dist[0])
+        info = {
+            "distance": d,
+            "is_success": bool(d < self.core.tolerance()),
+            "pool_index": int(self._pidx[0]),
+        }
+        if self.config.reward == "learned":
+            info["goal_pos"] = self._goal[0].cpu().numpy().copy()
+            info["target_pos"] = pos[0].float().cpu().numpy()
+        return info
+
+    def render(self) -> np.ndarray | None:
+        """Dreamed frame | goal image, uint8 ``(H, 2W, 3)``."""
+        if self._state is None:
+            raise RuntimeError("DreamEnv.render() called before reset()")
+        frame = self.core.frames(self._state)[0].cpu().numpy()
+        goal = self.core.goal_images(self._pidx.cpu().numpy())[0]
+        return np.concatenate([frame, goal], axis=1)
