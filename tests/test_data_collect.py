@@ -16,15 +16,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from data_fake_sim import children_of, wait_gone
 
-pytest.importorskip("mujoco")
-policy_mod = pytest.importorskip("worldmodel.data.policy")
-
-from data_fake_sim import children_of, wait_gone  # noqa: E402
-
-from worldmodel.cli import main  # noqa: E402
-from worldmodel.data import open_dataset  # noqa: E402
-from worldmodel.data.collect import episode_seeds  # noqa: E402
+import worldmodel.data.policy as policy_mod
+from worldmodel.cli import main
+from worldmodel.data import open_dataset
+from worldmodel.data.collect import episode_seeds
 
 SMALL = [
     "--episodes",

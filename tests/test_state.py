@@ -61,7 +61,6 @@ def test_to_and_detach():
     assert d.device.type == "cpu" and not d["h"].requires_grad
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.gpu
 def test_to_cuda_round_trip():
     s = _state()
