@@ -34,7 +34,7 @@ def test_batched_equals_lockstep_singles(core):
 
     Tolerances: the batched model call runs convolutions and matmuls on (N, ...) tensors, the
     single envs on (1, ...); on the CPU those pick different kernels/blockings, so floats may
-    differ in the last bits. Sampling noise is per row and exact (RowNoise), episode draws come
+    differ in the last bits. Sampling noise is per row and exact (``_noise.py``), episode draws come
     from per-env generators, so the only differences left are those last bits: frames may differ
     by one uint8 level where a value sits on a rounding edge, rewards and features by ~1e-5.
     """

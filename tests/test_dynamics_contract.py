@@ -143,6 +143,28 @@ def test_temperature_zero_equals_mean(trained):
     torch.testing.assert_close(cold, mean, atol=1e-6, rtol=1e-5)
 
 
+def test_explicit_noise_is_per_row(trained):
+    """``step(noise=...)`` makes row i of a batched step equal a batch-of-one step with noise row i
+    (what batched dream envs rely on); a wrong noise shape raises ``ValueError``."""
+    _, model = trained
+    frames, ctx_actions, future = _context(model, b=3)
+    d = model.noise_dim
+    if d == 0:
+        return
+    noise = torch.randn(3, future.shape[1], d, generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        state = model.initial(frames, ctx_actions)
+        _, batched = model.rollout(state, future, noise=noise)
+        _, again = model.rollout(state, future, noise=noise, generator=torch.Generator().manual_seed(99))
+        _, row = model.rollout(state[2:3], future[2:3], noise=noise[2:3])
+        _, other = model.rollout(state, future, noise=-noise)
+        with pytest.raises(ValueError):
+            model.step(state, future[:, 0], noise=torch.zeros(3, d + 1))
+    assert torch.equal(batched, again)  # the generator is not consulted for the noise
+    torch.testing.assert_close(row[0], batched[2], atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(other, batched, atol=1e-6)
+
+
 def test_checkpoint_round_trip(trained, tmp_path):
     name, model = trained
     path = save(model, tmp_path / f"{name}.pt", step=3)

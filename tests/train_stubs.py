@@ -74,15 +74,17 @@ class TinyPredictor(LatentDynamics):
         x = frames_to_float(frames[:, -1])
         return State(h=self._encode(x), frame=x)
 
-    def step(self, state, action, *, sample=True, temperature=1.0, generator=None):
-        noise = None
+    @property
+    def noise_dim(self):
+        return self.config.hidden if self.config.noise else 0
+
+    def step(self, state, action, *, sample=True, temperature=1.0, generator=None, noise=None):
+        eps = None
         if sample and temperature > 0 and self.config.noise:
-            noise = (
-                temperature
-                * self.config.noise
-                * torch.randn(state["h"].shape, generator=generator, device=state["h"].device)
-            )
-        frame = self._decode(self._next(state["h"], action, noise))
+            if noise is None:
+                noise = torch.randn(state["h"].shape, generator=generator, device=state["h"].device)
+            eps = temperature * self.config.noise * noise
+        frame = self._decode(self._next(state["h"], action, eps))
         return State(h=self._encode(frame), frame=frame)
 
     def decode(self, state):

@@ -190,6 +190,7 @@ class LatentDynamics(nn.Module, ABC):
         sample: bool = True,
         temperature: float = 1.0,
         generator: torch.Generator | None = None,
+        noise: Tensor | None = None,
     ) -> State:
         """Advance one step.
 
@@ -199,7 +200,17 @@ class LatentDynamics(nn.Module, ABC):
             sample: draw the latent (``True``) or take its mean (``False``).
             temperature: scales the prior's standard deviation (0 gives the mean).
             generator: source of randomness, for seeded rollouts.
+            noise: optional standard normals ``(B, noise_dim)`` used instead of drawing from
+                ``generator`` (scaled by ``temperature`` inside the model; ignored when
+                ``sample=False``). Batched environments pass per-episode noise so that row ``i``
+                of a batched call equals a batch-of-one call; planners pass common random
+                numbers.
         """
+
+    @property
+    def noise_dim(self) -> int:
+        """Standard normals one ``step`` draws per batch row (the width of ``noise``); 0 if none."""
+        return 0
 
     @abstractmethod
     def decode(self, state: State) -> Tensor:
@@ -228,9 +239,10 @@ class LatentDynamics(nn.Module, ABC):
         sample: bool = True,
         temperature: float = 1.0,
         generator: torch.Generator | None = None,
+        noise: Tensor | None = None,
         decode: bool = True,
     ) -> tuple[State, Tensor]:
-        """Step through ``actions`` (``(B, H, A)``).
+        """Step through ``actions`` (``(B, H, A)``); ``noise`` is ``(B, H, noise_dim)`` or None.
 
         Returns the final state and either decoded frames ``(B, H, 3, Hpx, Wpx)`` or features
         ``(B, H, F)``. Models with a cheaper batched rollout (VGAN) override this.
@@ -238,7 +250,12 @@ class LatentDynamics(nn.Module, ABC):
         outs = []
         for t in range(actions.shape[1]):
             state = self.step(
-                state, actions[:, t], sample=sample, temperature=temperature, generator=generator
+                state,
+                actions[:, t],
+                sample=sample,
+                temperature=temperature,
+                generator=generator,
+                noise=None if noise is None else noise[:, t],
             )
             outs.append(self.decode(state) if decode else self.features(state))
         return state, torch.stack(outs, dim=1)

@@ -334,6 +334,7 @@ class SVG(LatentDynamics):
         sample: bool = True,
         temperature: float = 1.0,
         generator: torch.Generator | None = None,
+        noise: Tensor | None = None,
     ) -> State:
         """Sample ``z`` from the prior, predict ``g``, decode the frame and re-encode it.
 
@@ -347,7 +348,6 @@ class SVG(LatentDynamics):
         self._check_actions(action, (b, c.action_dim), "action", finite=action.device.type == "cpu")
         h_prev = state["h"]
         a = self._act(action.to(h_prev.device, h_prev.dtype))
-        dev = h_prev.device
         inp = [h_prev, a]
         new: dict[str, Tensor] = {}
         if c.prior == "learned":
@@ -355,13 +355,13 @@ class SVG(LatentDynamics):
             new.update(prior_h=rh, prior_c=rc)
             z = mu
             if sample:
-                eps = torch.randn(mu.shape, generator=generator, device=dev, dtype=mu.dtype)
+                eps = self._eps(noise, mu, generator)
                 z = mu + (temperature * eps) * (0.5 * logvar).exp()
             inp.insert(1, z)
         elif c.prior == "fixed":
             z = h_prev.new_zeros(b, c.z_dim)
             if sample:
-                z = temperature * torch.randn(z.shape, generator=generator, device=dev, dtype=z.dtype)
+                z = temperature * self._eps(noise, z, generator)
             inp.insert(1, z)
         g, ph, pc = self.predictor(torch.cat(inp, 1), state["pred_h"], state["pred_c"])
         skips = [state[f"skip{k}"] for k in range(self._num_skips(state))]
@@ -370,6 +370,19 @@ class SVG(LatentDynamics):
         if c.last_frame_skip:
             new.update({f"skip{k}": s for k, s in enumerate(new_skips)})
         return state.replace(h=h, g=g, frame=frame, pred_h=ph, pred_c=pc, **new)
+
+    @property
+    def noise_dim(self) -> int:
+        """``z_dim`` normals per step (0 for ``svg-det``)."""
+        return self.config.z_dim if self.stochastic else 0
+
+    def _eps(self, noise: Tensor | None, like: Tensor, generator: torch.Generator | None) -> Tensor:
+        """Standard normals shaped like ``like``: the caller's ``noise`` or fresh draws."""
+        if noise is None:
+            return torch.randn(like.shape, generator=generator, device=like.device, dtype=like.dtype)
+        if noise.shape != like.shape:
+            raise ValueError(f"noise: expected shape {tuple(like.shape)}, got {tuple(noise.shape)}")
+        return noise.to(like.device, like.dtype)
 
     @staticmethod
     def _num_skips(state: State) -> int:

@@ -15,9 +15,9 @@ stored goal and target; for data that stores none, a goal from PushTable's goal 
 target among the present objects) and the episode's noise key. Resetting is a gather.
 
 Randomness. Everything random after ``reset(seed)`` comes from ``self.np_random``: the model's
-noise is drawn through ``RowNoise`` (``_noise.py``) from a key drawn at reset, so the same seed
-gives the same dream, bit for bit on the CPU, and row ``i`` of a ``DreamVecEnv`` equals a single
-env seeded ``seed + i``.
+noise is passed to ``model.step`` as its ``noise`` argument, hashed (``_noise.py``) from a key
+drawn at reset, so the same seed gives the same dream, bit for bit on the CPU, and row ``i`` of
+a ``DreamVecEnv`` equals a single env seeded ``seed + i``.
 
 Rewards. ``reward="learned"``: an ``ObjectHead`` (``dynamics/heads.py``) predicts where the target
 object is now from the model's features and the target's position at reset; reward = minus its
@@ -42,7 +42,7 @@ from torch import Tensor
 
 from worldmodel.data.batch import frames_to_uint8
 from worldmodel.dynamics.base import LatentDynamics, State
-from worldmodel.envs._noise import RowNoise
+from worldmodel.envs._noise import row_normal
 
 REWARDS = ("learned", "goal-image")
 OBS_TYPES = ("pixels", "latent")
@@ -222,14 +222,18 @@ class DreamCore:
 
     @torch.no_grad()
     def step(self, state: State, actions: Tensor, keys: Tensor, counters: Tensor, seed: int = 0) -> State:
-        """One batched model step; noise per row from ``(keys, counters)``. ``seed`` seeds the
-        generator handed to the model for draws ``RowNoise`` does not serve (see ``_noise.py``)."""
+        """One batched model step with per-row noise from ``(keys, counters)`` (see ``_noise.py``),
+        so row ``i`` matches a batch-of-one step of the same episode. ``seed`` seeds the generator
+        for any draws a model makes beyond its ``noise`` argument."""
         cfg = self.config
+        sample = cfg.temperature > 0
+        noise = None
+        if sample and self.model.noise_dim:
+            noise = row_normal(keys, counters, self.model.noise_dim, torch.float32)
         gen = torch.Generator(device=self.device).manual_seed(seed)
-        with RowNoise(keys, counters):
-            return self.model.step(
-                state, actions, sample=cfg.temperature > 0, temperature=cfg.temperature, generator=gen
-            )
+        return self.model.step(
+            state, actions, sample=sample, temperature=cfg.temperature, generator=gen, noise=noise
+        )
 
     @torch.no_grad()
     def frames(self, state: State) -> Tensor:

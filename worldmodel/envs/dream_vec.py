@@ -10,7 +10,7 @@ observations and one ``(2, N)`` float tensor of rewards and distances.
 
 Seeding: env ``i`` has its own ``np.random.Generator``, seeded ``seed + i`` at a seeded reset
 (SB3's ``VecEnv.seed`` convention), and draws its episodes exactly as a single ``DreamEnv`` does
-(``DreamCore.draw``); the model's noise is per row (``RowNoise``). So a ``DreamVecEnv`` seeded
+(``DreamCore.draw``); the model's noise is per row (``_noise.py``). So a ``DreamVecEnv`` seeded
 ``s`` reproduces ``N`` single ``Dream-v0`` envs seeded ``s + i`` stepped in lockstep (e.g. SB3's
 ``DummyVecEnv``), up to the last bits of batched vs. single-sample convolutions.
 """
