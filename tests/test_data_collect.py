@@ -69,6 +69,9 @@ def test_round_trip_matches_a_direct_rollout(collected):
             np.testing.assert_array_equal(item["actions"].numpy(), ep["actions"])
             np.testing.assert_array_equal(item["states"].numpy(), ep["states"])
             np.testing.assert_array_equal(item["objects"].numpy(), ep["objects"])
+            np.testing.assert_array_equal(item["goal"].numpy(), np.asarray(ep["goal"], np.float32))
+            assert int(item["target"]) == int(ep["target"]) and item["target"].shape == ()
+            assert int(item["num_objects"]) == int(np.isfinite(ep["objects"][0]).all(-1).sum())
     finally:
         env.close()
 

@@ -9,6 +9,9 @@ collate turns a list of them into a batch with a leading ``B`` axis:
 - ``states``:  float32 ``(B, T, S)`` — end-effector position (BAIR ``endeffector_pos``).
 - ``objects``: float32 ``(B, T, K, 3)`` — object positions, NaN rows for absent objects
   (only for simulated data; real BAIR and PNG folders have none).
+- ``goal``: float32 ``(B, 3)``, ``target``: int64 ``(B,)``, ``num_objects``: int64 ``(B,)`` — the
+  episode's push-to-goal task (the goal position and which object should reach it) and how many
+  objects are present; per episode, no time axis (simulated data only).
 """
 
 from __future__ import annotations
@@ -25,6 +28,9 @@ class Batch(TypedDict, total=False):
     actions: torch.Tensor
     states: torch.Tensor
     objects: torch.Tensor
+    goal: torch.Tensor
+    target: torch.Tensor
+    num_objects: torch.Tensor
 
 
 def frames_to_float(frames: torch.Tensor) -> torch.Tensor:

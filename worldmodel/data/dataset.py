@@ -117,7 +117,8 @@ class WindowDataset(Dataset):
             )
         start = self.window_start(length)
         arrays = self._read(index, start, start + self.seq_len)
-        item = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()}
+        # ascontiguousarray turns 0-d arrays into 1-d ones; reshape keeps per-episode scalars 0-d.
+        item = {k: torch.from_numpy(np.ascontiguousarray(v)).reshape(np.shape(v)) for k, v in arrays.items()}
         if self.image_size != self.native_size:
             item["frames"] = resize_frames(item["frames"], self.image_size)
         return item
@@ -214,6 +215,10 @@ class ShardDataset(WindowDataset):
             "actions": ep["actions"][start:stop],
             "states": ep["states"][start:stop],
             "objects": ep["objects"][start:stop],
+            # Per-episode task (no time axis): what the push-to-goal reward is computed from.
+            "goal": np.asarray(ep["goal"], np.float32).reshape(3),
+            "target": np.asarray(ep["target"], np.int64).reshape(()),
+            "num_objects": np.asarray(ep["num_objects"], np.int64).reshape(()),
         }
 
 
@@ -245,8 +250,9 @@ def open_dataset(
 
     Returns:
         A ``Dataset`` whose items are ``dict(frames=uint8 (T,H,W,3), actions=float32 (T,4),
-        states=float32 (T,S)[, objects=float32 (T,4,3)])``. PNG folders carry frames only
-        (``ds.has_actions`` is False).
+        states=float32 (T,S)[, objects=float32 (T,4,3), goal=float32 (3,), target=int64 (),
+        num_objects=int64 ()])`` (the bracketed keys for collected sim data only). PNG folders
+        carry frames only (``ds.has_actions`` is False).
 
     Raises:
         DataError: missing path, empty or unrecognised folder, corrupt/truncated/inconsistent files.

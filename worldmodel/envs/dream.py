@@ -347,26 +347,18 @@ def _data_pool(cfg: DreamConfig, context: int) -> dict[str, np.ndarray]:
         if "objects" in item:
             objects = item["objects"].numpy()[context - 1]
         out["objects"].append(_pad_objects(objects))
-        goal, target = _episode_task(ds, int(i), item)
+        goal, target = _episode_task(item)
         out["goal"].append(goal)
         out["target"].append(target)
         out["goal_image"].append(frames[-1])
     return _stack(out)
 
 
-def _episode_task(ds: Any, i: int, item: dict) -> tuple[np.ndarray, int]:
-    """The stored goal and target of episode ``i``, or (NaN, -1) when the data keeps none.
-
-    Dataset items carry no task today; collected shards store it per episode, so it is read from
-    the shard record when the dataset is a ``ShardDataset``."""
+def _episode_task(item: dict) -> tuple[np.ndarray, int]:
+    """The stored goal and target of a dataset item, or (NaN, -1) when the data keeps none."""
     if "goal" in item and "target" in item:
         return np.asarray(item["goal"], np.float32).reshape(3), int(np.asarray(item["target"]).reshape(-1)[0])
-    try:
-        r, k = ds.index[i]
-        ep = ds.readers[r].read(k)
-        return np.asarray(ep["goal"], np.float32).reshape(3), int(np.asarray(ep["target"]).reshape(-1)[0])
-    except (AttributeError, KeyError, TypeError, IndexError, ValueError):
-        return np.full(3, np.nan, np.float32), -1
+    return np.full(3, np.nan, np.float32), -1
 
 
 def _pad_objects(objects: np.ndarray) -> np.ndarray:
