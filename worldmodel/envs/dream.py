@@ -82,6 +82,9 @@ class DreamConfig:
     """``latent`` observations are clipped to ±this (SVG features are tanh outputs, in [-1, 1])."""
     image_size: int = 64
     """Observation size; must equal the model's (64 gives PushTable's spaces)."""
+    channels_last: bool = True
+    """Store the model's 2-D convolution weights channels-last (same values, in place): batched
+    convolutions then run on the faster NHWC kernels (1.5× for the tiny SVG at 256 envs on CPU)."""
 
     def __post_init__(self) -> None:
         for name, value, allowed in (
@@ -108,6 +111,14 @@ def _load_model(checkpoint: Any, device: str | torch.device) -> tuple[LatentDyna
     if isinstance(checkpoint, (str, os.PathLike)):
         return load(checkpoint, device), str(checkpoint)
     raise ValueError(f"checkpoint must be a path or a LatentDynamics, got {type(checkpoint).__name__}")
+
+
+def _to_channels_last(model: torch.nn.Module) -> None:
+    """Re-lay 4-D weights (2-D convolutions) channels-last in place; 3-D convolutions keep theirs."""
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() == 4:
+                p.data = p.data.contiguous(memory_format=torch.channels_last)
 
 
 def _load_head(head: Any, checkpoint: Any, where: str):
@@ -149,6 +160,8 @@ class DreamCore:
         self.config = cfg = config
         self.model, self.where = _load_model(checkpoint, device)
         self.device = self.model.device
+        if cfg.channels_last:
+            _to_channels_last(self.model)
         mc = self.model.config
         if mc.image_size != cfg.image_size:
             raise ValueError(
