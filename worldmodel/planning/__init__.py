@@ -1,0 +1,35 @@
+"""Planning with world models: CEM / iCEM, objectives on a ``LatentDynamics``, and MPC agents.
+
+``CEM`` is a pure batched optimiser over action sequences ``(P, N, H, A)``; objectives roll a
+model forward from a tiled state and score the candidates; ``MPCAgent`` re-plans in a real env
+behind SB3's ``predict``; ``OracleAgent`` runs the same planner on the simulator itself
+(``SimOracle``), ``RandomAgent`` is the baseline. ``evaluate`` runs any of them with SB3's
+``evaluate_policy`` and reports success, final distance and planning time per action.
+"""
+
+from __future__ import annotations
+
+from worldmodel.planning.cem import CEM, CEMConfig, CEMResult, WarmStart, colored_noise
+from worldmodel.planning.mpc import MPCAgent, OracleAgent, PlanningAgent, RandomAgent, TaskInfo, evaluate
+from worldmodel.planning.objectives import GoalImage, LearnedReward, Objective, Task, goal_features
+from worldmodel.planning.oracle import SimOracle
+
+__all__ = [
+    "CEM",
+    "CEMConfig",
+    "CEMResult",
+    "GoalImage",
+    "LearnedReward",
+    "MPCAgent",
+    "Objective",
+    "OracleAgent",
+    "PlanningAgent",
+    "RandomAgent",
+    "SimOracle",
+    "Task",
+    "TaskInfo",
+    "WarmStart",
+    "colored_noise",
+    "evaluate",
+    "goal_features",
+]

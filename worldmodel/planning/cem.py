@@ -1,0 +1,397 @@
+"""The cross-entropy method (CEM) and its improved variant iCEM, as a pure batched optimiser.
+
+``CEM.optimize`` maximises a batched objective over action sequences for ``P`` independent
+planning problems at once. Candidates have the layout ``(P, N, H, A)``: problem-major, so that a
+planner that flattens them to ``(P * N, H, A)`` lines up with a model state tiled by
+``state.repeat_interleave(N)`` (row ``p * N + n`` is candidate ``n`` of problem ``p``).
+
+Per iteration ``i`` (CEM, as in PlaNet and mbrl-lib):
+
+    a ~ N(mu, sigma^2) within [low, high]           (clipped, or truncated at +-2 sigma)
+    elites = the ``elites`` best candidates by score
+    mu     <- alpha * mu    + (1 - alpha) * mean(elites)
+    sigma  <- alpha * sigma + (1 - alpha) * std(elites)
+
+and the result is the final mean or the best candidate ever scored (``returns``).
+
+iCEM (Pinneri et al., CoRL 2020) adds, each behind its own option:
+
+- colored noise: samples are Gaussian with a power spectrum ``1 / f**beta`` along the horizon
+  (``noise_beta``; 0 is CEM's white noise), so that sequences are temporally correlated;
+- population decay: iteration ``i`` draws ``max(N * gamma**-i, 2 * elites)`` samples;
+- kept elites: a fraction of the previous iteration's elites joins the next iteration's pool;
+- shifted elites: that fraction of the previous call's elites, shifted by the executed steps with
+  freshly drawn tail actions, joins the first iteration (``warm_start`` carries them);
+- the mean joins the pool at the last iteration;
+- executing the best sequence instead of the mean.
+
+Warm start: ``warm_start(result, steps)`` shifts a solution by the steps executed since it was
+planned and fills the tail with the bounds' midpoint (mbrl-lib's ``keep_last_solution``); the
+standard deviation restarts from ``init_std`` on every call (as iCEM resets it after each env step).
+
+Deviations, deliberate: the truncated Gaussian is obtained by the inverse-CDF map of each
+standard normal onto N(0, 1) truncated at +-2, which also applies to colored noise (iCEM clips
+colored samples instead; ``sampling="clip"`` does that). mbrl-lib keeps a random subset of the
+elites; here the best ones are kept (deterministic given the scores). Non-finite scores count as
+the worst possible score (mbrl-lib maps NaN to a small negative number).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+SAMPLING = ("clip", "truncate")
+RETURNS = ("mean", "best")
+
+Objective = Callable[[Tensor], Tensor]
+"""Batched objective: candidates ``(P, N, H, A)`` → scores ``(P, N)``, higher is better."""
+
+
+@dataclasses.dataclass
+class CEMConfig:
+    """Options of ``CEM``. ``CEMConfig.cem()`` and ``CEMConfig.icem()`` are the two presets."""
+
+    horizon: int = 10
+    """Planned steps ``H``."""
+    population: int = 1000
+    """Candidates drawn per iteration ``N`` (at the first iteration when ``population_decay > 1``)."""
+    elites: int = 100
+    """Candidates the distribution is refitted to."""
+    iterations: int = 3
+    """Refits per call."""
+    alpha: float = 0.0
+    """Momentum: weight of the old mean and std in each refit (0: PlaNet, 0.1: mbrl-lib, iCEM)."""
+    init_std: float = 0.5
+    """Initial standard deviation, as a fraction of the half-range ``(high - low) / 2``."""
+    min_std: float = 0.0
+    """Floor on the standard deviation (same units as ``init_std``), against early collapse."""
+    sampling: str = "clip"
+    """``"clip"``: clamp Gaussian samples to the bounds; ``"truncate"``: truncate at +-2 sigma and
+    shrink sigma so that mu +- 2 sigma stays within the bounds (mbrl-lib; the mean then approaches
+    an optimum on a bound only asymptotically)."""
+    returns: str = "mean"
+    """``"mean"``: the final mean (mbrl-lib's ``return_mean_elites``); ``"best"``: the best
+    candidate scored over all iterations (Visual Foresight, iCEM)."""
+    noise_beta: float = 0.0
+    """iCEM colored-noise exponent along the horizon (0: white noise; iCEM uses 0.25-3.5)."""
+    population_decay: float = 1.0
+    """iCEM population decay ``gamma`` (1: none; iCEM uses 1.25)."""
+    keep_elites: float = 0.0
+    """iCEM: fraction of the elites carried into the next iteration (0: none; iCEM uses 0.3)."""
+    shift_elites: bool = False
+    """iCEM: carry the kept fraction of the last call's elites, shifted, into the next call."""
+    add_mean: bool = False
+    """iCEM: add the mean as a candidate at the last iteration."""
+
+    def __post_init__(self) -> None:
+        if self.sampling not in SAMPLING:
+            raise ValueError(f"sampling must be one of {', '.join(SAMPLING)}, got {self.sampling!r}")
+        if self.returns not in RETURNS:
+            raise ValueError(f"returns must be one of {', '.join(RETURNS)}, got {self.returns!r}")
+        for name in ("horizon", "population", "elites", "iterations"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.elites > self.population:
+            raise ValueError(f"elites ({self.elites}) must be <= population ({self.population})")
+        if not 0.0 <= self.alpha < 1.0:
+            raise ValueError(f"alpha must be in [0, 1), got {self.alpha}")
+        if not self.init_std > 0 or self.min_std < 0:
+            raise ValueError(f"init_std must be > 0 and min_std >= 0, got {self.init_std}, {self.min_std}")
+        if self.population_decay < 1.0:
+            raise ValueError(f"population_decay must be >= 1, got {self.population_decay}")
+        if not 0.0 <= self.keep_elites <= 1.0:
+            raise ValueError(f"keep_elites must be in [0, 1], got {self.keep_elites}")
+
+    @classmethod
+    def cem(cls, **overrides: Any) -> CEMConfig:
+        """Plain CEM (PlaNet-like: white noise, no momentum, the mean is executed)."""
+        return cls(**overrides)
+
+    @classmethod
+    def icem(cls, **overrides: Any) -> CEMConfig:
+        """iCEM's settings: beta 2, decay 1.25, keep 0.3 of the elites, shift them, add the mean,
+        momentum 0.1, execute the best sequence."""
+        values = dict(
+            noise_beta=2.0,
+            population_decay=1.25,
+            keep_elites=0.3,
+            shift_elites=True,
+            add_mean=True,
+            alpha=0.1,
+            returns="best",
+        )
+        return cls(**{**values, **overrides})
+
+    def samples_per_call(self) -> int:
+        """Objective evaluations per problem and call (drawn samples plus carried candidates)."""
+        total = 0
+        for i in range(self.iterations):
+            total += self.population_at(i) + self._extra_at(i)
+        return total
+
+    def population_at(self, i: int) -> int:
+        """Fresh samples drawn at iteration ``i``: ``max(N * gamma**-i, 2 * elites)`` (iCEM), at most N."""
+        n = math.ceil(self.population * self.population_decay**-i)
+        return min(self.population, max(n, 2 * self.elites))
+
+    def kept(self) -> int:
+        """Elites carried per iteration (and shifted between calls)."""
+        return round(self.keep_elites * self.elites)
+
+    def _extra_at(self, i: int) -> int:
+        kept = self.kept() if (i > 0 or self.shift_elites) else 0
+        return kept + (1 if self.add_mean and i == self.iterations - 1 else 0)
+
+
+@dataclasses.dataclass
+class CEMResult:
+    """What ``CEM.optimize`` returns (tensors on the objective's device).
+
+    ``actions`` ``(P, H, A)`` is the plan to execute (the mean or the best, per ``returns``);
+    ``mean`` and ``std`` ``(P, H, A)`` the final distribution; ``best`` ``(P, H, A)`` and
+    ``best_score`` ``(P,)`` the best candidate seen; ``elites`` ``(P, E, H, A)`` the last elites
+    (best first); ``evaluations`` the candidates scored per problem.
+    """
+
+    actions: Tensor
+    mean: Tensor
+    std: Tensor
+    best: Tensor
+    best_score: Tensor
+    elites: Tensor
+    evaluations: int
+
+
+@dataclasses.dataclass
+class WarmStart:
+    """A previous solution shifted in time: ``mean`` ``(P, H, A)`` and, for iCEM's shifted elites,
+    ``elites`` ``(P, K, H, A)`` (or None)."""
+
+    mean: Tensor
+    elites: Tensor | None = None
+
+    def __getitem__(self, idx: Any) -> WarmStart:
+        """The warm start of a subset of problems."""
+        return WarmStart(self.mean[idx], None if self.elites is None else self.elites[idx])
+
+    @staticmethod
+    def cat(parts: list[WarmStart]) -> WarmStart:
+        """Problems of several warm starts, in order (elites only if every part has them)."""
+        elites = [p.elites for p in parts]
+        same = all(e is not None for e in elites) and len({e.shape[1] for e in elites}) == 1
+        return WarmStart(torch.cat([p.mean for p in parts]), torch.cat(elites) if same else None)
+
+
+class CEM:
+    """Batched CEM / iCEM over action sequences in a box.
+
+    Args:
+        config: a ``CEMConfig``.
+        low, high: action bounds, floats or tensors broadcastable to ``(A,)``.
+        action_dim: ``A``.
+    """
+
+    def __init__(
+        self, config: CEMConfig, action_dim: int, low: float | Tensor = -1.0, high: float | Tensor = 1.0
+    ) -> None:
+        self.config = config
+        self.action_dim = int(action_dim)
+        self.low = torch.as_tensor(low, dtype=torch.float32).expand(self.action_dim).clone()
+        self.high = torch.as_tensor(high, dtype=torch.float32).expand(self.action_dim).clone()
+        if not bool((self.high > self.low).all()):
+            raise ValueError(f"high must exceed low in every dimension, got {self.low} and {self.high}")
+
+    @property
+    def horizon(self) -> int:
+        return self.config.horizon
+
+    # --- helpers ------------------------------------------------------------------------------
+    def _bounds(self, device: torch.device) -> tuple[Tensor, Tensor]:
+        return self.low.to(device), self.high.to(device)
+
+    def initial_mean(self, problems: int, device: torch.device | str = "cpu") -> Tensor:
+        """The bounds' midpoint repeated: ``(P, H, A)``."""
+        low, high = self._bounds(torch.device(device))
+        return ((low + high) / 2).expand(problems, self.horizon, self.action_dim).clone()
+
+    def warm_start(
+        self, result: CEMResult | WarmStart, steps: int, generator: torch.Generator | None = None
+    ) -> WarmStart:
+        """Shift a solution by the ``steps`` executed since it was planned.
+
+        The mean's tail is refilled with the midpoint; kept elites (iCEM ``shift_elites``) get tail
+        actions drawn from the initial distribution. Returns a ``WarmStart`` for ``optimize``.
+        """
+        cfg = self.config
+        mean = result.mean
+        steps = min(max(int(steps), 0), self.horizon)
+        fresh = self.initial_mean(len(mean), mean.device)
+        shifted = torch.cat([mean[:, steps:], fresh[:, :steps]], dim=1)
+        elites = None
+        source = result.elites
+        if cfg.shift_elites and cfg.kept() > 0 and source is not None and source.shape[1] >= cfg.kept():
+            kept = source[:, : cfg.kept()]
+            std0 = self._init_std(mean.device)
+            tail = _white(kept[:, :, :steps].shape, generator, mean.device) * std0 + fresh[:, None, :steps]
+            low, high = self._bounds(mean.device)
+            elites = torch.cat([kept[:, :, steps:], _clamp(tail, low, high)], dim=2)
+        return WarmStart(shifted, elites)
+
+    def _init_std(self, device: torch.device) -> Tensor:
+        low, high = self._bounds(device)
+        return self.config.init_std * (high - low) / 2
+
+    def _sample(self, mean: Tensor, std: Tensor, n: int, generator: torch.Generator | None) -> Tensor:
+        """``n`` candidates per problem ``(P, n, H, A)`` from ``N(mean, std^2)`` within the bounds."""
+        cfg = self.config
+        p, h, a = mean.shape
+        low, high = self._bounds(mean.device)
+        if cfg.noise_beta > 0:
+            eps = colored_noise((p, n, a), h, cfg.noise_beta, generator, mean.device).transpose(-1, -2)
+        else:
+            eps = _white((p, n, h, a), generator, mean.device)
+        if cfg.sampling == "truncate":
+            # Keep mu +- 2 sigma inside the bounds (mbrl-lib), then fold eps into N(0,1) | [-2, 2].
+            std = torch.minimum(std, torch.minimum(mean - low, high - mean).clamp_min(0) / 2)
+            eps = truncate_normal(eps, 2.0)
+        return _clamp(mean[:, None] + std[:, None] * eps, low, high)
+
+    # --- the optimiser ------------------------------------------------------------------------
+    @torch.no_grad()
+    def optimize(
+        self,
+        objective: Objective,
+        problems: int | None = None,
+        *,
+        init: WarmStart | Tensor | None = None,
+        generator: torch.Generator | None = None,
+        device: torch.device | str | None = None,
+    ) -> CEMResult:
+        """Maximise ``objective`` for every problem.
+
+        Args:
+            objective: candidates ``(P, N, H, A)`` → scores ``(P, N)`` (higher is better).
+            problems: ``P`` (may be omitted when ``init`` is given).
+            init: a ``WarmStart`` (or a mean ``(P, H, A)``) to start from; default the midpoint.
+            generator: the source of all sampling, for reproducible plans.
+            device: where candidates live (default: ``init``'s device, else the CPU).
+
+        Returns:
+            A ``CEMResult``; ``actions`` ``(P, H, A)`` is the plan to execute.
+        """
+        cfg = self.config
+        if isinstance(init, Tensor):
+            init = WarmStart(init)
+        if init is None:
+            if problems is None:
+                raise ValueError("problems: give the number of problems or an init")
+            init = WarmStart(self.initial_mean(problems, device or "cpu"))
+        mean = init.mean.to(device) if device is not None else init.mean
+        p, h, a = mean.shape
+        if (h, a) != (self.horizon, self.action_dim) or (problems is not None and p != problems):
+            raise ValueError(
+                f"init: expected a mean of shape ({problems or 'P'}, {self.horizon}, {self.action_dim}), "
+                f"got {tuple(mean.shape)}"
+            )
+        dev = mean.device
+        std = self._init_std(dev).expand(p, h, a).clone()
+        min_std = cfg.min_std * (self._bounds(dev)[1] - self._bounds(dev)[0]) / 2
+        carried = None
+        if cfg.shift_elites and init.elites is not None:
+            carried = init.elites.to(dev)[:, : cfg.kept()]
+        best = mean.clone()
+        best_score = torch.full((p,), -math.inf, device=dev)
+        elites = mean[:, None]
+        evaluations = 0
+        for i in range(cfg.iterations):
+            pool = [self._sample(mean, std, cfg.population_at(i), generator)]
+            if carried is not None and carried.shape[1] > 0:
+                pool.append(carried)
+            if cfg.add_mean and i == cfg.iterations - 1:
+                pool.append(mean[:, None])
+            cand = torch.cat(pool, dim=1)
+            scores = self._scores(objective, cand)
+            evaluations += cand.shape[1]
+            top, idx = scores.topk(min(cfg.elites, cand.shape[1]), dim=1)  # sorted, best first
+            elites = _take(cand, idx)
+            improved = top[:, 0] > best_score
+            best = torch.where(improved[:, None, None], elites[:, 0], best)
+            best_score = torch.where(improved, top[:, 0], best_score)
+            mean = cfg.alpha * mean + (1 - cfg.alpha) * elites.mean(1)
+            std = cfg.alpha * std + (1 - cfg.alpha) * elites.std(1, unbiased=False)
+            std = torch.maximum(std, min_std)
+            carried = elites[:, : cfg.kept()] if cfg.kept() > 0 else None
+        actions = mean if cfg.returns == "mean" else best
+        return CEMResult(actions, mean, std, best, best_score, elites, evaluations)
+
+    def _scores(self, objective: Objective, cand: Tensor) -> Tensor:
+        scores = objective(cand)
+        if not isinstance(scores, Tensor) or tuple(scores.shape) != tuple(cand.shape[:2]):
+            got = tuple(scores.shape) if isinstance(scores, Tensor) else type(scores).__name__
+            raise ValueError(f"objective: expected scores of shape {tuple(cand.shape[:2])}, got {got}")
+        scores = scores.to(cand.device, torch.float32)
+        return torch.where(torch.isfinite(scores), scores, torch.full_like(scores, -math.inf))
+
+
+# ----------------------------------------------------------------------------------- noise
+def _white(shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device) -> Tensor:
+    return torch.randn(shape, generator=generator, device=device)
+
+
+def _clamp(x: Tensor, low: Tensor, high: Tensor) -> Tensor:
+    return torch.maximum(torch.minimum(x, high), low)
+
+
+def _take(cand: Tensor, idx: Tensor) -> Tensor:
+    """``cand[p, idx[p, k]]`` for every problem: ``(P, K, H, A)``."""
+    return cand.gather(1, idx[:, :, None, None].expand(-1, -1, *cand.shape[2:]))
+
+
+def truncate_normal(eps: Tensor, bound: float) -> Tensor:
+    """Map standard normals one-to-one onto N(0, 1) truncated to ``[-bound, bound]`` (inverse CDF).
+
+    Monotone, so the ordering and, roughly, the correlations of colored noise survive.
+    """
+    lo = torch.special.ndtr(torch.tensor(-bound, dtype=eps.dtype, device=eps.device))
+    u = lo + (1 - 2 * lo) * torch.special.ndtr(eps)
+    return torch.special.ndtri(u).clamp(-bound, bound)
+
+
+def colored_noise(
+    shape: tuple[int, ...],
+    length: int,
+    beta: float,
+    generator: torch.Generator | None = None,
+    device: torch.device | str = "cpu",
+) -> Tensor:
+    """Gaussian noise with power spectrum ``~ 1 / f**beta`` along the last axis: ``(*shape, length)``.
+
+    Each entry has zero mean and unit variance (Timmer and Koenig's method: random Fourier
+    amplitudes scaled by ``f**(-beta / 2)``, frequencies below ``1 / length`` cut off, normalised
+    by the exact variance of the inverse transform).
+    ``beta = 0`` is white noise; larger ``beta`` gives smoother sequences.
+    """
+    freqs = torch.fft.rfftfreq(length, device=device)
+    freqs[0] = 1.0 / length  # low-frequency cut-off: the DC term gets the lowest resolvable power
+    scale = freqs ** (-beta / 2.0)
+    nf = len(freqs)
+    re = torch.randn((*shape, nf), generator=generator, device=device) * scale
+    im = torch.randn((*shape, nf), generator=generator, device=device) * scale
+    # Real signal: the DC term (and the Nyquist term for even lengths) has no imaginary part; its
+    # real part carries the whole variance of that frequency.
+    im[..., 0] = 0
+    re[..., 0] *= math.sqrt(2)
+    weights = scale.clone()
+    weights[0] /= math.sqrt(2)
+    if length % 2 == 0:
+        im[..., -1] = 0
+        re[..., -1] *= math.sqrt(2)
+        weights[-1] /= math.sqrt(2)
+    sigma = 2 * torch.sqrt((weights**2).sum()) / length
+    return torch.fft.irfft(torch.complex(re, im), n=length) / sigma

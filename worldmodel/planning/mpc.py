@@ -1,0 +1,462 @@
+"""Model-predictive control with a planner, behind Stable-Baselines3's ``predict``.
+
+``MPCAgent(model, planner, objective, replan_every=k)`` plans ``H`` actions with ``planner`` (a
+``CEM``) on the learned model, executes the first ``k``, then plans again. ``predict(obs,
+state=None, episode_start=None, deterministic=True)`` takes a batch of observations (one per env
+of a VecEnv, or a single one) and returns ``(actions, None)``, so SB3's ``evaluate_policy`` runs it
+unchanged; envs that need a new plan at the same call are planned together, as one batch of
+problems.
+
+Model state across steps: re-anchored on real frames. The agent keeps, per env, the last
+``n_past`` real observations and the actions executed between them; every time it plans it runs
+``model.initial`` on that window, so the model never drifts on its own predictions. At the start
+of an episode the window is padded by repeating the first frame with zero (mid-range) actions,
+i.e. the scene held still. Between plans the model is not called at all.
+
+The goal. PushTable's observation is pixels only, so the agent reads each episode's task from the
+environment it is attached to (``agent.attach(env)``), at every episode start:
+
+- an SB3 ``VecEnv`` (e.g. ``DummyVecEnv`` over ``worldmodel/PushTable-v0``): its ``reset_infos[i]``
+  (``goal_pos``, ``target``, ``object_pos``; SB3 fills it on automatic resets too) and
+  ``env_method("render_goal")`` for the goal image;
+- a single ``gymnasium.Env`` wrapped in ``TaskInfo`` (which keeps the last reset info); SB3's
+  ``evaluate_policy`` may then wrap it in a ``DummyVecEnv`` as usual.
+
+``set_task(i, task)`` gives a task by hand instead. The oracle agent reads the simulator state
+(``get_state``) the same way at every plan.
+
+``deterministic`` is accepted for SB3 compatibility: planning is always sampled, from the
+agent's own generator seeded by ``seed``, so a run is reproducible either way.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections import deque
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import Tensor
+
+from worldmodel.data.batch import frames_to_uint8
+from worldmodel.dynamics.base import LatentDynamics, State
+from worldmodel.planning.cem import CEM, CEMResult, WarmStart
+from worldmodel.planning.objectives import Objective, Task
+
+
+class TaskInfo(gym.Wrapper):
+    """Keeps the last reset's ``info`` as ``task_info`` so that a planning agent can read the goal."""
+
+    def __init__(self, env: gym.Env) -> None:
+        super().__init__(env)
+        self.task_info: dict = {}
+
+    def reset(self, **kwargs: Any):
+        obs, info = self.env.reset(**kwargs)
+        self.task_info = dict(info)
+        return obs, info
+
+
+class TaskSource:
+    """Reads episode tasks (and simulator states) from an env; see the module docstring."""
+
+    def __init__(self, env: Any) -> None:
+        from stable_baselines3.common.vec_env import VecEnv
+
+        self.env = env
+        self.vec = isinstance(env, VecEnv)
+        if not self.vec:
+            if not isinstance(env, gym.Env):
+                raise ValueError(f"env: expected an SB3 VecEnv or a gymnasium.Env, got {type(env).__name__}")
+            try:
+                env.get_wrapper_attr("task_info")
+            except AttributeError:
+                raise ValueError(
+                    "env: a single gymnasium.Env must be wrapped in worldmodel.planning.TaskInfo so "
+                    "the agent can read the goal (or attach the agent to a VecEnv)"
+                ) from None
+
+    def _call(self, i: int, name: str) -> Any:
+        if self.vec:
+            return self.env.env_method(name, indices=[i])[0]
+        return self.env.get_wrapper_attr(name)()
+
+    def info(self, i: int) -> dict:
+        """The reset info of env ``i``'s current episode."""
+        return self.env.reset_infos[i] if self.vec else self.env.get_wrapper_attr("task_info")
+
+    def task(self, i: int, goal_image: bool) -> Task:
+        """Env ``i``'s task, batch one (``goal_image`` also renders the goal image)."""
+        info = self.info(i)
+        if "goal_pos" not in info or "target" not in info or "object_pos" not in info:
+            raise ValueError(
+                f"env {i}: its reset info has no goal_pos/target/object_pos (keys: {sorted(info)}); "
+                "planning needs PushTable's task info"
+            )
+        query = np.asarray(info["object_pos"], np.float32)[int(info["target"])]
+        task = Task(
+            goal_pos=torch.as_tensor(np.asarray(info["goal_pos"], np.float32))[None],
+            query=torch.as_tensor(query)[None],
+        )
+        if goal_image:
+            task.goal_image = torch.as_tensor(np.asarray(self._call(i, "render_goal")))[None]
+        return task
+
+    def sim_state(self, i: int) -> dict:
+        """Env ``i``'s simulator state (``PushTableEnv.get_state``)."""
+        return self._call(i, "get_state")
+
+    def sim_config(self) -> Any:
+        """The ``PushTableConfig`` of env 0."""
+        if self.vec:
+            return self.env.get_attr("config", indices=[0])[0]
+        return self.env.get_wrapper_attr("config")
+
+
+@dataclasses.dataclass
+class _Slot:
+    """Per-env bookkeeping of a planning agent."""
+
+    frames: deque
+    actions: deque
+    task: Task | None = None
+    pending: np.ndarray | None = None
+    cache: list = dataclasses.field(default_factory=list)
+    warm: WarmStart | None = None
+    t: int = 0
+    plan_t0: int = 0
+    plan_frames: np.ndarray | None = None  # (H + 1, h, w, 3): imagined frames from plan_t0 on
+    goal_image: np.ndarray | None = None
+
+
+class PlanningAgent:
+    """Re-planning loop shared by the learned-model and the oracle agents (SB3-style ``predict``).
+
+    Subclasses implement ``_plan(envs, obs) -> (P, H, A)`` actions for the listed envs.
+    """
+
+    def __init__(self, planner: CEM, replan_every: int = 1, *, seed: int = 0, context: int = 1) -> None:
+        if not 1 <= replan_every <= planner.horizon:
+            raise ValueError(f"replan_every must be in 1..horizon={planner.horizon}, got {replan_every}")
+        self.planner, self.replan_every, self.seed = planner, int(replan_every), int(seed)
+        self.context = max(int(context), 1)
+        self.source: TaskSource | None = None
+        self._manual: dict[int, Task] = {}
+        self._slots: list[_Slot | None] = []
+        self.planning_seconds, self.actions_taken, self.plans = 0.0, 0, 0
+        self.record = False
+        self.trace: list[dict[str, Any]] = []  # env 0, when ``record``: real | imagined | goal per step
+        self._episode = -1
+
+    # --- wiring ---------------------------------------------------------------------------------
+    def attach(self, env: Any) -> PlanningAgent:
+        """Read tasks from ``env`` (an SB3 VecEnv, or a gymnasium.Env wrapped in ``TaskInfo``)."""
+        self.source = TaskSource(env)
+        return self
+
+    def set_task(self, i: int, task: Task) -> None:
+        """Use ``task`` (batch one) for env ``i`` from its next episode start on."""
+        self._manual[int(i)] = task
+
+    def reset(self) -> None:
+        """Forget every env's episode (the next ``predict`` starts afresh)."""
+        self._slots = []
+
+    def reset_stats(self) -> None:
+        self.planning_seconds, self.actions_taken, self.plans = 0.0, 0, 0
+        self.trace = []
+        self._episode = -1
+
+    @property
+    def ms_per_action(self) -> float:
+        """Planning wall time per action returned (ms), over all envs and calls so far."""
+        return 1000.0 * self.planning_seconds / max(self.actions_taken, 1)
+
+    def _task(self, i: int) -> Task:
+        if i in self._manual:
+            return self._manual[i]
+        if self.source is None:
+            raise RuntimeError("no task: call agent.attach(env) or agent.set_task(i, task) first")
+        return self.source.task(i, goal_image=self._wants_goal_image())
+
+    def _wants_goal_image(self) -> bool:
+        return self.record
+
+    # --- SB3 interface ----------------------------------------------------------------------------
+    def predict(
+        self,
+        observation: Any,
+        state: Any = None,
+        episode_start: Any = None,
+        deterministic: bool = True,
+    ) -> tuple[np.ndarray, None]:
+        """Actions for a batch of observations ``(n_envs, H, W, 3)`` (or one ``(H, W, 3)``).
+
+        ``episode_start`` ``(n_envs,)`` marks envs whose observation is the first of an episode
+        (SB3's convention); the first call, or a change of ``n_envs``, starts every env afresh.
+        Returns ``(actions (n_envs, A) float32, None)`` (``(A,)`` for a single observation).
+        """
+        obs = np.asarray(observation)
+        single = obs.ndim == 3
+        if single:
+            obs = obs[None]
+        if obs.ndim != 4:
+            raise ValueError(f"observation: expected (n_envs, H, W, 3) or (H, W, 3), got {obs.shape}")
+        n = len(obs)
+        starts = np.zeros(n, bool) if episode_start is None else np.asarray(episode_start, bool).reshape(n)
+        if len(self._slots) != n:
+            self._slots = [None] * n
+        tic = time.perf_counter()
+        for i in range(n):
+            slot = self._slots[i]
+            if starts[i] or slot is None:
+                self._slots[i] = self._begin(i, obs[i])
+            else:
+                slot.frames.append(obs[i])
+                slot.actions.append(slot.pending)
+        need = [i for i in range(n) if not self._slots[i].cache]
+        if need:
+            plans = self._plan(need, obs).detach().float().cpu().numpy()
+            self.plans += 1
+            for j, i in enumerate(need):
+                slot = self._slots[i]
+                slot.cache = list(plans[j, : self.replan_every])
+                slot.plan_t0 = slot.t
+        actions = np.stack([self._slots[i].cache.pop(0) for i in range(n)]).astype(np.float32)
+        self.planning_seconds += time.perf_counter() - tic
+        if self.record:
+            self._record(obs[0])
+        for i in range(n):
+            self._slots[i].pending = actions[i]
+            self._slots[i].t += 1
+        self.actions_taken += n
+        return (actions[0] if single else actions), None
+
+    def _begin(self, i: int, obs: np.ndarray) -> _Slot:
+        slot = _Slot(frames=deque([obs], maxlen=self.context), actions=deque(maxlen=self.context - 1))
+        slot.task = self._prepare(self._task(i))
+        if self.record and slot.task.goal_image is not None:
+            slot.goal_image = slot.task.goal_image[0].cpu().numpy()
+        if i == 0:
+            self._episode += 1
+        return slot
+
+    def _prepare(self, task: Task) -> Task:
+        return task
+
+    def _plan(self, envs: list[int], obs: np.ndarray) -> Tensor:
+        raise NotImplementedError
+
+    def _record(self, real: np.ndarray) -> None:
+        slot = self._slots[0]
+        imagined = None
+        if slot.plan_frames is not None:
+            k = slot.t - slot.plan_t0
+            imagined = slot.plan_frames[min(k, len(slot.plan_frames) - 1)]
+        goal = slot.goal_image
+        self.trace.append({"episode": self._episode, "real": real, "imagined": imagined, "goal": goal})
+
+    # --- helpers for subclasses -------------------------------------------------------------------
+    def _warm(self, envs: list[int], device: torch.device) -> WarmStart:
+        parts = []
+        for i in envs:
+            warm = self._slots[i].warm
+            parts.append(warm if warm is not None else WarmStart(self.planner.initial_mean(1, device)))
+        ws = WarmStart.cat(parts)
+        return WarmStart(ws.mean.to(device), None if ws.elites is None else ws.elites.to(device))
+
+    def _keep_warm(self, envs: list[int], result: CEMResult, generator: torch.Generator) -> None:
+        ws = self.planner.warm_start(result, self.replan_every, generator)
+        for j, i in enumerate(envs):
+            self._slots[i].warm = ws[j : j + 1]
+
+
+class MPCAgent(PlanningAgent):
+    """MPC with a learned ``LatentDynamics``: plan with ``planner`` on ``objective``, execute
+    ``replan_every`` actions, re-plan (see the module docstring).
+
+    Args:
+        model: the world model (eval mode; any device).
+        planner: a ``CEM``; its horizon is the planning horizon.
+        objective: an ``Objective`` (``LearnedReward`` or ``GoalImage``).
+        replan_every: actions executed per plan (1: re-plan at every step).
+        context: real frames fed to ``initial`` (default the model's ``n_past``).
+        seed: seeds the planner's and the model's sampling.
+    """
+
+    def __init__(
+        self,
+        model: LatentDynamics,
+        planner: CEM,
+        objective: Objective,
+        replan_every: int = 1,
+        *,
+        context: int | None = None,
+        seed: int = 0,
+    ) -> None:
+        if planner.action_dim != model.config.action_dim:
+            raise ValueError(
+                f"planner: action_dim {planner.action_dim}, the model takes {model.config.action_dim}"
+            )
+        super().__init__(planner, replan_every, seed=seed, context=context or model.config.n_past)
+        self.model, self.objective = model.eval(), objective
+        self.generator = torch.Generator(device=model.device).manual_seed(self.seed)
+
+    def _wants_goal_image(self) -> bool:
+        return self.record or self.objective.needs_goal_image
+
+    def _prepare(self, task: Task) -> Task:
+        return self.objective.prepare(self.model, task)
+
+    @torch.no_grad()
+    def anchor(self, envs: list[int]) -> State:
+        """``model.initial`` on each listed env's window of real frames and executed actions."""
+        c, a_dim, dev = self.context, self.model.config.action_dim, self.model.device
+        size = self.model.config.image_size
+        frames, actions = [], []
+        for i in envs:
+            slot = self._slots[i]
+            f, a = list(slot.frames), list(slot.actions)
+            pad = c - len(f)  # episode start: the first frame held still, zero actions
+            f = [f[0]] * pad + f
+            a = [np.zeros(a_dim, np.float32)] * pad + [np.asarray(x, np.float32) for x in a]
+            frames.append(np.stack(f))
+            actions.append(np.stack(a) if a else np.zeros((0, a_dim), np.float32))
+        frames_t = torch.from_numpy(np.stack(frames)).to(dev)
+        if tuple(frames_t.shape[2:]) != (size, size, 3):
+            raise ValueError(
+                f"observation: the model takes ({size}, {size}, 3) frames, got {tuple(frames_t.shape[2:])}; "
+                f"make the env with image_size={size}"
+            )
+        return self.model.initial(frames_t, torch.from_numpy(np.stack(actions)).to(dev))
+
+    @torch.no_grad()
+    def _plan(self, envs: list[int], obs: np.ndarray) -> Tensor:
+        state = self.anchor(envs)
+        task = Task.cat([self._slots[i].task for i in envs])
+        model, objective, gen = self.model, self.objective, self.generator
+        result = self.planner.optimize(
+            lambda cand: objective(model, state, task, cand, gen),
+            init=self._warm(envs, model.device),
+            generator=gen,
+        )
+        self._keep_warm(envs, result, gen)
+        if self.record and 0 in envs:
+            j = envs.index(0)
+            self._slots[0].plan_frames = self.imagine(state[j : j + 1], result.actions[j : j + 1])[0]
+        return result.actions
+
+    @torch.no_grad()
+    def imagine(self, state: State, actions: Tensor) -> np.ndarray:
+        """Frames the model predicts for a plan: uint8 ``(B, H + 1, h, w, 3)`` from the anchor on."""
+        o = self.objective
+        _, frames = self.model.rollout(
+            state,
+            actions,
+            sample=o.sample,
+            temperature=o.temperature,
+            generator=self.generator,
+            decode=True,
+        )
+        frames = torch.cat([self.model.decode(state)[:, None], frames], dim=1)
+        return frames_to_uint8(frames).cpu().numpy()
+
+
+class OracleAgent(PlanningAgent):
+    """The same planning loop on the real simulator (``SimOracle``); reads ``get_state`` from the
+    attached env at every plan. ``oracle`` defaults to a ``SimOracle`` with the env's config."""
+
+    def __init__(self, planner: CEM, oracle: Any = None, replan_every: int = 1, *, seed: int = 0) -> None:
+        super().__init__(planner, replan_every, seed=seed)
+        self.oracle = oracle
+        self.generator = torch.Generator().manual_seed(self.seed)
+
+    def attach(self, env: Any) -> OracleAgent:
+        super().attach(env)
+        if self.oracle is None:
+            from worldmodel.planning.oracle import SimOracle
+
+            self.oracle = SimOracle(self.source.sim_config())
+        return self
+
+    def _plan(self, envs: list[int], obs: np.ndarray) -> Tensor:
+        if self.source is None:
+            raise RuntimeError("the oracle reads the simulator: call agent.attach(env) first")
+        states = [self.source.sim_state(i) for i in envs]
+        result = self.planner.optimize(
+            lambda cand: self.oracle(states, cand),
+            init=self._warm(envs, torch.device("cpu")),
+            generator=self.generator,
+        )
+        self._keep_warm(envs, result, self.generator)
+        return result.actions
+
+
+class RandomAgent:
+    """Uniform random actions in ``[low, high]^A`` with the same ``predict`` (a baseline)."""
+
+    def __init__(self, action_dim: int = 4, low: float = -1.0, high: float = 1.0, *, seed: int = 0) -> None:
+        self.action_dim, self.low, self.high = int(action_dim), float(low), float(high)
+        self.rng = np.random.default_rng(seed)
+        self.planning_seconds, self.actions_taken = 0.0, 0
+
+    def attach(self, env: Any) -> RandomAgent:
+        return self
+
+    def reset_stats(self) -> None:
+        self.planning_seconds, self.actions_taken = 0.0, 0
+
+    @property
+    def ms_per_action(self) -> float:
+        return 1000.0 * self.planning_seconds / max(self.actions_taken, 1)
+
+    def predict(
+        self, observation: Any, state: Any = None, episode_start: Any = None, deterministic: bool = True
+    ) -> tuple[np.ndarray, None]:
+        tic = time.perf_counter()
+        obs = np.asarray(observation)
+        n = 1 if obs.ndim == 3 else len(obs)
+        actions = self.rng.uniform(self.low, self.high, (n, self.action_dim)).astype(np.float32)
+        self.planning_seconds += time.perf_counter() - tic
+        self.actions_taken += n
+        return (actions[0] if obs.ndim == 3 else actions), None
+
+
+def evaluate(agent: Any, env: Any, episodes: int, *, seed: int | None = None) -> dict[str, Any]:
+    """Run ``agent`` for ``episodes`` episodes with SB3's ``evaluate_policy``.
+
+    Args:
+        agent: anything with ``predict`` (``MPCAgent``, ``OracleAgent``, ``RandomAgent``); it is
+            attached to ``env`` first.
+        env: an SB3 VecEnv over PushTable (its ``info`` has ``distance`` and ``is_success``).
+        seed: seeds the VecEnv before its first reset (same seed, same episodes for every agent).
+
+    Returns:
+        ``success_rate`` and ``final_distance`` (mean object-goal distance in metres at the end of
+        the episodes), ``ms_per_action`` (the agent's planning time per action), ``episodes``.
+    """
+    from stable_baselines3.common.evaluation import evaluate_policy
+
+    finals: list[tuple[bool, float]] = []
+
+    def on_step(local: dict, _: dict) -> None:
+        if local["done"]:
+            info = local["info"]
+            finals.append((bool(info["is_success"]), float(info["distance"])))
+
+    agent.attach(env)
+    agent.reset_stats()
+    if hasattr(agent, "reset"):
+        agent.reset()
+    if seed is not None:
+        env.seed(seed)
+    evaluate_policy(agent, env, n_eval_episodes=episodes, deterministic=True, callback=on_step, warn=False)
+    return {
+        "success_rate": float(np.mean([s for s, _ in finals])) if finals else float("nan"),
+        "final_distance": float(np.mean([d for _, d in finals])) if finals else float("nan"),
+        "ms_per_action": float(agent.ms_per_action),
+        "episodes": len(finals),
+    }

@@ -1,0 +1,262 @@
+"""Planning objectives: score candidate action sequences by rolling a ``LatentDynamics`` forward.
+
+Layout. ``P`` planning problems (one model state each, batch ``P``) and candidates
+``(P, N, H, A)``. The state is tiled with ``state.repeat_interleave(N * K)`` and the candidates
+flattened problem-major, so row ``(p * N + n) * K + k`` is particle ``k`` of candidate ``n`` of
+problem ``p`` (``K = particles``, several noise draws per candidate whose returns are averaged).
+Long batches are cut into chunks of ``max_batch`` rows.
+
+Randomness. With ``common_noise`` (default) every candidate of a problem sees the same model
+noise sequences (common random numbers, passed through ``step``'s ``noise``), so candidates are
+compared on the same imagined futures rather than on luck; ``sample=False`` plans on the model's
+mean prediction instead.
+
+Objectives (rewards per predicted step; the score is their sum, discounted, over ``frames="all"``
+steps or the last step's alone with ``frames="last"``):
+
+- ``LearnedReward(head)``: minus the xy distance (m) between the target object's position predicted
+  by the ``ObjectHead`` from the model's features and the goal, as ``Dream-v0``'s learned reward.
+  Stays in latent space (``rollout(decode=False)``).
+- ``GoalImage("pixels")``: minus the RMS pixel distance (in [0, 1]) between predicted frames and
+  the goal image (Visual Foresight's goal-image cost, on every frame or the last).
+- ``GoalImage("features")``: minus the L2 distance between the rollout's ``features`` and the
+  goal's, where the goal's features are the model's ``features`` after watching the goal image
+  held still as its context (``n_past`` copies, zero actions). This compares like with like (the
+  state after a predictor step) and stays in latent space; ``Dream-v0``'s feature distance instead
+  decodes and re-encodes each frame.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from abc import ABC, abstractmethod
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from worldmodel.dynamics.base import LatentDynamics, State
+
+FRAMES = ("all", "last")
+
+
+@dataclasses.dataclass
+class Task:
+    """What a planning problem aims at, batched over ``P`` problems (fields may be None).
+
+    ``goal_pos`` ``(P, 3)`` goal of the target object (m); ``query`` ``(P, 3)`` the target's position
+    at the start of the episode (the ``ObjectHead``'s query); ``goal_image`` uint8 ``(P, H, W, 3)``;
+    ``goal_features`` ``(P, F)`` filled in by ``GoalImage.prepare``.
+    """
+
+    goal_pos: Tensor | None = None
+    query: Tensor | None = None
+    goal_image: Tensor | None = None
+    goal_features: Tensor | None = None
+
+    def _map(self, fn) -> Task:
+        values = {f.name: getattr(self, f.name) for f in _fields(self)}
+        return Task(**{k: None if v is None else fn(v) for k, v in values.items()})
+
+    def __getitem__(self, idx: Any) -> Task:
+        return self._map(lambda t: t[idx])
+
+    def to(self, device: torch.device | str) -> Task:
+        return self._map(lambda t: t.to(device))
+
+    def __len__(self) -> int:
+        sizes = {len(v) for f in _fields(self) if (v := getattr(self, f.name)) is not None}
+        return sizes.pop() if sizes else 0
+
+    @staticmethod
+    def cat(tasks: list[Task]) -> Task:
+        """Problems of several tasks, in order (a field is kept only if every task has it)."""
+        out = {}
+        for f in _fields(Task):
+            values = [getattr(t, f.name) for t in tasks]
+            out[f.name] = torch.cat(values) if all(v is not None for v in values) else None
+        return Task(**out)
+
+
+def _fields(obj: Any) -> tuple[dataclasses.Field, ...]:
+    return dataclasses.fields(obj)
+
+
+class Objective(ABC):
+    """Scores candidates ``(P, N, H, A)`` from model states ``(P,)``; higher is better.
+
+    Args:
+        frames: ``"all"`` (discounted sum of per-step rewards) or ``"last"`` (final step only).
+        discount: per-step discount of the sum.
+        sample: sample the model's noise (``False``: its mean prediction).
+        temperature: scales the model's noise.
+        common_noise: every candidate of a problem shares the noise sequences (CRN).
+        particles: noise draws per candidate; their returns are averaged.
+        max_batch: most rollouts per model call (chunks); None: all at once.
+    """
+
+    def __init__(
+        self,
+        *,
+        frames: str = "all",
+        discount: float = 1.0,
+        sample: bool = True,
+        temperature: float = 1.0,
+        common_noise: bool = True,
+        particles: int = 1,
+        max_batch: int | None = None,
+    ) -> None:
+        if frames not in FRAMES:
+            raise ValueError(f"frames must be one of {', '.join(FRAMES)}, got {frames!r}")
+        if particles < 1 or (max_batch is not None and max_batch < 1):
+            raise ValueError(f"particles and max_batch must be >= 1, got {particles}, {max_batch}")
+        self.frames, self.discount = frames, float(discount)
+        self.sample, self.temperature = bool(sample), float(temperature)
+        self.common_noise, self.particles, self.max_batch = bool(common_noise), int(particles), max_batch
+
+    @property
+    def needs_pixels(self) -> bool:
+        """Whether ``rewards`` reads decoded frames (else rollouts stay in feature space)."""
+        return False
+
+    @property
+    def needs_goal_image(self) -> bool:
+        """Whether ``prepare`` needs ``task.goal_image``."""
+        return False
+
+    def prepare(self, model: LatentDynamics, task: Task) -> Task:
+        """Per-episode pre-computation on the task (e.g. goal features); default: unchanged."""
+        return task
+
+    @abstractmethod
+    def rewards(self, outputs: Tensor, task: Task, problem: Tensor) -> Tensor:
+        """Per-step rewards ``(B, H)`` of rollout outputs ``(B, H, ...)`` (frames ``(B, H, 3, h, w)``
+        if ``needs_pixels`` else features ``(B, H, F)``); ``problem`` ``(B,)`` indexes ``task``."""
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        model: LatentDynamics,
+        state: State,
+        task: Task,
+        actions: Tensor,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """Scores ``(P, N)`` of candidates ``actions`` ``(P, N, H, A)`` from ``state`` (batch ``P``)."""
+        p, n, h, a = actions.shape
+        if len(state) != p:
+            raise ValueError(f"actions: {p} problems but the state has batch {len(state)}")
+        k = self.particles
+        dev = model.device
+        flat = actions.to(dev, torch.float32).repeat_interleave(k, dim=1).reshape(p * n * k, h, a)
+        noise = self._noise(model, p, n, h, generator)
+        weights = self._weights(h, dev)
+        total = p * n * k
+        chunk = self.max_batch or total
+        scores = []
+        for start in range(0, total, chunk):
+            rows = torch.arange(start, min(start + chunk, total), device=dev)
+            problem = rows // (n * k)
+            sub = state.repeat_interleave(n * k) if chunk == total else state[problem]
+            _, out = model.rollout(
+                sub,
+                flat[rows],
+                sample=self.sample,
+                temperature=self.temperature,
+                generator=generator,
+                noise=None if noise is None else noise[rows],
+                decode=self.needs_pixels,
+            )
+            scores.append((self.rewards(out, task, problem) * weights).sum(1))
+        return torch.cat(scores).view(p, n, k).mean(2)
+
+    def _noise(
+        self, model: LatentDynamics, p: int, n: int, h: int, generator: torch.Generator | None
+    ) -> Tensor | None:
+        """Standard normals ``(P * N * K, H, D)``: shared across a problem's candidates with CRN."""
+        d = model.noise_dim
+        if not self.sample or d == 0:
+            return None
+        k, dev = self.particles, model.device
+        if self.common_noise:
+            eps = torch.randn(p, 1, k, h, d, generator=generator, device=dev).expand(p, n, k, h, d)
+        else:
+            eps = torch.randn(p, n, k, h, d, generator=generator, device=dev)
+        return eps.reshape(p * n * k, h, d)
+
+    def _weights(self, h: int, device: torch.device) -> Tensor:
+        if self.frames == "last":
+            w = torch.zeros(h, device=device)
+            w[-1] = 1.0
+            return w
+        return self.discount ** torch.arange(h, device=device, dtype=torch.float32)
+
+
+class LearnedReward(Objective):
+    """Minus the predicted object-goal xy distance (m) per step, via an ``ObjectHead``.
+
+    ``task`` needs ``goal_pos`` and ``query``. See ``Objective`` for the keyword options.
+    """
+
+    def __init__(self, head: torch.nn.Module, **options: Any) -> None:
+        super().__init__(**options)
+        self.head = head.eval()
+
+    def prepare(self, model: LatentDynamics, task: Task) -> Task:
+        if task.goal_pos is None or task.query is None:
+            raise ValueError("task: LearnedReward needs goal_pos and query (the target's start position)")
+        self.head.to(model.device)
+        return task.to(model.device)
+
+    def rewards(self, outputs: Tensor, task: Task, problem: Tensor) -> Tensor:
+        b, h, f = outputs.shape
+        query = task.query[problem].float().repeat_interleave(h, dim=0)
+        pos = self.head(outputs.reshape(b * h, f).float(), query).view(b, h, -1)
+        goal = task.goal_pos[problem].float()[:, None, :2]
+        return -torch.linalg.vector_norm(pos[..., :2] - goal, dim=-1)
+
+
+class GoalImage(Objective):
+    """Minus the distance of predicted frames to the goal image, in ``"pixels"`` or ``"features"``.
+
+    ``task`` needs ``goal_image``. See the module docstring and ``Objective`` for the options.
+    """
+
+    def __init__(self, distance: str = "pixels", **options: Any) -> None:
+        if distance not in ("pixels", "features"):
+            raise ValueError(f"distance must be 'pixels' or 'features', got {distance!r}")
+        super().__init__(**options)
+        self.distance = distance
+
+    @property
+    def needs_pixels(self) -> bool:
+        return self.distance == "pixels"
+
+    @property
+    def needs_goal_image(self) -> bool:
+        return True
+
+    @torch.no_grad()
+    def prepare(self, model: LatentDynamics, task: Task) -> Task:
+        if task.goal_image is None:
+            raise ValueError("task: GoalImage needs goal_image")
+        task = task.to(model.device)
+        if self.distance == "features":
+            task = dataclasses.replace(task, goal_features=goal_features(model, task.goal_image))
+        return task
+
+    def rewards(self, outputs: Tensor, task: Task, problem: Tensor) -> Tensor:
+        if self.distance == "pixels":
+            goal = task.goal_image[problem].movedim(-1, -3).float()[:, None] / 255.0  # (B, 1, 3, h, w)
+            return -(outputs.float() - goal).pow(2).flatten(2).mean(2).sqrt()
+        return -torch.linalg.vector_norm(outputs.float() - task.goal_features[problem][:, None], dim=-1)
+
+
+@torch.no_grad()
+def goal_features(model: LatentDynamics, goal_image: Tensor) -> Tensor:
+    """``features`` ``(P, F)`` after the model watched ``goal_image`` uint8 ``(P, H, W, 3)`` held still
+    for ``n_past`` frames (zero actions)."""
+    c = max(int(model.config.n_past), 1)
+    frames = goal_image.to(model.device)[:, None].expand(-1, c, -1, -1, -1).contiguous()
+    actions = torch.zeros(len(goal_image), c - 1, model.config.action_dim, device=model.device)
+    return model.features(model.initial(frames, actions)).float()
