@@ -3,6 +3,7 @@ Dream-v0 envs vs the real PushTable sim, in one run.
 
     python benchmarks/dream_throughput.py [--envs 256] [--preset tiny] [--seconds 15] [--device cpu]
     python benchmarks/dream_throughput.py --device cuda --preset paper --envs 1024 --skip-dummy --skip-sim
+    python benchmarks/dream_throughput.py --sweep 1,64,1024 --skip-dummy --skip-sim   # steps/s vs envs
 
 Env steps per second (one env step = one agent transition) with uniform random actions,
 ``reward="learned"`` (an untrained object head: the cost, not the value, matters here), pixel
@@ -44,6 +45,12 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--obs", default="pixels", choices=["pixels", "latent"])
     p.add_argument("--skip-dummy", action="store_true")
     p.add_argument("--skip-sim", action="store_true")
+    p.add_argument(
+        "--sweep",
+        default=None,
+        metavar="N,N,...",
+        help="also DreamVecEnv steps/s (and peak GPU memory) at these env counts, e.g. 1,64,1024",
+    )
     p.add_argument("--json", default=None, metavar="FILE")
     return p.parse_args()
 
@@ -146,6 +153,15 @@ def main() -> None:
         f"({calls} batched steps)",
         flush=True,
     )
+    for k in [int(v) for v in args.sweep.split(",")] if args.sweep else []:
+        if core.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(core.device)
+        sweep_actions = np.random.default_rng(0).uniform(-1, 1, (16, k, 4)).astype(np.float32)
+        res[f"dream_vec_{k}_steps_per_s"], _ = measure_vec(core, sweep_actions, args.seconds)
+        mem = ""
+        if core.device.type == "cuda":
+            mem = f", peak GPU memory {torch.cuda.max_memory_allocated(core.device) / 2**30:.2f} GiB"
+        print(f"DreamVecEnv({k}): {res[f'dream_vec_{k}_steps_per_s']:10.1f} env steps/s{mem}", flush=True)
     if not args.skip_dummy:
         res["dummy_vec_steps_per_s"], calls = measure_dummy(core, actions, args.seconds)
         print(

@@ -84,8 +84,13 @@ def main() -> None:
         for name, kw in modes.items():
             trainer = _trainer(args, tmp, **kw)
             warmup = args.warmup * (3 if kw.get("compile") else 1)
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
             results[name] = _frames_per_s(trainer, args.steps, warmup)
-            print(f"  {name:32s} {results[name]:10.1f} frames/s", flush=True)
+            peak = ""
+            if device.type == "cuda":
+                peak = f"  peak GPU memory {torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB"
+            print(f"  {name:32s} {results[name]:10.1f} frames/s{peak}", flush=True)
         loader = _loader_frames_per_s(_trainer(args, tmp), args.steps)
     base = results["eager fp32"]
     print("ratios vs eager fp32: " + ", ".join(f"{k} {v / base:.2f}x" for k, v in results.items()))

@@ -19,6 +19,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("worldmodel.cli.train", "train a world model on a dataset"),
     "train-head": ("worldmodel.cli.train_head", "fit the object-position head for Dream-v0's learned reward"),
     "eval": ("worldmodel.cli.evaluate", "score a checkpoint: per-step PSNR/SSIM vs copy-last-frame"),
+    "plan": ("worldmodel.cli.plan", "MPC in the real sim: learned model vs simulator oracle vs random"),
+    "demo": ("worldmodel.cli.demo", "run the whole pipeline on built-in defaults and write a report"),
 }
 
 

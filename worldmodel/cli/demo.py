@@ -1,0 +1,356 @@
+"""``worldmodel demo [--out DIR] [--quick]``: the whole pipeline on built-in defaults, and a report.
+
+Stages (each writes into ``DIR`` and is skipped when its output is already there, so an
+interrupted demo continues where it stopped):
+
+1. collect BAIR-style pushing episodes in the sim             ``DIR/data``
+2. train a world model                                         ``DIR/model`` (checkpoints, TensorBoard)
+3. fit the object-position head (the dream's learned reward)   ``DIR/model/checkpoints/last.head.pt``
+4. evaluate it against the copy-last-frame baseline            ``DIR/eval.json``, ``DIR/eval.gif``
+5. plan with CEM in the real sim: model vs oracle vs random    ``DIR/plan.json``, ``DIR/plan.mp4``
+6. train a PPO agent in the dream                              ``DIR/agent`` (SB3 zip, TensorBoard)
+7. evaluate the agent in the real sim                          ``DIR/agent_eval.json``, its video
+8. write the report                                            ``DIR/report.html``
+
+Profiles: ``--quick`` fits a 2-core CPU in under 15 minutes; without it the larger ``full``
+profile is used (meant for a GPU). ``--set FIELD=VALUE`` overrides any ``DemoConfig`` field.
+The agent stages run ``python -m agents.train`` / ``agents.evaluate`` in a subprocess: the
+``worldmodel`` package never imports ``agents``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+
+@dataclasses.dataclass
+class DemoConfig:
+    """Sizes of every stage. ``PROFILES`` holds the named settings."""
+
+    model: str = "svg-lp"
+    """World model (registry name): svg-lp, svg-fp, videoflow, vgan."""
+    preset: str = "tiny"
+    """Model preset."""
+    episodes: int = 256
+    """Episodes collected."""
+    episode_len: int = 30
+    """Frames per episode (BAIR has 30)."""
+    workers: int = 2
+    """Collection worker processes."""
+    train_steps: int = 1500
+    """World-model optimiser steps."""
+    batch_size: int = 16
+    """World-model batch size."""
+    head_steps: int = 600
+    """Object-head optimiser steps."""
+    eval_sequences: int = 32
+    """Test sequences scored."""
+    eval_samples: int = 10
+    """Samples per test sequence (best-of-N)."""
+    plan_episodes: int = 4
+    """Real-sim episodes per planner (model, oracle, random)."""
+    planner: str = "cem"
+    """``cem`` or ``icem``."""
+    plan_args: tuple[str, ...] = ()
+    """Extra flags for ``worldmodel plan`` (e.g. budgets)."""
+    agent_algo: str = "ppo"
+    """SB3 algorithm trained in the dream."""
+    agent_obs: str = "latent"
+    """Agent observations: ``latent`` (model features) or ``pixels``."""
+    agent_timesteps: int = 20_000
+    """Dream transitions for the agent."""
+    agent_envs: int = 64
+    """Batched dream envs."""
+    agent_eval_episodes: int = 10
+    """Real-sim episodes scoring the agent."""
+    device: str = "auto"
+    """auto | cpu | cuda."""
+    seed: int = 0
+    """Seed of every stage."""
+
+    PROFILES = {  # noqa: RUF012 - class-level table of named configs, not a field
+        "quick": {},
+        "full": {
+            "preset": "paper",
+            "episodes": 2000,
+            "train_steps": 20_000,
+            "batch_size": 32,
+            "head_steps": 2000,
+            "eval_sequences": 128,
+            "eval_samples": 100,
+            "plan_episodes": 20,
+            "agent_timesteps": 500_000,
+            "agent_envs": 256,
+            "agent_eval_episodes": 50,
+        },
+    }
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Flags of ``worldmodel demo``."""
+    p.add_argument("--out", default="out/demo", help="output folder (default out/demo); re-running continues")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="the small profile (2-core CPU: under 15 minutes); default: the full profile on a GPU, "
+        "quick on a CPU",
+    )
+    p.add_argument("--full", action="store_true", help="force the full profile even on a CPU")
+    p.add_argument("--model", default=None, help="world model: svg-lp (default), svg-fp, videoflow, vgan")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="override a DemoConfig field, e.g. --set train_steps=300 (repeatable)",
+    )
+    p.add_argument("--fresh", action="store_true", help="redo every stage even if its output exists")
+
+
+def demo_config(profile: str, model: str | None, sets: dict[str, Any]) -> DemoConfig:
+    """The profile's config with ``--model`` and ``--set`` applied; unknown fields raise."""
+    fields = {f.name: f for f in dataclasses.fields(DemoConfig)}
+    values = dict(DemoConfig.PROFILES[profile])
+    if model:
+        values["model"] = model
+    unknown = sorted(set(sets) - set(fields))
+    if unknown:
+        raise ValueError(f"--set: unknown field(s) {', '.join(unknown)}; known: {', '.join(fields)}")
+    for key, value in sets.items():
+        if key == "plan_args":
+            value = tuple(str(value).split()) if isinstance(value, str) else tuple(map(str, value))
+        values[key] = value
+    return DemoConfig(**values)
+
+
+class Pipeline:
+    """Runs the stages in order, timing each and skipping finished ones."""
+
+    def __init__(self, cfg: DemoConfig, out: Path, fresh: bool) -> None:
+        self.cfg, self.out, self.fresh = cfg, out, fresh
+        self.timings: dict[str, float] = {}
+        self.total = 8
+
+    def stage(self, k: int, name: str, done: Path, fn) -> None:
+        if done.exists() and not self.fresh:
+            print(f"[{k}/{self.total}] {name}: done already ({done})", flush=True)
+            return
+        print(f"[{k}/{self.total}] {name} ...", flush=True)
+        tic = time.perf_counter()
+        fn()
+        self.timings[name] = time.perf_counter() - tic
+        print(f"[{k}/{self.total}] {name}: {self.timings[name]:.0f} s", flush=True)
+
+    # --- the stages ---------------------------------------------------------------------------
+    def wm(self, *args: Any) -> None:
+        """Run a ``worldmodel`` sub-command in this process; a failure stops the demo."""
+        from worldmodel.cli import main
+
+        argv = [str(a) for a in args]
+        if main(argv) != 0:
+            raise RuntimeError(f"`worldmodel {' '.join(argv)}` failed (see the message above)")
+
+    def agents(self, module: str, *args: Any) -> None:
+        """Run ``python -m agents.<module>`` in a subprocess; a failure stops the demo."""
+        cmd = [sys.executable, "-m", f"agents.{module}", *map(str, args)]
+        env = {**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
+        if subprocess.run(cmd, env=env).returncode != 0:
+            raise RuntimeError(f"`{' '.join(cmd[1:])}` failed (see the message above)")
+
+    def run(self) -> Path:
+        c, o = self.cfg, self.out
+        ckpt = o / "model" / "checkpoints" / "last.pt"
+        head = ckpt.with_name("last.head.pt")
+        self.stage(
+            1,
+            "collect",
+            o / "data" / "manifest.json",
+            lambda: self.wm(
+                "collect",
+                "--out",
+                o / "data",
+                "--episodes",
+                c.episodes,
+                "--seq-len",
+                c.episode_len,
+                "--workers",
+                c.workers,
+                "--seed",
+                c.seed,
+            ),
+        )
+        self.stage(
+            2,
+            f"train {c.model}",
+            ckpt,
+            lambda: self.wm(
+                "train",
+                c.model,
+                "--data",
+                o / "data",
+                "--out",
+                o / "model",
+                "--preset",
+                c.preset,
+                "--steps",
+                c.train_steps,
+                "--batch-size",
+                c.batch_size,
+                "--seed",
+                c.seed,
+                "--device",
+                c.device,
+                "--ckpt-every",
+                max(c.train_steps // 4, 1),
+                "--sample-every",
+                max(c.train_steps // 2, 1),
+                "--log-every",
+                max(c.train_steps // 60, 1),
+            ),
+        )
+        self.stage(
+            3,
+            "train-head",
+            head,
+            lambda: self.wm(
+                "train-head",
+                ckpt,
+                "--data",
+                o / "data",
+                "--steps",
+                c.head_steps,
+                "--seed",
+                c.seed,
+                "--device",
+                c.device,
+                "--json",
+                o / "head.json",
+            ),
+        )
+        self.stage(
+            4,
+            "eval vs copy-last",
+            o / "eval.json",
+            lambda: self.wm(
+                "eval",
+                ckpt,
+                "--data",
+                o / "data",
+                "--sequences",
+                c.eval_sequences,
+                "--samples",
+                c.eval_samples,
+                "--n-future",
+                c.episode_len - 2,
+                "--seed",
+                c.seed,
+                "--device",
+                c.device,
+                "--json",
+                o / "eval.json",
+                "--video",
+                o / "eval.gif",
+            ),
+        )
+        self.stage(
+            5,
+            f"plan ({c.planner}) in the real sim",
+            o / "plan.json",
+            lambda: self.wm(
+                "plan",
+                ckpt,
+                "--episodes",
+                c.plan_episodes,
+                "--planner",
+                c.planner,
+                "--seed",
+                c.seed,
+                "--device",
+                c.device,
+                "--json",
+                o / "plan.json",
+                "--video",
+                o / "plan.gif",
+                *c.plan_args,
+            ),
+        )
+        self.stage(
+            6,
+            f"train {c.agent_algo.upper()} in the dream",
+            o / "agent" / "run.json",
+            lambda: self.agents(
+                "train",
+                "--algo",
+                c.agent_algo,
+                "--checkpoint",
+                ckpt,
+                "--timesteps",
+                c.agent_timesteps,
+                "--num-envs",
+                c.agent_envs,
+                "--obs",
+                c.agent_obs,
+                "--reward",
+                "learned",
+                "--out",
+                o / "agent",
+                "--seed",
+                c.seed,
+                "--device",
+                c.device,
+            ),
+        )
+        self.stage(
+            7,
+            "evaluate the agent in the real sim",
+            o / "agent_eval.json",
+            lambda: self.agents(
+                "evaluate",
+                o / "agent",
+                "--episodes",
+                c.agent_eval_episodes,
+                "--json",
+                o / "agent_eval.json",
+                "--video",
+                o / "agent_eval.gif",
+            ),
+        )
+        print(f"[8/{self.total}] report", flush=True)
+        self.report()  # always rewritten: cheap, and it reflects whatever the stages left
+        return o / "report.html"
+
+    def report(self) -> None:
+        from worldmodel.cli.demo_report import build_report
+
+        build_report(self.out, dataclasses.asdict(self.cfg), self.timings).write(self.out / "report.html")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Pick the profile, run the pipeline, print where the report is."""
+    import torch
+
+    from worldmodel.cli.train import parse_sets
+
+    if args.quick and args.full:
+        raise ValueError("--quick and --full exclude each other")
+    profile = "full" if args.full or (not args.quick and torch.cuda.is_available()) else "quick"
+    cfg = demo_config(profile, args.model, parse_sets(args.set))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "demo_config.json").write_text(
+        json.dumps({"profile": profile, **dataclasses.asdict(cfg)}, indent=2)
+    )
+    print(f"worldmodel demo: profile {profile}, model {cfg.model} ({cfg.preset}), output {out}", flush=True)
+    tic = time.perf_counter()
+    report = Pipeline(cfg, out, args.fresh).run()
+    print(f"worldmodel demo: finished in {time.perf_counter() - tic:.0f} s; report: {report}")
+    print(f"  TensorBoard: tensorboard --logdir {out}")
+    return 0

@@ -1,0 +1,168 @@
+"""The demo's HTML report, built from the files the stages wrote (``worldmodel demo``).
+
+Every section reads its stage's output; a stage that has not run shows as "not run" instead of
+failing, so a report can be written for a partial demo too.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from worldmodel.report import Report, line_chart
+
+_SKIP_CURVES = ("lr", "frames_per_s", "grad_norm")
+
+
+def _json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _curves(metrics_file: Path) -> dict[str, tuple[list[float], list[float]]]:
+    """Loss curves from a trainer's ``metrics.jsonl``: ``{name: (steps, values)}``."""
+    curves: dict[str, tuple[list[float], list[float]]] = {}
+    try:
+        lines = metrics_file.read_text().splitlines()
+    except OSError:
+        return curves
+    for line in lines:
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue  # a line cut by an interrupted run
+        step = row.pop("step", None)
+        for name, value in row.items():
+            if step is None or name.startswith(_SKIP_CURVES) or not isinstance(value, (int, float)):
+                continue
+            xs, ys = curves.setdefault(name, ([], []))
+            xs.append(float(step))
+            ys.append(float(value))
+    return curves
+
+
+def _rel(out: Path, path: Path) -> str | None:
+    return str(path.relative_to(out)) if path.exists() else None
+
+
+def _training(rep: Report, out: Path) -> None:
+    rep.heading("World-model training")
+    curves = _curves(out / "model" / "metrics.jsonl")
+    if not curves:
+        rep.paragraph("not run")
+        return
+    positive = all(min(ys) > 0 for _, ys in curves.values())
+    rep.chart(
+        line_chart(curves, title="training losses", xlabel="step", ylabel="value", log_y=positive),
+        "Scalars the trainer logged (metrics.jsonl; TensorBoard in model/tb has all of them).",
+    )
+    samples = sorted((out / "model" / "samples").glob("*.gif"))
+    if samples:
+        rep.image(str(samples[-1].relative_to(out)), f"{samples[-1].name}: context | prediction | truth", 512)
+
+
+def _evaluation(rep: Report, out: Path) -> None:
+    rep.heading("Prediction quality vs copy-last-frame")
+    ev = _json(out / "eval.json")
+    if ev is None:
+        rep.paragraph("not run")
+        return
+    steps = list(range(1, len(ev["psnr"]) + 1))
+    for metric in ("psnr", "ssim"):
+        series = {
+            f"best of {ev['samples']}": (steps, ev[metric]),
+            f"mean of {ev['samples']}": (steps, ev["mean_of_n"][metric]),
+            "copy last frame": (steps, ev["baseline"][metric]),
+        }
+        rep.chart(
+            line_chart(series, title=f"{metric.upper()} per predicted step", xlabel="step", ylabel=metric),
+            f"{ev['sequences']} test sequences, {ev['n_past']} context frames.",
+        )
+    rows = [
+        [f"best of {ev['samples']}", ev["psnr_mean"], ev["ssim_mean"]],
+        [f"mean of {ev['samples']}", ev["mean_of_n"]["psnr_mean"], ev["mean_of_n"]["ssim_mean"]],
+        ["copy last frame", ev["baseline"]["psnr_mean"], ev["baseline"]["ssim_mean"]],
+    ]
+    if "bpp_mean" in ev:
+        rows.append(["bits per dimension", ev["bpp_mean"], None])
+    rep.table(["", "PSNR (dB)", "SSIM"], rows)
+    if (gif := _rel(out, out / "eval.gif")) is not None:
+        rep.image(gif, "truth | best sample | random sample (context frames first)", 512)
+
+
+def _head(rep: Report, out: Path) -> None:
+    head = _json(out / "head.json")
+    if head is None or "val_rmse_xy" not in head:
+        return
+    rep.heading("Learned reward: object-position head (held-out episodes)")
+    rep.table(
+        ["predictor", "target xy RMSE (cm)"],
+        [
+            ["head on dream features", 100 * head["val_rmse_xy"]],
+            ["predict the mean", 100 * head["val_rmse_xy_mean"]],
+            ["object stays put", 100 * head["val_rmse_xy_static"]],
+        ],
+    )
+
+
+def _success(rep: Report, out: Path) -> None:
+    rep.heading("Push-to-goal in the real simulator")
+    rows = []
+    plan = _json(out / "plan.json") or {}
+    for key, label in (
+        ("model", "MPC with the world model"),
+        ("oracle", "MPC with the simulator"),
+        ("random", "random actions"),
+    ):
+        if key in plan:
+            r = plan[key]
+            rows.append(
+                [label, r["success_rate"], 100 * r["final_distance"], r.get("ms_per_action"), r["episodes"]]
+            )
+    agent = _json(out / "agent_eval.json")
+    if agent is not None:
+        rows.append(
+            [
+                "agent trained in the dream",
+                agent["success_rate"],
+                100 * agent["final_distance"],
+                None,
+                agent["episodes"],
+            ]
+        )
+    if not rows:
+        rep.paragraph("not run")
+        return
+    rep.table(["policy", "success rate", "final distance (cm)", "planning ms/action", "episodes"], rows)
+    for name, caption in (
+        ("plan.gif", "real episode | imagined plan"),
+        ("agent_eval.gif", "agent in the real sim"),
+    ):
+        if (gif := _rel(out, out / name)) is not None:
+            rep.image(gif, caption, 384)
+    curves = _curves(out / "agent" / "metrics.jsonl")
+    real = {k: v for k, v in curves.items() if "success" in k}
+    if real:
+        rep.chart(line_chart(real, title="agent success during training", xlabel="timesteps", ylabel="rate"))
+
+
+def build_report(out: Path, config: dict[str, Any], timings: dict[str, float]) -> Report:
+    """The report of the demo in ``out`` (see the module docstring)."""
+    out = Path(out)
+    rep = Report(f"worldmodel demo: {config.get('model', '?')} ({config.get('preset', '?')})")
+    rep.paragraph(
+        "Collected pushing episodes → world model → prediction quality → planning and a dream-trained "
+        "agent, both judged in the real simulator. Figures below come from the files in this folder."
+    )
+    _training(rep, out)
+    _evaluation(rep, out)
+    _head(rep, out)
+    _success(rep, out)
+    rep.heading("Run")
+    rep.table(["stage", "seconds"], [[k, v] for k, v in timings.items() if math.isfinite(v)])
+    rep.code(json.dumps(config, indent=2))
+    return rep
