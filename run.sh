@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One entry point for people and CI: sets up .venv on first use, then runs a job.
-#   ./run.sh demo [args]   collect a small BAIR-style dataset and write a video of it
+#   ./run.sh demo [args]   the whole pipeline (collect, train, evaluate, plan, agent) and a report
 #   ./run.sh test [args]   run the test suite (extra args go to pytest)
 #   ./run.sh setup         only create/refresh the environment
 #   ./run.sh wm ARGS       run the `worldmodel` CLI inside the environment
@@ -34,10 +34,7 @@ case "$cmd" in
   setup) setup ;;
   demo)
     setup
-    out=${WM_DEMO_OUT:-out/demo}
-    "$VENV/bin/worldmodel" collect --out "$out/data" --episodes "${WM_DEMO_EPISODES:-64}" --workers 2 "$@"
-    "$VENV/bin/worldmodel" show "$out/data" --out "$out/data.mp4"
-    echo "Wrote $out/data (dataset) and $out/data.mp4 (video)"
+    exec "$VENV/bin/worldmodel" demo "$@"
     ;;
   test) setup; exec "$VENV/bin/python" -m pytest "$@" ;;
   wm) setup; exec "$VENV/bin/worldmodel" "$@" ;;
