@@ -18,6 +18,8 @@ _BUILTIN: dict[str, tuple[str, str, dict[str, Any]]] = {
     "svg-lp": ("worldmodel.dynamics.svg", "SVG", {"prior": "learned"}),
     "svg-fp": ("worldmodel.dynamics.svg", "SVG", {"prior": "fixed"}),
     "svg-det": ("worldmodel.dynamics.svg", "SVG", {"prior": "none"}),
+    "vgan": ("worldmodel.dynamics.vgan", "VGAN", {}),
+    "videoflow": ("worldmodel.dynamics.videoflow", "VideoFlow", {}),
 }
 _EXTRA: dict[str, tuple[type[LatentDynamics], dict[str, Any]]] = {}
 
