@@ -1,0 +1,183 @@
+"""MPC agent on a stub linear world model: it drives a point to its goal, through SB3's evaluate_policy."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from gymnasium import spaces
+from stable_baselines3.common.evaluation import evaluate_policy
+from stable_baselines3.common.vec_env import DummyVecEnv
+from torch import Tensor
+
+from worldmodel.dynamics.base import DynamicsConfig, LatentDynamics, State
+from worldmodel.planning import (
+    CEM,
+    CEMConfig,
+    GoalImage,
+    LearnedReward,
+    MPCAgent,
+    RandomAgent,
+    Task,
+    TaskInfo,
+    evaluate,
+)
+
+SIZE, SPEED = 8, 0.1
+
+
+def encode(pos: np.ndarray) -> np.ndarray:
+    """A point in [-1, 1]^2 as an image: pixel (0, 0) carries x and y in its red and green values."""
+    img = np.zeros((SIZE, SIZE, 3), np.uint8)
+    img[0, 0, :2] = np.round((np.clip(pos, -1, 1) + 1) * 127.5)
+    return img
+
+
+class PointEnv(gym.Env):
+    """A point moved by ``SPEED * (dx, dy)`` per step; PushTable's task info, pixels only."""
+
+    metadata = {"render_modes": []}  # noqa: RUF012
+
+    def __init__(self) -> None:
+        self.observation_space = spaces.Box(0, 255, (SIZE, SIZE, 3), np.uint8)
+        self.action_space = spaces.Box(-1.0, 1.0, (4,), np.float32)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.pos = self.np_random.uniform(-0.8, 0.8, 2)
+        self.goal = self.np_random.uniform(-0.8, 0.8, 2)
+        return encode(self.pos), self._info()
+
+    def step(self, action):
+        self.pos = np.clip(self.pos + SPEED * np.clip(np.asarray(action)[:2], -1, 1), -1, 1)
+        info = self._info()
+        return encode(self.pos), -info["distance"], False, False, info
+
+    def render_goal(self) -> np.ndarray:
+        return encode(self.goal)
+
+    def _info(self) -> dict:
+        d = float(np.linalg.norm(self.pos - self.goal))
+        return {
+            "object_pos": np.array([[*self.pos, 0.0]], np.float32),
+            "target": 0,
+            "goal_pos": np.array([*self.goal, 0.0], np.float32),
+            "distance": d,
+            "is_success": d < 0.05,
+        }
+
+
+class LinearPoint(LatentDynamics):
+    """Stub dynamics: the state is the point, ``pos' = pos + SPEED * a[:2]``; it reads and draws the
+    point as ``encode`` does."""
+
+    name = "stub-linear"
+
+    def __init__(self) -> None:
+        super().__init__(DynamicsConfig(image_size=SIZE, n_past=2))
+        self.dummy = torch.nn.Parameter(torch.zeros(()))
+        self.calls = {"initial": 0, "decode": 0}
+
+    def loss(self, batch):
+        return self.dummy * 0, {}
+
+    def initial(self, frames: Tensor, actions: Tensor) -> State:
+        assert frames.dtype == torch.uint8 and actions.shape[1] == frames.shape[1] - 1
+        self.calls["initial"] += 1
+        return State(pos=frames[:, -1, 0, 0, :2].float() / 127.5 - 1)
+
+    def step(self, state, action, *, sample=True, temperature=1.0, generator=None, noise=None):
+        return State(pos=(state["pos"] + SPEED * action[:, :2]).clamp(-1, 1))
+
+    def decode(self, state: State) -> Tensor:
+        self.calls["decode"] += 1
+        img = torch.zeros(len(state), 3, SIZE, SIZE)
+        img[:, :2, 0, 0] = (state["pos"] + 1) / 2
+        return img
+
+    def features(self, state: State) -> Tensor:
+        return state["pos"]
+
+    @property
+    def feature_dim(self) -> int:
+        return 2
+
+
+class PositionHead(torch.nn.Module):
+    """An exact object head for the stub: the features are the position."""
+
+    def forward(self, features: Tensor, query: Tensor) -> Tensor:
+        return torch.cat([features, torch.zeros_like(features[:, :1])], 1)
+
+
+def agent(objective, replan_every=1, icem=False, seed=0) -> MPCAgent:
+    make = CEMConfig.icem if icem else CEMConfig.cem
+    planner = CEM(make(horizon=5, population=64, elites=8, iterations=3), 4)
+    return MPCAgent(LinearPoint(), planner, objective, replan_every=replan_every, seed=seed)
+
+
+def make_venv(n: int) -> DummyVecEnv:
+    return DummyVecEnv([lambda: gym.wrappers.TimeLimit(PointEnv(), 25) for _ in range(n)])
+
+
+@pytest.mark.parametrize(
+    "objective,icem",
+    [(GoalImage("features"), False), (GoalImage("pixels"), True)],
+    ids=["features", "pixels-icem"],
+)
+def test_mpc_drives_the_point_to_its_goal(objective, icem):
+    venv = make_venv(2)
+    result = evaluate(agent(objective, icem=icem), venv, episodes=4, seed=0)
+    random = evaluate(RandomAgent(seed=0), venv, episodes=4, seed=0)
+    assert result["episodes"] == 4
+    assert result["success_rate"] == 1.0 and result["final_distance"] < 0.05, result
+    assert random["success_rate"] == 0.0 and random["final_distance"] > 0.2, random
+
+
+def test_evaluate_policy_runs_the_agent_on_a_single_env():
+    env = TaskInfo(gym.wrappers.TimeLimit(PointEnv(), 25))
+    mpc = agent(LearnedReward(PositionHead()), replan_every=2).attach(env)
+    env.reset(seed=1)
+    finals = []
+
+    def on_step(local, _):
+        if local["done"]:
+            finals.append(local["info"]["distance"])
+
+    _, lengths = evaluate_policy(
+        mpc, env, n_eval_episodes=2, return_episode_rewards=True, warn=False, callback=on_step
+    )
+    assert lengths == [25, 25] and max(finals) < 0.05, finals
+    # Planned every other step; the model is re-anchored on real frames at each plan.
+    assert mpc.plans == 26 and mpc.model.calls["initial"] == 26
+    assert mpc.model.calls["decode"] == 0  # a feature objective never decodes
+
+
+def test_context_window_holds_real_frames_and_executed_actions():
+    mpc = agent(GoalImage("features"))
+    mpc.set_task(0, Task(goal_image=torch.from_numpy(encode(np.array([0.5, 0.5])))[None]))
+    frames = [encode(np.array([x, 0.0])) for x in (0.0, 0.1, 0.2)]
+    a0, _ = mpc.predict(frames[0], episode_start=np.array([True]))
+    assert a0.shape == (4,) and mpc._slots[0].t == 1
+    mpc.predict(frames[1][None])
+    slot = mpc._slots[0]
+    assert [f[0, 0, 0] for f in slot.frames] == [frames[0][0, 0, 0], frames[1][0, 0, 0]]
+    assert np.array_equal(slot.actions[0], a0)
+    state = mpc.anchor([0])
+    assert torch.allclose(state["pos"], torch.tensor([[0.1, 0.0]]), atol=0.01)
+    mpc.predict(frames[2][None], episode_start=np.array([True]))  # a new episode forgets the old one
+    assert len(mpc._slots[0].frames) == 1 and mpc._slots[0].t == 1
+
+
+def test_errors():
+    mpc = agent(GoalImage("features"))
+    with pytest.raises(RuntimeError, match="attach"):
+        mpc.predict(encode(np.zeros(2)))
+    with pytest.raises(ValueError, match="TaskInfo"):
+        mpc.attach(PointEnv())
+    mpc.set_task(0, Task(goal_image=torch.zeros(1, SIZE, SIZE, 3, dtype=torch.uint8)))
+    with pytest.raises(ValueError, match="image_size"):
+        mpc.predict(np.zeros((16, 16, 3), np.uint8))
+    with pytest.raises(ValueError, match="goal_pos"):
+        agent(LearnedReward(PositionHead())).attach(make_venv(1)).predict(np.zeros((1, 8, 8, 3), np.uint8))

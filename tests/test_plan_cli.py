@@ -1,0 +1,55 @@
+"""``worldmodel plan`` on a tiny SVG: one table, the JSON report, the imagined-plan video, errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import torch
+from dream_fixtures import identity_head, noisy_tiny_svg
+
+from worldmodel import dynamics
+from worldmodel.cli import main
+from worldmodel.dynamics.heads import head_path_for, save_head
+
+TINY = ["--population", "16", "--elites", "4", "--horizon", "4", "--iterations", "2", "--max-steps", "6"]
+TINY += ["--device", "cpu", "--threads", "1", "--num-objects", "1"]
+
+
+def test_plan_reports_model_oracle_and_random(tmp_path, capsys):
+    model = noisy_tiny_svg(image_size=16)
+    ckpt = dynamics.save(model, tmp_path / "last.pt")
+    save_head(identity_head(model), head_path_for(ckpt))
+    report, video = tmp_path / "plan.json", tmp_path / "plan.gif"
+    args = ["plan", str(ckpt), "--episodes", "2", "--oracle-budget", "6", "--planner", "icem", *TINY]
+    assert main([*args, "--json", str(report), "--video", str(video)]) == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in ("model", "oracle", "random", "success"))
+    result = json.loads(report.read_text())
+    assert set(result) == {"model", "oracle", "random"}
+    for entry in result.values():
+        assert {"success_rate", "final_distance", "ms_per_action", "episodes"} <= set(entry)
+        assert entry["episodes"] == 2 and 0 <= entry["success_rate"] <= 1
+        assert 0 < entry["final_distance"] < 0.5  # metres on a 44 cm table
+    assert result["model"]["objective"] == "learned"
+    assert result["model"]["ms_per_action"] > result["random"]["ms_per_action"]
+    from moviepy import VideoFileClip
+
+    clip = VideoFileClip(str(video))
+    frame = clip.get_frame(0)
+    clip.close()
+    assert frame.shape[1] == 3 * frame.shape[0]  # real | imagined | goal
+    assert np.asarray(frame).std() > 0
+
+
+def test_plan_goal_image_objective_without_oracle(tmp_path, capsys):
+    torch.manual_seed(0)
+    ckpt = dynamics.save(dynamics.make("svg-lp", preset="tiny"), tmp_path / "m.pt")  # no head
+    report = tmp_path / "r.json"
+    args = ["plan", str(ckpt), "--episodes", "1", "--oracle-budget", "0", "--objective", "features", *TINY]
+    assert main([*args, "--json", str(report)]) == 0
+    result = json.loads(report.read_text())
+    assert result["oracle"] is None and result["model"]["objective"] == "features"
+    assert main(["plan", str(ckpt), "--objective", "learned", *TINY]) == 2  # no head to read
+    assert "train-head" in capsys.readouterr().err
+    assert main(["plan", str(tmp_path / "missing.pt"), *TINY]) == 2
