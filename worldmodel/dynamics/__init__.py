@@ -1,7 +1,7 @@
 """World models behind one interface: ``make(name, ...)``, ``load(path)``, ``LatentDynamics``.
 
-Names: ``svg-lp``, ``svg-fp`` (and ``svg-det``, the deterministic ablation); ``videoflow`` and
-``vgan`` join when they land.
+Names: ``svg-lp``, ``svg-fp`` (and ``svg-det``, the deterministic ablation); ``videoflow``;
+``vgan`` (two-stream video GAN generating clips from a context frame, see ``vgan.py``).
 """
 
 from worldmodel.dynamics.base import DynamicsConfig, LatentDynamics, State
