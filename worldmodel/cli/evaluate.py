@@ -1,4 +1,5 @@
-"""``worldmodel eval CKPT --data DIR``: per-step PSNR/SSIM (best-of-N, mean-of-N) vs copy-last-frame."""
+"""``worldmodel eval CKPT --data DIR``: per-step PSNR/SSIM (best-of-N, mean-of-N) vs copy-last-frame,
+and bits per dimension for models with a likelihood (VideoFlow)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sequences", type=int, default=None, help="score only the first N test sequences")
     p.add_argument("--split", default="test", help="dataset split (default test)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    p.add_argument(
+        "--temperature", type=float, default=1.0, help="sampling temperature (0: the mean; default 1)"
+    )
     p.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
     p.add_argument("--max-rollouts", type=int, default=512, help="rollouts per batched call (default 512)")
     p.add_argument("--json", default=None, metavar="FILE", help="write the report as JSON")
@@ -63,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
             sequences=args.sequences,
             max_rollouts=args.max_rollouts,
             seed=args.seed,
+            temperature=args.temperature,
             progress=lambda done: bar.update(done - bar.n),
         )
     report = result.to_json(
@@ -73,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
         split=args.split,
         n_past=args.n_past,
         n_future=args.n_future,
+        temperature=args.temperature,
         zero_actions=zero_actions,
     )
     if args.json:
@@ -97,5 +103,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"  best of {result.samples}:  PSNR {report['psnr_mean']:.2f} dB  SSIM {report['ssim_mean']:.4f}")
     print(f"  mean of {result.samples}:  PSNR {mean['psnr_mean']:.2f} dB  SSIM {mean['ssim_mean']:.4f}")
     print(f"  copy last frame: PSNR {base['psnr_mean']:.2f} dB  SSIM {base['ssim_mean']:.4f}")
+    if "bpp" in report:
+        print(f"  bits per dimension: {report['bpp_mean']:.3f}")
     print(f"  video: {video}" + (f"  report: {args.json}" if args.json else ""))
     return 0

@@ -123,7 +123,7 @@ class VideoFlowConfig(DynamicsConfig):
             "coupling_width": 32,
             "activation": "relu",
             "num_cond_latents": 2,
-            "latent_width": 32,
+            "latent_width": 16,
             "latent_depth": 2,
             "latent_activation": "gatu",
             "n_past": 2,

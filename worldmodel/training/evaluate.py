@@ -7,7 +7,10 @@ frames are never scored). Reported per future step, averaged over sequences:
 
 - best-of-N: per sequence, the sample with the highest mean SSIM over time (its PSNR and SSIM);
 - mean-of-N: the average over all samples;
-- the copy-last-frame baseline: the last context frame repeated, scored the same way.
+- the copy-last-frame baseline: the last context frame repeated, scored the same way;
+- ``bpp``, for models with an exact likelihood (a ``bits_per_dim(frames, actions, n_past, *,
+  generator)`` method returning ``(B, n_future)``, e.g. VideoFlow): bits per dimension of each
+  future frame given the true past.
 """
 
 from __future__ import annotations
@@ -43,6 +46,8 @@ class EvalResult:
     videos: dict[str, np.ndarray]
     """uint8 ``(V, n_past + n_future, H, W, 3)``: ``truth``, ``best`` and ``random`` (a random
     sample) for the first ``V`` sequences, context frames included."""
+    bpp: list[float] | None = None
+    """Bits per dimension per future step (models with a likelihood; ``None`` otherwise)."""
 
     def to_json(self, **info: Any) -> dict[str, Any]:
         """The report: per-step lists, their means, mean-of-N, the baseline, plus ``info``."""
@@ -56,6 +61,7 @@ class EvalResult:
             "baseline": block(self.baseline["psnr"], self.baseline["ssim"]),
             "sequences": self.sequences,
             "samples": self.samples,
+            **({"bpp": self.bpp, "bpp_mean": float(np.mean(self.bpp))} if self.bpp is not None else {}),
             **info,
         }
 
@@ -72,6 +78,7 @@ def evaluate(
     max_rollouts: int = 512,
     video_sequences: int = 4,
     seed: int = 0,
+    temperature: float = 1.0,
     progress: Callable[[int], None] | None = None,
 ) -> EvalResult:
     """Best-of-N / mean-of-N PSNR and SSIM per future step, and the copy-last baseline.
@@ -89,6 +96,7 @@ def evaluate(
         video_sequences: how many sequences keep their frames for example videos.
         seed: seeds the model's sampling and the choice of the "random" sample (the same seed and
             ``max_rollouts`` give the same numbers; another batching draws other samples).
+        temperature: scales the model's sampling noise (1: as trained; 0: the mean).
         progress: called with the number of sequences finished after each batch.
     """
     if n_past < 1 or n_future < 1 or samples < 1:
@@ -98,10 +106,13 @@ def evaluate(
         raise ValueError("the evaluation dataset is empty")
     device = model.device
     gen = torch.Generator(device).manual_seed(seed)
+    bits_per_dim = getattr(model, "bits_per_dim", None)
+    bpp_gen = torch.Generator(device).manual_seed(seed + 1)  # dequantisation noise
     pick = torch.Generator().manual_seed(seed)
     per_batch = max(1, max_rollouts // samples)
     subset = torch.utils.data.Subset(dataset, range(total))
-    sums = {k: torch.zeros(n_future, dtype=torch.float64) for k in ("bp", "bs", "mp", "ms", "cp", "cs")}
+    keys = ("bp", "bs", "mp", "ms", "cp", "cs", "bpp")
+    sums = {k: torch.zeros(n_future, dtype=torch.float64) for k in keys}
     videos: dict[str, list[Tensor]] = {"truth": [], "best": [], "random": []}
     done = 0
     for batch in DataLoader(subset, batch_size=per_batch, shuffle=False):
@@ -109,7 +120,9 @@ def evaluate(
         actions = batch["actions"][:, : n_past + n_future].to(device)
         b = frames.shape[0]
         truth = frames_to_float(frames[:, n_past:])  # (B, F, 3, H, W)
-        pred = _rollouts(model, frames, actions, n_past, n_future, samples, gen)  # (B, N, F, 3, H, W)
+        pred = _rollouts(model, frames, actions, n_past, n_future, samples, gen, temperature)  # (B,N,F,3,H,W)
+        if bits_per_dim is not None:
+            sums["bpp"] += bits_per_dim(frames, actions, n_past, generator=bpp_gen).double().cpu().sum(0)
         p = psnr(pred, truth[:, None]).double().cpu()  # (B, N, F)
         s = ssim(pred, truth[:, None]).double().cpu()
         best = s.mean(-1).argmax(-1)  # (B,)
@@ -142,17 +155,25 @@ def evaluate(
         sequences=done,
         samples=samples,
         videos={k: torch.stack(v).numpy() for k, v in videos.items() if v},
+        bpp=mean["bpp"] if bits_per_dim is not None else None,
     )
 
 
 def _rollouts(
-    model: LatentDynamics, frames: Tensor, actions: Tensor, n_past: int, n_future: int, samples: int, gen
+    model: LatentDynamics,
+    frames: Tensor,
+    actions: Tensor,
+    n_past: int,
+    n_future: int,
+    samples: int,
+    gen,
+    temperature: float = 1.0,
 ) -> Tensor:
     """``samples`` rollouts per sequence: float ``(B, N, n_future, 3, H, W)``."""
     b = frames.shape[0]
     state = model.initial(frames[:, :n_past], actions[:, : n_past - 1]).repeat_interleave(samples)
     future = actions[:, n_past - 1 : n_past - 1 + n_future].repeat_interleave(samples, dim=0)
-    _, pred = model.rollout(state, future, generator=gen)
+    _, pred = model.rollout(state, future, generator=gen, temperature=temperature)
     return pred.float().view(b, samples, *pred.shape[1:])
 
 
