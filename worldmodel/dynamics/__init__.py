@@ -1,6 +1,7 @@
 """World models behind one interface: ``make(name, ...)``, ``load(path)``, ``LatentDynamics``.
 
-Names: ``svg-lp``, ``svg-fp`` (and ``svg-det``, the deterministic ablation); ``videoflow``;
+Names: ``svg-lp``, ``svg-fp`` (and ``svg-det``, the deterministic ablation); ``videoflow`` (flow-based,
+exact likelihood, see ``videoflow.py``);
 ``vgan`` (two-stream video GAN generating clips from a context frame, see ``vgan.py``).
 """
 
