@@ -365,3 +365,16 @@ def test_cli_eval_reports_bpp(tmp_path, capsys):
     r = json.loads(report.read_text())
     assert len(r["bpp"]) == 3 and math.isfinite(r["bpp_mean"]) and r["temperature"] == 0.5
     assert r["model"] == "videoflow"
+
+
+def test_likelihood_stays_float32_under_bf16_autocast():
+    model = _model()
+    data = moving_square(4, 4, seed=1)
+    model.train().loss(data)
+    torch.manual_seed(2)
+    plain, _ = model.loss(data)
+    torch.manual_seed(2)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed, _ = model.loss(data)
+    assert mixed.dtype == torch.float32
+    torch.testing.assert_close(mixed, plain)

@@ -53,6 +53,9 @@ Deviations from the reference, deliberate:
 - Data-dependent init runs on the first training batch (one extra no-grad forward), not on a
   separate batch of 128; under ``torch.distributed`` the initialised weights are broadcast from
   rank 0.
+- The likelihood is computed in float32 even under the trainer's bf16 autocast: a sum of
+  thousands of log-densities and log-determinants, and a flow that must stay invertible, do not
+  survive bf16 (Glow ports report NaNs and failed inversions at low precision).
 - The linear learning-rate warm-up lives in the optimiser (``WarmupAdam``; the trainer needs no
   scheduler); the logged ``lr`` is the base rate.
 """
@@ -425,7 +428,15 @@ class VideoFlow(LatentDynamics):
     def _log_likelihood(
         self, frames: Tensor, actions: Tensor, first: int, generator: torch.Generator | None = None
     ) -> Tensor:
-        """``log p(x_t | x_<t, a_<t)`` in nats, dequantised, for frames ``t >= first``: ``(B, T - first)``."""
+        """``log p(x_t | x_<t, a_<t)`` in nats, dequantised, for frames ``t >= first``: ``(B, T - first)``.
+
+        Always in float32: autocast is switched off here (see the module docstring)."""
+        with torch.autocast(self.device.type, enabled=False):
+            return self._log_likelihood_fp32(frames, actions, first, generator)
+
+    def _log_likelihood_fp32(
+        self, frames: Tensor, actions: Tensor, first: int, generator: torch.Generator | None
+    ) -> Tensor:
         c = self.config
         b, t = frames.shape[:2]
         x = self._preprocess(frames.to(self.device), noise=True, generator=generator)
