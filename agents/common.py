@@ -1,0 +1,624 @@
+"""What the agent scripts share: the run config, real-sim evaluation, videos, callbacks, the loop.
+
+Real evaluation. A policy is judged in ``worldmodel/PushTable-v0`` (never in the dream): episodes
+reset with seeds ``seed, seed + 1, ...`` (the same seeds at every periodic evaluation, so curves
+compare like with like), actions from ``policy.predict(obs, deterministic=True)``, until the
+TimeLimit (50 steps). An episode succeeds when ``info["is_success"]`` holds at its last step,
+SB3's convention (``rollout/success_rate`` reads ``is_success`` at done); ``final_distance`` is
+the target's xy distance (m) to the goal then.
+
+Latent observations in the real sim (``LatentObservation``). A policy trained on
+``obs="latent"`` sees the world model's ``features`` of the dreamed state. In the real sim it
+sees the same model's features of the real frames: at every step the wrapper runs
+``model.initial`` on the most recent real frames and the actions between them and returns
+``features`` of that state, clipped to ``±latent_bound`` like the dream's. ``initial`` infers the
+model's latent from each real frame (the posterior, as in training) and steps the predictor
+through them, so the policy gets the model's reading of the recent real history. Choices, stated
+because they are ours: (1) the window defaults to the model's training window ``seq_len``
+(``n_past + n_future`` frames): the predictor has been trained to run that many steps on real
+frames, and the cost per step stays constant (encoding the whole episode would cost quadratic time
+in its length; ``window`` allows it). The dream's state after ``t`` steps has instead run
+``n_past - 1 + t`` predictor steps, ``t`` of them on its own samples, so the two feature
+distributions agree only as far as the model is accurate. (2) At the reset the sim has one frame
+while ``initial`` needs ``n_past``: the first frame is repeated with zero actions (the arm at rest).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+import gymnasium as gym
+import numpy as np
+from stable_baselines3.common.callbacks import BaseCallback
+
+import worldmodel
+from worldmodel.video import grid, write_video
+
+ALGOS = ("ppo", "sac")
+OBS_TYPES = ("pixels", "latent")
+REWARDS = ("learned", "goal-image")
+CONFIG_NAME = "config.json"
+CONFIG_FORMAT = 1
+EVAL_SEED = 1_000_000  # real evaluation episodes: far from the seeds anything else uses
+MIN_CNN_SIZE = 36  # SB3's NatureCNN needs at least 36×36 images
+
+
+# ------------------------------------------------------------------------------------- config
+@dataclasses.dataclass
+class RunConfig:
+    """Everything ``agents.evaluate`` and ``--resume`` need to rebuild a run (``RUN/config.json``)."""
+
+    algo: str
+    env: str
+    """``"dream"`` (``agents.train``) or ``"real"`` (``agents.train_real``)."""
+    timesteps: int
+    """Target total of environment steps (transitions) over all envs."""
+    num_envs: int
+    obs: str = "pixels"
+    reward: str | None = None
+    """Dream reward (``learned`` | ``goal-image``); ``None`` for real runs (the sim's own)."""
+    checkpoint: str | None = None
+    """World-model checkpoint (absolute path); ``None`` for real pixel runs."""
+    head: str | None = None
+    """Object-position head file; ``None``: the one stored for the checkpoint."""
+    image_size: int = 64
+    seed: int = 0
+    device: str = "auto"
+    eval_every: int = 10_000
+    eval_episodes: int = 10
+    video_episodes: int = 4
+    dream: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """Extra ``DreamVecEnv`` options (``horizon``, ``pool_size``, ``temperature``, ``data``...)."""
+    latent_window: int | None = None
+    latent_bound: float = 10.0
+    hyper: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """SB3 constructor keywords (``n_steps``, ``batch_size``, ``learning_rate``...)."""
+    vec: str = "dream"
+    """Vectorisation of the training env: ``dream`` (batched model), ``subproc`` or ``dummy``."""
+    format: int = CONFIG_FORMAT
+
+    def __post_init__(self) -> None:
+        if self.algo not in ALGOS:
+            raise ValueError(f"--algo must be one of {', '.join(ALGOS)}, got {self.algo!r}")
+        if self.obs not in OBS_TYPES:
+            raise ValueError(f"--obs must be one of {', '.join(OBS_TYPES)}, got {self.obs!r}")
+        if self.reward is not None and self.reward not in REWARDS:
+            raise ValueError(f"--reward must be one of {', '.join(REWARDS)}, got {self.reward!r}")
+        for name in ("timesteps", "num_envs", "eval_episodes"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.eval_every < 0 or self.video_episodes < 0:
+            raise ValueError("--eval-every and --video-episodes must be >= 0")
+        if self.latent_window is not None and self.latent_window < 1:
+            raise ValueError(f"--latent-window must be >= 1, got {self.latent_window}")
+
+    def save(self, run: Path) -> Path:
+        """Write ``RUN/config.json`` atomically."""
+        run.mkdir(parents=True, exist_ok=True)
+        return atomic_write_text(run / CONFIG_NAME, json.dumps(dataclasses.asdict(self), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, run: str | os.PathLike) -> RunConfig:
+        """Read ``RUN/config.json``; ``ValueError`` naming the file when it is missing or not ours."""
+        path = Path(run) / CONFIG_NAME
+        if not Path(run).is_dir():
+            raise ValueError(f"{run}: no such run folder")
+        if not path.is_file():
+            raise ValueError(
+                f"{run}: not a run folder (no {CONFIG_NAME}; runs come from agents.train/train_real)"
+            )
+        try:
+            d = json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}: not valid JSON ({err})") from None
+        if not isinstance(d, dict) or d.get("format", 0) > CONFIG_FORMAT:
+            raise ValueError(f"{path}: not a run config this version understands")
+        known = {f.name for f in dataclasses.fields(cls)}
+        try:
+            return cls(**{k: v for k, v in d.items() if k in known})
+        except TypeError as err:
+            raise ValueError(f"{path}: incomplete run config ({err})") from None
+
+
+def atomic_write_text(path: Path, text: str) -> Path:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    return path
+
+
+def algo_class(name: str):
+    """The SB3 class for ``ppo`` / ``sac``."""
+    from stable_baselines3 import PPO, SAC
+
+    classes = {"ppo": PPO, "sac": SAC}
+    if name not in classes:
+        raise ValueError(f"unknown algorithm {name!r}: choose one of {', '.join(ALGOS)}")
+    return classes[name]
+
+
+def policy_name(obs: str) -> str:
+    """``CnnPolicy`` on uint8 frames, ``MlpPolicy`` on latent features."""
+    return "CnnPolicy" if obs == "pixels" else "MlpPolicy"
+
+
+def checkpoint_path(run: str | os.PathLike) -> Path:
+    return Path(run) / "checkpoints" / "last.zip"
+
+
+# ------------------------------------------------------------------------------ world models
+def load_world_model(checkpoint: str, device: str = "auto"):
+    """``worldmodel.dynamics.load`` with a one-line error for a missing file."""
+    from worldmodel import dynamics
+
+    if not Path(checkpoint).is_file():
+        raise ValueError(f"{checkpoint}: world-model checkpoint not found")
+    return dynamics.load(checkpoint, device=device)
+
+
+class LatentObservation(gym.Wrapper):
+    """Real pixel env → the world model's ``features`` of the real history (see the module docstring).
+
+    Observation ``Box(-latent_bound, latent_bound, (F,), float32)``, as ``Dream-v0(obs="latent")``.
+    ``render()`` is the wrapped env's (real frames).
+
+    Args:
+        env: a PushTable env (uint8 ``(H, W, 3)`` observations of the model's size, 4-d actions).
+        model: the ``LatentDynamics`` the policy was trained in.
+        window: frames encoded per step (the last ``window``, at least ``n_past``); ``None``:
+            the model's training window ``model.config.seq_len``.
+        latent_bound: clip, as the dream's ``latent_bound``.
+    """
+
+    def __init__(self, env: gym.Env, model, *, window: int | None = None, latent_bound: float = 10.0) -> None:
+        super().__init__(env)
+        self.model = model
+        self.context = int(model.config.n_past)
+        window = model.config.seq_len if window is None else window
+        self.window = max(int(window), self.context)
+        self.latent_bound = float(latent_bound)
+        b = self.latent_bound
+        self.observation_space = gym.spaces.Box(-b, b, (model.feature_dim,), np.float32)
+        self._frames: list[np.ndarray] = []
+        self._actions: list[np.ndarray] = []
+
+    def reset(self, **kwargs: Any) -> tuple[np.ndarray, dict]:
+        frame, info = self.env.reset(**kwargs)
+        self._frames = [frame] * self.context
+        self._actions = [np.zeros(4, np.float32)] * (self.context - 1)
+        return self._encode(), info
+
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
+        a = np.clip(np.asarray(action, np.float32).reshape(4), -1.0, 1.0)
+        frame, reward, terminated, truncated, info = self.env.step(a)
+        w = self.window
+        self._frames = [*self._frames, frame][-w:]
+        actions = [*self._actions, a]
+        self._actions = actions[max(0, len(actions) - (w - 1)) :]
+        return self._encode(), reward, terminated, truncated, info
+
+    def _encode(self) -> np.ndarray:
+        import torch
+
+        frames, actions = self._frames, self._actions
+        dev = self.model.device
+        with torch.no_grad():
+            x = torch.from_numpy(np.stack(frames)[None]).to(dev)
+            a = (
+                torch.from_numpy(np.stack(actions)[None]).to(dev)
+                if actions
+                else torch.zeros(1, 0, 4, device=dev)
+            )
+            feats = self.model.features(self.model.initial(x, a)).float()
+        b = self.latent_bound
+        return feats.clamp(-b, b)[0].cpu().numpy()
+
+
+def make_real_env(
+    image_size: int = 64, *, render_mode: str | None = None, model=None, cfg: RunConfig | None = None
+) -> gym.Env:
+    """``worldmodel/PushTable-v0`` at ``image_size``, wrapped in ``LatentObservation`` when ``model``
+    is given (latent runs). Module-level so ``SubprocVecEnv`` can pickle it by reference."""
+    env = gym.make(worldmodel.PUSH_TABLE_ID, image_size=image_size, render_mode=render_mode)
+    if model is not None:
+        window = cfg.latent_window if cfg is not None else None
+        bound = cfg.latent_bound if cfg is not None else 10.0
+        env = LatentObservation(env, model, window=window, latent_bound=bound)
+    return env
+
+
+def make_eval_env(cfg: RunConfig, model=None) -> gym.Env:
+    """The real env a run's policy is evaluated in (frames rendered for videos).
+
+    ``model``: the world model of a latent run (loaded from ``cfg.checkpoint`` when omitted)."""
+    if cfg.obs == "latent":
+        model = model if model is not None else load_world_model(cfg.checkpoint, cfg.device)
+        return make_real_env(cfg.image_size, render_mode="rgb_array", model=model, cfg=cfg)
+    return make_real_env(cfg.image_size, render_mode="rgb_array")
+
+
+# ------------------------------------------------------------------------------- evaluation
+class RandomPolicy:
+    """Uniform random actions in [-1, 1]^4, with SB3's ``predict`` signature (a baseline)."""
+
+    def __init__(self, seed: int = 0) -> None:
+        self.rng = np.random.default_rng(seed)
+
+    def predict(self, obs, state=None, episode_start=None, deterministic: bool = True):
+        return self.rng.uniform(-1.0, 1.0, 4).astype(np.float32), state
+
+
+def evaluate_real(
+    policy, env: gym.Env, episodes: int, *, seed: int = EVAL_SEED, deterministic: bool = True, record: int = 0
+) -> tuple[dict[str, Any], np.ndarray | None]:
+    """Run ``episodes`` real episodes (seeds ``seed + i``); returns ``(summary, frames)``.
+
+    ``summary``: ``success_rate``, ``final_distance`` (mean, m), ``episodes``, ``mean_return``,
+    ``per_episode`` (``success``, ``final_distance``, ``return``, ``length``, ``seed``).
+    ``frames``: uint8 ``(record, T + 1, H, W, 3)`` of the first ``record`` episodes (``None`` if 0).
+    """
+    rows, videos = [], []
+    for i in range(episodes):
+        obs, info = env.reset(seed=seed + i)
+        frames = [env.render()] if i < record else None
+        ret, length, done = 0.0, 0, False
+        while not done:
+            action, _ = policy.predict(obs, deterministic=deterministic)
+            obs, reward, terminated, truncated, info = env.step(action)
+            ret, length, done = ret + float(reward), length + 1, bool(terminated or truncated)
+            if frames is not None:
+                frames.append(env.render())
+        rows.append(
+            {
+                "seed": seed + i,
+                "success": bool(info["is_success"]),
+                "final_distance": float(info["distance"]),
+                "return": ret,
+                "length": length,
+            }
+        )
+        if frames is not None:
+            videos.append(np.stack(frames))
+    summary = {
+        "success_rate": float(np.mean([r["success"] for r in rows])),
+        "final_distance": float(np.mean([r["final_distance"] for r in rows])),
+        "episodes": len(rows),
+        "mean_return": float(np.mean([r["return"] for r in rows])),
+        "per_episode": rows,
+    }
+    return summary, _pad_stack(videos) if videos else None
+
+
+def _pad_stack(videos: list[np.ndarray]) -> np.ndarray:
+    """Stack episodes of possibly different lengths, holding each one's last frame."""
+    t = max(len(v) for v in videos)
+    return np.stack([np.concatenate([v, np.repeat(v[-1:], t - len(v), 0)]) for v in videos])
+
+
+def write_episodes_video(path: str | os.PathLike, frames: np.ndarray, fps: float = 10.0) -> Path:
+    """Episodes ``(N, T, H, W, 3)`` side by side (a grid of up to 4 columns) as MP4 or GIF."""
+    return write_video(path, grid(frames, ncols=min(4, len(frames))), fps=fps)
+
+
+# -------------------------------------------------------------------------------- callbacks
+class RealEvalCallback(BaseCallback):
+    """Every ``cfg.eval_every`` timesteps (and at the end): evaluate in the real sim, log to TensorBoard
+    (``real/*`` and, from the training env's finished episodes since the last evaluation,
+    ``{train_name}/*``), write a video and a line of ``eval.jsonl``, save ``last.zip``."""
+
+    def __init__(self, cfg: RunConfig, run: Path, make_env: Callable[[], gym.Env], say) -> None:
+        super().__init__()
+        self.cfg, self.run, self.make_env, self.say = cfg, run, make_env, say
+        self.train_name = "dream" if cfg.env == "dream" else "train_env"
+        self.env: gym.Env | None = None
+        self._last = 0
+        self._done: list[tuple[bool, float]] = []
+
+    def _on_training_start(self) -> None:
+        self._last = self.num_timesteps
+
+    def _on_step(self) -> bool:
+        for done, info in zip(self.locals["dones"], self.locals["infos"], strict=True):
+            if done and "is_success" in info:
+                self._done.append((bool(info["is_success"]), float(info.get("distance", np.nan))))
+        if self.cfg.eval_every and self.num_timesteps - self._last >= self.cfg.eval_every:
+            self.evaluate()
+        return True
+
+    def _on_training_end(self) -> None:
+        if self.num_timesteps > self._last or not (self.run / "eval.jsonl").is_file():
+            self.evaluate()
+        if self.env is not None:
+            self.env.close()
+            self.env = None
+
+    def evaluate(self) -> dict[str, Any]:
+        cfg, t, start = self.cfg, self.num_timesteps, time.perf_counter()
+        self._last = t
+        if self.env is None:
+            self.env = self.make_env()
+        summary, frames = evaluate_real(
+            self.model, self.env, cfg.eval_episodes, seed=EVAL_SEED, record=cfg.video_episodes
+        )
+        row = {"timesteps": t, "real_success_rate": summary["success_rate"]}
+        row["real_final_distance"] = summary["final_distance"]
+        row["episodes"] = summary["episodes"]
+        self.logger.record("real/success_rate", summary["success_rate"])
+        self.logger.record("real/final_distance", summary["final_distance"])
+        if self._done:
+            ok, dist = np.array(self._done, dtype=np.float64).T
+            row[f"{self.train_name}_success_rate"] = float(ok.mean())
+            row[f"{self.train_name}_final_distance"] = float(np.nanmean(dist))
+            row[f"{self.train_name}_episodes"] = len(ok)
+            self.logger.record(f"{self.train_name}/success_rate", float(ok.mean()))
+            self.logger.record(f"{self.train_name}/final_distance", float(np.nanmean(dist)))
+            self._done = []
+        self.logger.dump(t)
+        if frames is not None:
+            video = write_episodes_video(self.run / "videos" / f"real_{t:09d}.mp4", frames)
+            row["video"] = str(video.relative_to(self.run))
+        save_agent(self.model, self.run)
+        row["seconds"] = round(time.perf_counter() - start, 2)
+        with open(self.run / "eval.jsonl", "a") as f:
+            f.write(json.dumps(row) + "\n")
+        line = (
+            f"[{t} steps] real success {summary['success_rate']:.2f} over {summary['episodes']} "
+            f"episodes, final distance {summary['final_distance']:.3f} m"
+        )
+        if f"{self.train_name}_success_rate" in row:
+            line += f"; {self.train_name} success {row[self.train_name + '_success_rate']:.2f}"
+        self.say(line)
+        return row
+
+
+class ProgressCallback(BaseCallback):
+    """A tqdm bar over the target total of timesteps (SB3's own bar needs ``rich``)."""
+
+    def __init__(self, total: int) -> None:
+        super().__init__()
+        self.total, self.bar = total, None
+
+    def _on_training_start(self) -> None:
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=self.total, initial=self.num_timesteps, unit="step", dynamic_ncols=True)
+
+    def _on_step(self) -> bool:
+        self.bar.update(self.num_timesteps - self.bar.n)
+        return True
+
+    def _on_training_end(self) -> None:
+        self.bar.close()
+
+
+def save_agent(model, run: Path) -> Path:
+    """``RUN/checkpoints/last.zip``, written under a temporary name and renamed."""
+    path = checkpoint_path(run)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".last.tmp-{os.getpid()}.zip")
+    model.save(tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def save_replay_buffer(model, run: Path) -> None:
+    """Off-policy runs: the replay buffer beside the checkpoint (atomic), so resume keeps it."""
+    if hasattr(model, "replay_buffer") and model.replay_buffer is not None:
+        path = run / "checkpoints" / "replay_buffer.pkl"
+        tmp = path.with_name(f".replay_buffer.tmp-{os.getpid()}.pkl")
+        model.save_replay_buffer(tmp)
+        os.replace(tmp, path)
+
+
+# ------------------------------------------------------------------------------------ loop
+def sb3_kwargs(cfg: RunConfig) -> dict[str, Any]:
+    """Constructor keywords for ``algo_class(cfg.algo)``."""
+    return {"seed": cfg.seed, "device": cfg.device, "verbose": 0, **cfg.hyper}
+
+
+def train(
+    cfg: RunConfig,
+    run: Path,
+    make_train_env: Callable[[], Any],
+    make_eval: Callable[[], gym.Env],
+    *,
+    resume: bool,
+    progress: bool = True,
+) -> int:
+    """Create or resume the agent, learn up to ``cfg.timesteps`` with real evaluations, save.
+
+    ``make_train_env``: the SB3 ``VecEnv`` to learn in (wrapped in ``VecMonitor`` here).
+    Returns the exit status (130 after Ctrl-C, with ``last.zip`` saved first).
+    """
+    from stable_baselines3.common.logger import configure
+    from stable_baselines3.common.vec_env import VecMonitor
+
+    cls = algo_class(cfg.algo)
+    say = _say(progress)
+    venv = VecMonitor(make_train_env())
+    ckpt = checkpoint_path(run)
+    if resume and ckpt.is_file():
+        model = cls.load(ckpt, env=venv, device=cfg.device)
+        buffer = run / "checkpoints" / "replay_buffer.pkl"
+        if buffer.is_file() and hasattr(model, "load_replay_buffer"):
+            model.load_replay_buffer(buffer)
+        say(f"resuming {ckpt} at {model.num_timesteps} steps")
+    else:
+        model = cls(policy_name(cfg.obs), venv, **sb3_kwargs(cfg))
+    model.set_random_seed(cfg.seed + model.num_timesteps)
+    # One TensorBoard folder for the whole run: a resumed run appends to the same curves.
+    model.set_logger(configure(str(run / "tb"), ["tensorboard"]))
+    remaining = cfg.timesteps - model.num_timesteps
+    if remaining <= 0:
+        say(f"{run}: already at {model.num_timesteps} >= {cfg.timesteps} steps; nothing to do")
+        venv.close()
+        return 0
+    callbacks: list[BaseCallback] = [RealEvalCallback(cfg, run, make_eval, say)]
+    if progress:
+        callbacks.append(ProgressCallback(cfg.timesteps))
+    try:
+        model.learn(remaining, callback=callbacks, reset_num_timesteps=False)
+    except KeyboardInterrupt:
+        save_agent(model, run)
+        save_replay_buffer(model, run)
+        say(f"interrupted at {model.num_timesteps} steps; saved {ckpt} (continue with --resume)")
+        return 130
+    finally:
+        model.logger.dump(model.num_timesteps)  # SB3 writes the last update's train/* only at its next log
+        venv.close()
+    save_agent(model, run)
+    save_replay_buffer(model, run)
+    say(f"done: {model.num_timesteps} steps; agent in {ckpt}, TensorBoard in {run / 'tb'}")
+    return 0
+
+
+def _say(progress: bool):
+    if progress:
+        from tqdm.auto import tqdm
+
+        return lambda msg: tqdm.write(msg)
+    return lambda msg: print(msg, flush=True)
+
+
+def prepare_run(run: Path, resume: bool, fresh: Callable[[], RunConfig], timesteps: int | None) -> RunConfig:
+    """The run's config: stored (``--resume``, with a new ``--timesteps`` target) or new.
+
+    A folder that already holds a run is refused without ``--resume``. Not yet written: the caller
+    saves it (``cfg.save(run)``) once everything it names has been checked."""
+    stored = (run / CONFIG_NAME).is_file()
+    if stored and not resume:
+        raise ValueError(f"{run} already holds a run: pass --resume to continue it, or choose another --out")
+    if resume and stored:
+        cfg = RunConfig.load(run)
+        if timesteps is not None:
+            cfg.timesteps = int(timesteps)
+    else:
+        cfg = fresh()
+    return cfg
+
+
+def cli(name: str, run: Callable[[list[str] | None], int], argv: list[str] | None = None) -> None:
+    """Run a script's ``run(argv)``; bad input becomes one line on stderr and exit status 2."""
+    try:
+        code = run(argv)
+    except KeyboardInterrupt:
+        print(f"{name}: interrupted", file=sys.stderr)
+        code = 130
+    except (OSError, ValueError, RuntimeError) as err:
+        print(f"{name}: error: {err}", file=sys.stderr)
+        code = 2
+    sys.exit(code)
+
+
+# ---------------------------------------------------------------------------- command line
+# SB3 keywords settable from the command line: flag -> (keyword, type, algorithms, help)
+HYPER_FLAGS: dict[str, tuple[str, Any, tuple[str, ...], str]] = {
+    "--lr": ("learning_rate", float, ALGOS, "learning rate (default 3e-4)"),
+    "--gamma": ("gamma", float, ALGOS, "discount (default 0.99)"),
+    "--batch-size": ("batch_size", int, ALGOS, "minibatch size (default 256)"),
+    "--n-steps": ("n_steps", int, ("ppo",), "PPO: steps per env per rollout (default 128)"),
+    "--n-epochs": ("n_epochs", int, ("ppo",), "PPO: epochs per rollout (default 4)"),
+    "--buffer-size": ("buffer_size", int, ("sac",), "SAC: replay buffer transitions (default 50000)"),
+    "--learning-starts": ("learning_starts", int, ("sac",), "SAC: steps before learning (default 1000)"),
+}
+HYPER_DEFAULTS: dict[str, dict[str, Any]] = {
+    "ppo": {"learning_rate": 3e-4, "gamma": 0.99, "batch_size": 256, "n_steps": 128, "n_epochs": 4},
+    "sac": {
+        "learning_rate": 3e-4,
+        "gamma": 0.99,
+        "batch_size": 256,
+        "buffer_size": 50_000,
+        "learning_starts": 1000,
+    },
+}
+
+
+def add_agent_arguments(p, *, default_envs: int) -> None:
+    """Flags every training script has: algorithm, budget, run folder, evaluation, SB3 settings."""
+    p.add_argument("--algo", default=None, help=f"RL algorithm: {' | '.join(ALGOS)} (required for a new run)")
+    p.add_argument(
+        "--timesteps",
+        type=int,
+        default=None,
+        help="total environment steps over all envs (required for a new run; with --resume, the new total)",
+    )
+    p.add_argument(
+        "--num-envs", type=int, default=default_envs, help=f"parallel envs (default {default_envs})"
+    )
+    p.add_argument(
+        "--out",
+        required=True,
+        help="run folder: config.json, checkpoints/last.zip, tb/ (TensorBoard), videos/, eval.jsonl",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue RUN from checkpoints/last.zip with the same step counter and RUN/config.json "
+        "(other flags but --timesteps are then ignored); starts fresh if RUN holds no run yet",
+    )
+    p.add_argument(
+        "--eval-every",
+        type=int,
+        default=10_000,
+        help="timesteps between evaluations in the real sim, each also saving the checkpoint "
+        "(default 10000; 0: only at the end)",
+    )
+    p.add_argument("--eval-episodes", type=int, default=10, help="real episodes per evaluation (default 10)")
+    p.add_argument(
+        "--video-episodes",
+        type=int,
+        default=4,
+        help="real episodes per evaluation written to RUN/videos/real_STEP.mp4 (default 4; 0: none)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the agent and the training envs (default 0)")
+    p.add_argument(
+        "--device", default="auto", help="auto | cpu | cuda | cuda:N, for the agent and the world model"
+    )
+    for flag, (_, typ, _, help_text) in HYPER_FLAGS.items():
+        p.add_argument(flag, type=typ, default=None, help=help_text)
+    p.add_argument(
+        "--no-progress", action="store_true", help="no progress bar (evaluation lines still print)"
+    )
+
+
+def hyper_from_args(args) -> dict[str, Any]:
+    """SB3 keywords: the algorithm's defaults overridden by the flags given; a flag that does not
+    apply to ``--algo`` is an error."""
+    algo = args.algo
+    algo_class(algo)
+    out = dict(HYPER_DEFAULTS[algo])
+    for flag, (key, _, algos, _) in HYPER_FLAGS.items():
+        value = getattr(args, flag.lstrip("-").replace("-", "_"))
+        if value is None:
+            continue
+        if algo not in algos:
+            raise ValueError(f"{flag} applies to {' | '.join(algos)} only, not {algo}")
+        out[key] = value
+    return out
+
+
+def base_config(args, **fields: Any) -> RunConfig:
+    """A new run's config from the shared flags plus script-specific ``fields``."""
+    if args.algo is None or args.timesteps is None:
+        raise ValueError("a new run needs --algo and --timesteps")
+    return RunConfig(
+        algo=args.algo,
+        timesteps=args.timesteps,
+        num_envs=args.num_envs,
+        seed=args.seed,
+        device=args.device,
+        eval_every=args.eval_every,
+        eval_episodes=args.eval_episodes,
+        video_episodes=args.video_episodes,
+        hyper=hyper_from_args(args),
+        **fields,
+    )

@@ -1,0 +1,117 @@
+"""``python -m agents.evaluate RUN``: an agent's success rate and final distance in the real sim.
+
+    python -m agents.evaluate runs/ppo-dream --episodes 100 --json ppo-dream.json
+    python -m agents.evaluate --random --episodes 100 --json random.json   # the random baseline
+
+Rebuilds everything from ``RUN/config.json`` and ``RUN/checkpoints/last.zip`` (runs of
+``agents.train`` and ``agents.train_real`` alike; latent runs reload their world model to encode
+the real frames). Episodes reset with seeds ``--seed + i`` (default: the seeds of the periodic
+evaluations during training) and act deterministically. An episode succeeds when the target is
+within 5 cm of the goal at its last step. The JSON has ``success_rate``, ``final_distance`` (mean,
+m), ``episodes`` and ``per_episode``; a video of the first episodes goes to ``--video``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from agents.common import (
+    EVAL_SEED,
+    RandomPolicy,
+    RunConfig,
+    algo_class,
+    atomic_write_text,
+    checkpoint_path,
+    cli,
+    evaluate_real,
+    make_eval_env,
+    make_real_env,
+    write_episodes_video,
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m agents.evaluate",
+        description="Success rate and final distance of a trained agent in the real PushTable sim.",
+    )
+    p.add_argument(
+        "run", nargs="?", default=None, help="run folder written by agents.train or agents.train_real"
+    )
+    p.add_argument("--episodes", type=int, default=100, help="real episodes (default 100)")
+    p.add_argument(
+        "--json", default=None, metavar="FILE", help="write the figures (and per-episode rows) as JSON"
+    )
+    p.add_argument(
+        "--video",
+        default=None,
+        metavar="FILE",
+        help="MP4 or GIF of the first --video-episodes episodes (default RUN/videos/evaluate.mp4; "
+        "none for --random unless given)",
+    )
+    p.add_argument("--video-episodes", type=int, default=4, help="episodes in the video (default 4; 0: none)")
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=EVAL_SEED,
+        help=f"first episode seed (default {EVAL_SEED}, as in training)",
+    )
+    p.add_argument("--stochastic", action="store_true", help="sample actions instead of the policy's mode")
+    p.add_argument("--random", action="store_true", help="evaluate uniform random actions instead of a run")
+    p.add_argument("--image-size", type=int, default=64, help="--random only: sim image size (default 64)")
+    p.add_argument("--device", default=None, help="auto | cpu | cuda (default: the run's)")
+    return p
+
+
+def run(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.episodes < 1:
+        raise ValueError(f"--episodes must be >= 1, got {args.episodes}")
+    if args.random == (args.run is not None):
+        raise ValueError("give either a RUN folder or --random")
+    if args.random:
+        policy, env, about = (
+            RandomPolicy(args.seed),
+            make_real_env(args.image_size, render_mode="rgb_array"),
+            {},
+        )
+        video = Path(args.video) if args.video else None
+    else:
+        run_dir = Path(args.run)
+        cfg = RunConfig.load(run_dir)
+        if args.device is not None:
+            cfg.device = args.device
+        ckpt = checkpoint_path(run_dir)
+        if not ckpt.is_file():
+            raise ValueError(f"{run_dir}: no agent checkpoint yet ({ckpt} is missing)")
+        policy = algo_class(cfg.algo).load(ckpt, device=cfg.device)
+        env = make_eval_env(cfg)
+        video = Path(args.video) if args.video else run_dir / "videos" / "evaluate.mp4"
+        about = {"run": str(run_dir), "algo": cfg.algo, "env": cfg.env, "obs": cfg.obs}
+        about.update(reward=cfg.reward, checkpoint=cfg.checkpoint, timesteps=int(policy.num_timesteps))
+    record = args.video_episodes if video is not None else 0
+    try:
+        summary, frames = evaluate_real(
+            policy, env, args.episodes, seed=args.seed, deterministic=not args.stochastic, record=record
+        )
+    finally:
+        env.close()
+    result = {**summary, **about, "policy": "random" if args.random else "agent", "seed": args.seed}
+    if frames is not None:
+        result["video"] = str(write_episodes_video(video, frames))
+    print(
+        f"real success rate {result['success_rate']:.3f} over {result['episodes']} episodes, "
+        f"final distance {result['final_distance']:.3f} m"
+        + (f"; video {result['video']}" if "video" in result else "")
+    )
+    if args.json:
+        path = Path(args.json)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    cli("agents.evaluate", run)

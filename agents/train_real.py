@@ -1,0 +1,79 @@
+"""``python -m agents.train_real``: the same SB3 agents trained in the real PushTable sim (model-free).
+
+    python -m agents.train_real --algo ppo --timesteps 9000 --num-envs 4 --out runs/ppo-real
+
+The baseline for dream-trained agents at equal real-sample budgets: ``--timesteps`` counts real
+sim steps (give the number of transitions the world model's dataset holds). Pixel observations
+and ``CnnPolicy``, envs in ``SubprocVecEnv`` worker processes (``--vec dummy``: in this process)
+under ``VecMonitor``; the reward is the sim's (minus the target's distance to the goal). Outputs
+as ``agents.train`` (``config.json``, ``checkpoints/last.zip``, ``tb/`` with ``real/*`` from
+separate evaluation episodes and ``train_env/success_rate``, ``videos/``, ``eval.jsonl``), so
+``agents.evaluate RUN`` works on it too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+from pathlib import Path
+
+from agents.common import (
+    add_agent_arguments,
+    base_config,
+    cli,
+    make_eval_env,
+    make_real_env,
+    prepare_run,
+    train,
+)
+
+VEC_TYPES = ("subproc", "dummy")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m agents.train_real",
+        description="Train an SB3 agent (PPO or SAC) in the real PushTable sim, evaluated as agents.train.",
+    )
+    p.add_argument(
+        "--vec",
+        default="subproc",
+        help="subproc: one worker process per env (SubprocVecEnv) | dummy: all in this process "
+        "(default subproc)",
+    )
+    p.add_argument("--image-size", type=int, default=64, help="sim frames, pixels (default 64)")
+    add_agent_arguments(p, default_envs=4)
+    return p
+
+
+def run(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    out = Path(args.out)
+
+    def fresh():
+        if args.vec not in VEC_TYPES:
+            raise ValueError(f"--vec must be one of {', '.join(VEC_TYPES)}, got {args.vec!r}")
+        return base_config(args, env="real", obs="pixels", image_size=args.image_size, vec=args.vec)
+
+    cfg = prepare_run(out, args.resume, fresh, args.timesteps)
+    cfg.save(out)
+    return train(
+        cfg,
+        out,
+        lambda: _vec_env(cfg),
+        lambda: make_eval_env(cfg),
+        resume=args.resume,
+        progress=not args.no_progress,
+    )
+
+
+def _vec_env(cfg):
+    from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
+
+    make = functools.partial(make_real_env, cfg.image_size)
+    fns = [make for _ in range(cfg.num_envs)]
+    return SubprocVecEnv(fns) if cfg.vec == "subproc" else DummyVecEnv(fns)
+
+
+if __name__ == "__main__":
+    cli("agents.train_real", run)
