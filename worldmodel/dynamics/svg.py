@@ -203,28 +203,6 @@ class SVG(LatentDynamics):
             return list(range(steps))
         return [min(i - 1, self.config.n_past - 1) for i in range(1, steps + 1)]
 
-    def _check_frames(self, frames: Tensor, what: str = "frames") -> None:
-        c = self.config
-        want = (c.image_size, c.image_size, c.channels)
-        if not isinstance(frames, Tensor) or frames.dim() != 5 or tuple(frames.shape[2:]) != want:
-            got = tuple(frames.shape) if isinstance(frames, Tensor) else type(frames).__name__
-            raise ValueError(f"{what}: expected uint8 (B, T, {want[0]}, {want[1]}, {want[2]}), got {got}")
-        if frames.dtype != torch.uint8:
-            raise ValueError(f"{what}: expected dtype uint8, got {frames.dtype}")
-
-    def _check_actions(self, actions: Tensor, shape: tuple[int, ...], what: str, finite: bool = True) -> None:
-        if not isinstance(actions, Tensor) or tuple(actions.shape) != shape:
-            got = tuple(actions.shape) if isinstance(actions, Tensor) else type(actions).__name__
-            raise ValueError(
-                f"{what}: expected shape {shape} (action_dim={self.config.action_dim}), got {got}"
-            )
-        if not actions.is_floating_point():
-            raise ValueError(f"{what}: expected a float tensor, got {actions.dtype}")
-        # The check syncs with the device; under torch.compile it would also break the graph, and a
-        # NaN action then shows up as the trainer's non-finite-loss error instead.
-        if finite and not torch.compiler.is_compiling() and not bool(torch.isfinite(actions).all()):
-            raise ValueError(f"{what}: contains NaN or Inf")
-
     # --- training ---------------------------------------------------------------------------
     def loss(self, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
         """The reference objective with teacher forcing over steps ``1..T-1`` (context included).

@@ -417,27 +417,6 @@ class VGAN(LatentDynamics):
             "d": torch.optim.Adam(self.discriminator.parameters(), lr=c.lr, betas=c.betas),
         }
 
-    def _check_frames(self, frames: Tensor, what: str = "frames") -> None:
-        c = self.config
-        want = (c.image_size, c.image_size, c.channels)
-        if not isinstance(frames, Tensor) or frames.dim() != 5 or tuple(frames.shape[2:]) != want:
-            got = tuple(frames.shape) if isinstance(frames, Tensor) else type(frames).__name__
-            raise ValueError(f"{what}: expected uint8 (B, T, {want[0]}, {want[1]}, {want[2]}), got {got}")
-        if frames.dtype != torch.uint8:
-            raise ValueError(f"{what}: expected dtype uint8, got {frames.dtype}")
-
-    def _check_actions(self, actions: Tensor, shape: tuple[int, ...], what: str, finite: bool = True) -> None:
-        if not isinstance(actions, Tensor) or tuple(actions.shape) != shape:
-            got = tuple(actions.shape) if isinstance(actions, Tensor) else type(actions).__name__
-            raise ValueError(
-                f"{what}: expected shape {shape} (action_dim={self.config.action_dim}), got {got}"
-            )
-        if not actions.is_floating_point():
-            raise ValueError(f"{what}: expected a float tensor, got {actions.dtype}")
-        # The check syncs with the device (and would break a torch.compile graph).
-        if finite and not torch.compiler.is_compiling() and not bool(torch.isfinite(actions).all()):
-            raise ValueError(f"{what}: contains NaN or Inf")
-
     def generate(self, context: Tensor | None, z: Tensor, actions: Tensor) -> dict[str, Tensor]:
         """One clip from frames in [0, 1]: ``context (B, C, S, S)`` (None if unconditional),
         ``z (B, z_dim)``, ``actions (B, n ≤ L − 1, A)``; outputs as ``Generator.forward`` but

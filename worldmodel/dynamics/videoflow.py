@@ -344,26 +344,6 @@ class VideoFlow(LatentDynamics):
         }
 
     # --- input checks -------------------------------------------------------------------------
-    def _check_frames(self, frames: Tensor, what: str = "frames") -> None:
-        c = self.config
-        want = (c.image_size, c.image_size, c.channels)
-        if not isinstance(frames, Tensor) or frames.dim() != 5 or tuple(frames.shape[2:]) != want:
-            got = tuple(frames.shape) if isinstance(frames, Tensor) else type(frames).__name__
-            raise ValueError(f"{what}: expected uint8 (B, T, {want[0]}, {want[1]}, {want[2]}), got {got}")
-        if frames.dtype != torch.uint8:
-            raise ValueError(f"{what}: expected dtype uint8, got {frames.dtype}")
-
-    def _check_actions(self, actions: Tensor, shape: tuple[int, ...], what: str, finite: bool = True) -> None:
-        if not isinstance(actions, Tensor) or tuple(actions.shape) != shape:
-            got = tuple(actions.shape) if isinstance(actions, Tensor) else type(actions).__name__
-            raise ValueError(
-                f"{what}: expected shape {shape} (action_dim={self.config.action_dim}), got {got}"
-            )
-        if not actions.is_floating_point():
-            raise ValueError(f"{what}: expected a float tensor, got {actions.dtype}")
-        if finite and not torch.compiler.is_compiling() and not bool(torch.isfinite(actions).all()):
-            raise ValueError(f"{what}: contains NaN or Inf")
-
     # --- flow <-> pixels ----------------------------------------------------------------------
     def _preprocess(self, frames: Tensor, noise: bool, generator: torch.Generator | None = None) -> Tensor:
         """uint8 ``(..., H, W, 3)`` → ``(k + u) / 2^n - 0.5``, ``(..., 3, H, W)``; ``u ~ U(0,1)`` or 1/2."""
