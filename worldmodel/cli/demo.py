@@ -1,13 +1,14 @@
 """``worldmodel demo [--out DIR] [--quick]``: the whole pipeline on built-in defaults, and a report.
 
-Stages (each writes into ``DIR`` and is skipped when its output is already there, so an
-interrupted demo continues where it stopped):
+Stages (each writes into ``DIR``; a finished stage leaves ``DIR/.stages/NAME.done`` and is
+skipped next time, and the training stages resume their checkpoints, so an interrupted demo
+continues where it stopped; delete ``DIR`` to start over):
 
 1. collect BAIR-style pushing episodes in the sim             ``DIR/data``
 2. train a world model                                         ``DIR/model`` (checkpoints, TensorBoard)
 3. fit the object-position head (the dream's learned reward)   ``DIR/model/checkpoints/last.head.pt``
 4. evaluate it against the copy-last-frame baseline            ``DIR/eval.json``, ``DIR/eval.gif``
-5. plan with CEM in the real sim: model vs oracle vs random    ``DIR/plan.json``, ``DIR/plan.mp4``
+5. plan with CEM in the real sim: model vs oracle vs random    ``DIR/plan.json``, ``DIR/plan.gif``
 6. train a PPO agent in the dream                              ``DIR/agent`` (SB3 zip, TensorBoard)
 7. evaluate the agent in the real sim                          ``DIR/agent_eval.json``, its video
 8. write the report                                            ``DIR/report.html``
@@ -59,8 +60,11 @@ class DemoConfig:
     """Real-sim episodes per planner (model, oracle, random)."""
     planner: str = "cem"
     """``cem`` or ``icem``."""
-    plan_args: tuple[str, ...] = ()
-    """Extra flags for ``worldmodel plan`` (e.g. budgets)."""
+    plan_args: tuple[str, ...] = (
+        "--population", "100", "--elites", "10", "--horizon", "8", "--iterations", "3",
+        "--replan-every", "2", "--oracle-budget", "24", "--envs", "4", "--num-objects", "1",
+    )  # fmt: skip
+    """Extra flags for ``worldmodel plan`` (budgets; see ``worldmodel plan --help``)."""
     agent_algo: str = "ppo"
     """SB3 algorithm trained in the dream."""
     agent_obs: str = "latent"
@@ -87,6 +91,7 @@ class DemoConfig:
             "eval_sequences": 128,
             "eval_samples": 100,
             "plan_episodes": 20,
+            "plan_args": ("--envs", "10"),
             "agent_timesteps": 500_000,
             "agent_envs": 256,
             "agent_eval_episodes": 50,
@@ -112,7 +117,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="FIELD=VALUE",
         help="override a DemoConfig field, e.g. --set train_steps=300 (repeatable)",
     )
-    p.add_argument("--fresh", action="store_true", help="redo every stage even if its output exists")
 
 
 def demo_config(profile: str, model: str | None, sets: dict[str, Any]) -> DemoConfig:
@@ -134,19 +138,23 @@ def demo_config(profile: str, model: str | None, sets: dict[str, Any]) -> DemoCo
 class Pipeline:
     """Runs the stages in order, timing each and skipping finished ones."""
 
-    def __init__(self, cfg: DemoConfig, out: Path, fresh: bool) -> None:
-        self.cfg, self.out, self.fresh = cfg, out, fresh
+    def __init__(self, cfg: DemoConfig, out: Path) -> None:
+        self.cfg, self.out = cfg, out
         self.timings: dict[str, float] = {}
         self.total = 8
 
-    def stage(self, k: int, name: str, done: Path, fn) -> None:
-        if done.exists() and not self.fresh:
-            print(f"[{k}/{self.total}] {name}: done already ({done})", flush=True)
+    def stage(self, k: int, name: str, key: str, fn) -> None:
+        """Run ``fn`` unless ``DIR/.stages/KEY.done`` says it finished before."""
+        done = self.out / ".stages" / f"{key}.done"
+        if done.exists():
+            print(f"[{k}/{self.total}] {name}: done already (delete {done} to redo)", flush=True)
             return
         print(f"[{k}/{self.total}] {name} ...", flush=True)
         tic = time.perf_counter()
         fn()
         self.timings[name] = time.perf_counter() - tic
+        done.parent.mkdir(parents=True, exist_ok=True)
+        done.write_text(f"{self.timings[name]:.1f}\n")
         print(f"[{k}/{self.total}] {name}: {self.timings[name]:.0f} s", flush=True)
 
     # --- the stages ---------------------------------------------------------------------------
@@ -168,11 +176,10 @@ class Pipeline:
     def run(self) -> Path:
         c, o = self.cfg, self.out
         ckpt = o / "model" / "checkpoints" / "last.pt"
-        head = ckpt.with_name("last.head.pt")
         self.stage(
             1,
             "collect",
-            o / "data" / "manifest.json",
+            "collect",
             lambda: self.wm(
                 "collect",
                 "--out",
@@ -190,7 +197,7 @@ class Pipeline:
         self.stage(
             2,
             f"train {c.model}",
-            ckpt,
+            "train",
             lambda: self.wm(
                 "train",
                 c.model,
@@ -200,6 +207,7 @@ class Pipeline:
                 o / "model",
                 "--preset",
                 c.preset,
+                "--resume",  # an interrupted demo continues its training (fresh when none yet)
                 "--steps",
                 c.train_steps,
                 "--batch-size",
@@ -219,7 +227,7 @@ class Pipeline:
         self.stage(
             3,
             "train-head",
-            head,
+            "head",
             lambda: self.wm(
                 "train-head",
                 ckpt,
@@ -238,7 +246,7 @@ class Pipeline:
         self.stage(
             4,
             "eval vs copy-last",
-            o / "eval.json",
+            "eval",
             lambda: self.wm(
                 "eval",
                 ckpt,
@@ -263,7 +271,7 @@ class Pipeline:
         self.stage(
             5,
             f"plan ({c.planner}) in the real sim",
-            o / "plan.json",
+            "plan",
             lambda: self.wm(
                 "plan",
                 ckpt,
@@ -285,7 +293,7 @@ class Pipeline:
         self.stage(
             6,
             f"train {c.agent_algo.upper()} in the dream",
-            o / "agent" / "run.json",
+            "agent",
             lambda: self.agents(
                 "train",
                 "--algo",
@@ -302,6 +310,7 @@ class Pipeline:
                 "learned",
                 "--out",
                 o / "agent",
+                "--resume",
                 "--seed",
                 c.seed,
                 "--device",
@@ -311,7 +320,7 @@ class Pipeline:
         self.stage(
             7,
             "evaluate the agent in the real sim",
-            o / "agent_eval.json",
+            "agent-eval",
             lambda: self.agents(
                 "evaluate",
                 o / "agent",
@@ -344,13 +353,19 @@ def run(args: argparse.Namespace) -> int:
     profile = "full" if args.full or (not args.quick and torch.cuda.is_available()) else "quick"
     cfg = demo_config(profile, args.model, parse_sets(args.set))
     out = Path(args.out)
+    settings = json.loads(json.dumps({"profile": profile, **dataclasses.asdict(cfg)}))  # tuples → lists
+    stored = out / "demo_config.json"
+    if stored.exists() and json.loads(stored.read_text()) != settings:
+        raise ValueError(
+            f"{out} holds a demo run with other settings ({stored}); choose another --out or delete it"
+        )
     out.mkdir(parents=True, exist_ok=True)
-    (out / "demo_config.json").write_text(
-        json.dumps({"profile": profile, **dataclasses.asdict(cfg)}, indent=2)
-    )
+    tmp = stored.with_name(f".{stored.name}.tmp")
+    tmp.write_text(json.dumps(settings, indent=2) + "\n")
+    tmp.replace(stored)
     print(f"worldmodel demo: profile {profile}, model {cfg.model} ({cfg.preset}), output {out}", flush=True)
     tic = time.perf_counter()
-    report = Pipeline(cfg, out, args.fresh).run()
+    report = Pipeline(cfg, out).run()
     print(f"worldmodel demo: finished in {time.perf_counter() - tic:.0f} s; report: {report}")
     print(f"  TensorBoard: tensorboard --logdir {out}")
     return 0

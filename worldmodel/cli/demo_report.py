@@ -144,10 +144,26 @@ def _success(rep: Report, out: Path) -> None:
     ):
         if (gif := _rel(out, out / name)) is not None:
             rep.image(gif, caption, 384)
-    curves = _curves(out / "agent" / "metrics.jsonl")
-    real = {k: v for k, v in curves.items() if "success" in k}
-    if real:
-        rep.chart(line_chart(real, title="agent success during training", xlabel="timesteps", ylabel="rate"))
+    curves = _agent_curves(out / "agent" / "eval.jsonl")
+    if curves:
+        rep.chart(
+            line_chart(curves, title="agent success in training", xlabel="dream timesteps", ylabel="rate"),
+            "Periodic evaluations of the agent while it trained in the dream (agent/eval.jsonl).",
+        )
+
+
+def _agent_curves(path: Path) -> dict[str, tuple[list[float], list[float]]]:
+    """``real`` and ``dream`` success rate against timesteps from ``agents.train``'s eval.jsonl."""
+    curves: dict[str, tuple[list[float], list[float]]] = {}
+    try:
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    except (OSError, ValueError):
+        return curves
+    for key, label in (("real_success_rate", "real sim"), ("dream_success_rate", "dream")):
+        pts = [(r["timesteps"], r[key]) for r in rows if key in r and "timesteps" in r]
+        if pts:
+            curves[label] = ([p[0] for p in pts], [p[1] for p in pts])
+    return curves
 
 
 def build_report(out: Path, config: dict[str, Any], timings: dict[str, float]) -> Report:

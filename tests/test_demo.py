@@ -1,0 +1,92 @@
+"""``worldmodel demo``: the quick path end to end at a tiny scale, its report, and resuming."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from worldmodel.cli import main
+
+TINY = {
+    "episodes": 20,
+    "episode_len": 12,
+    "train_steps": 12,
+    "batch_size": 4,
+    "head_steps": 10,
+    "eval_sequences": 1,
+    "eval_samples": 2,
+    "plan_episodes": 1,
+    "plan_args": "--population 8 --elites 2 --horizon 3 --iterations 1 --oracle-budget 4 --max-steps 6",
+    "agent_timesteps": 64,
+    "agent_envs": 4,
+    "agent_eval_episodes": 1,
+    "device": "cpu",
+}
+
+
+def demo(out, *extra: str) -> int:
+    sets = [f"--set={k}={v}" for k, v in TINY.items()]
+    return main(["demo", "--quick", "--out", str(out), *sets, *extra])
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo") / "out"
+    assert demo(out) == 0
+    return out
+
+
+def test_every_stage_writes_its_output(run):
+    written = ["data/manifest.json", "model/checkpoints/last.pt", "model/checkpoints/last.head.pt"]
+    written += ["eval.json", "eval.gif", "plan.json", "agent/checkpoints/last.zip", "agent_eval.json"]
+    for path in written:
+        assert (run / path).is_file(), path
+    plan = json.loads((run / "plan.json").read_text())
+    assert set(plan) == {"model", "oracle", "random"}
+    assert all(plan[k]["episodes"] == 1 for k in plan)
+    agent = json.loads((run / "agent_eval.json").read_text())
+    assert agent["episodes"] == 1 and 0.0 <= agent["success_rate"] <= 1.0
+    assert sorted(p.name for p in (run / ".stages").iterdir()) == sorted(
+        f"{k}.done" for k in ("collect", "train", "head", "eval", "plan", "agent", "agent-eval")
+    )
+
+
+def test_report_has_the_figures(run):
+    html = (run / "report.html").read_text()
+    heads = re.findall(r"<h2>(.*?)</h2>", html)
+    assert heads[:4] == [
+        "World-model training",
+        "Prediction quality vs copy-last-frame",
+        "Learned reward: object-position head (held-out episodes)",
+        "Push-to-goal in the real simulator",
+    ]
+    assert html.count("<svg") >= 3  # training losses, PSNR and SSIM per step
+    ev = json.loads((run / "eval.json").read_text())
+    assert f"{ev['baseline']['psnr_mean']:.3g}" in html  # the table shows the measured baseline
+    for label in (
+        "MPC with the world model",
+        "MPC with the simulator",
+        "random actions",
+        "agent trained in the dream",
+    ):
+        assert label in html
+    assert 'src="eval.gif"' in html and "not run" not in html
+
+
+def test_rerun_skips_finished_stages(run, capsys):
+    capsys.readouterr()
+    assert demo(run) == 0
+    out = capsys.readouterr().out
+    assert out.count("done already") == 7
+
+
+def test_other_settings_in_the_same_folder_are_refused(run, capsys):
+    assert demo(run, "--set=train_steps=13") == 2
+    assert "other settings" in capsys.readouterr().err
+
+
+def test_unknown_field_is_a_one_line_error(tmp_path, capsys):
+    assert main(["demo", "--quick", "--out", str(tmp_path / "x"), "--set", "no_such=1"]) == 2
+    assert "no_such" in capsys.readouterr().err
