@@ -40,6 +40,8 @@ class DemoConfig:
     """World model (registry name): svg-lp, svg-fp, videoflow, vgan."""
     preset: str = "tiny"
     """Model preset."""
+    image_size: int = 64
+    """Frame size of the data and the model (64: PushTable-v0's and BAIR's)."""
     episodes: int = 256
     """Episodes collected."""
     episode_len: int = 30
@@ -188,6 +190,8 @@ class Pipeline:
                 c.episodes,
                 "--seq-len",
                 c.episode_len,
+                "--image-size",
+                c.image_size,
                 "--workers",
                 c.workers,
                 "--seed",
@@ -207,6 +211,8 @@ class Pipeline:
                 o / "model",
                 "--preset",
                 c.preset,
+                "--set",
+                f"image_size={c.image_size}",
                 "--resume",  # an interrupted demo continues its training (fresh when none yet)
                 "--steps",
                 c.train_steps,
