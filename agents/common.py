@@ -25,6 +25,7 @@ while ``initial`` needs ``n_past``: the first frame is repeated with zero action
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -437,7 +438,9 @@ def train(
     """Create or resume the agent, learn up to ``cfg.timesteps`` with real evaluations, save.
 
     ``make_train_env``: the SB3 ``VecEnv`` to learn in (wrapped in ``VecMonitor`` here).
-    Returns the exit status (130 after Ctrl-C, with ``last.zip`` saved first).
+    Returns the exit status (130 after Ctrl-C, with ``last.zip`` saved first). SAC's replay
+    buffer (GBs for pixels) is saved at the end and on Ctrl-C only, not at every evaluation: a run
+    resumed after a crash continues with an empty buffer.
     """
     from stable_baselines3.common.logger import configure
     from stable_baselines3.common.vec_env import VecMonitor
@@ -474,7 +477,8 @@ def train(
         return 130
     finally:
         model.logger.dump(model.num_timesteps)  # SB3 writes the last update's train/* only at its next log
-        venv.close()
+        with contextlib.suppress(OSError, EOFError):  # Ctrl-C also reached SubprocVecEnv's workers
+            venv.close()
     save_agent(model, run)
     save_replay_buffer(model, run)
     say(f"done: {model.num_timesteps} steps; agent in {ckpt}, TensorBoard in {run / 'tb'}")
