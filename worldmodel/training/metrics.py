@@ -79,11 +79,24 @@ def ssim(x: Tensor, y: Tensor) -> Tensor:
     xs = x.to(dtype).reshape(-1, 1, h, w)
     ys = y.to(dtype).reshape(-1, 1, h, w)
     g = _gaussian_window(x.device, dtype)
-    # Five maps filtered in one batched separable convolution: (5N, 1, H', W').
+    # Chunks bound the memory: the convolutions' working buffers are ~10x their input.
+    per_image = torch.cat(
+        [_ssim_map_means(xs[i : i + _CHUNK], ys[i : i + _CHUNK], g) for i in range(0, len(xs), _CHUNK)]
+    )
+    return per_image.view(*lead, c).mean(-1)
+
+
+_CHUNK = 1024
+"""Single-channel images per SSIM chunk (~0.5 GB of working memory at 64×64)."""
+
+
+def _ssim_map_means(xs: Tensor, ys: Tensor, g: Tensor) -> Tensor:
+    """Mean SSIM over the valid region of each ``(n, 1, H, W)`` image pair: ``(n,)``."""
+    # Five maps filtered in one batched separable convolution: (5n, 1, H', W').
     maps = torch.cat([xs, ys, xs * xs, ys * ys, xs * ys], dim=0)
     maps = F.conv2d(maps, g.view(1, 1, 1, -1))
     maps = F.conv2d(maps, g.view(1, 1, -1, 1))
     ux, uy, uxx, uyy, uxy = maps.chunk(5, dim=0)
     vx, vy, vxy = uxx - ux * ux, uyy - uy * uy, uxy - ux * uy
     s = ((2 * ux * uy + _C1) * (2 * vxy + _C2)) / ((ux * ux + uy * uy + _C1) * (vx + vy + _C2))
-    return s.flatten(1).mean(1).view(*lead, c).mean(-1)
+    return s.flatten(1).mean(1)
