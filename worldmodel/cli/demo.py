@@ -42,17 +42,17 @@ class DemoConfig:
     """Model preset."""
     image_size: int = 64
     """Frame size of the data and the model (64: PushTable-v0's and BAIR's)."""
-    episodes: int = 256
+    episodes: int = 512
     """Episodes collected."""
     episode_len: int = 30
     """Frames per episode (BAIR has 30)."""
     workers: int = 2
     """Collection worker processes."""
-    train_steps: int = 1500
+    train_steps: int = 3000
     """World-model optimiser steps."""
     batch_size: int = 16
     """World-model batch size."""
-    head_steps: int = 600
+    head_steps: int = 1000
     """Object-head optimiser steps."""
     eval_sequences: int = 32
     """Test sequences scored."""
@@ -71,7 +71,7 @@ class DemoConfig:
     """SB3 algorithm trained in the dream."""
     agent_obs: str = "latent"
     """Agent observations: ``latent`` (model features) or ``pixels``."""
-    agent_timesteps: int = 20_000
+    agent_timesteps: int = 100_000
     """Dream transitions for the agent."""
     agent_envs: int = 64
     """Batched dream envs."""
@@ -241,6 +241,8 @@ class Pipeline:
                 o / "data",
                 "--steps",
                 c.head_steps,
+                "--episodes",
+                c.episodes,
                 "--seed",
                 c.seed,
                 "--device",

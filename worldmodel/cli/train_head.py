@@ -32,7 +32,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--val-episodes", type=int, default=128, help="held-out episodes scored (default 128)")
     p.add_argument(
-        "--seq-len", type=int, default=None, help="window length (default: n_past + n_future of the model)"
+        "--seq-len", type=int, default=None, help="window length (default: the data's whole episodes)"
     )
     p.add_argument("--batch-size", type=int, default=256, help="rows per Adam step (default 256)")
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
@@ -61,7 +61,8 @@ def run(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)
     ckpt = Path(args.checkpoint)
     model = load(ckpt, device=args.device)
-    seq_len = args.seq_len or model.config.seq_len
+    # Whole episodes by default: objects mostly move late in an episode, and the dream runs long.
+    seq_len = args.seq_len or open_dataset(args.data, "train", seq_len=1).spec["episode_length"]
     kw = {"seq_len": seq_len, "random_offset": False, "image_size": model.config.image_size}
     train = _items(open_dataset(args.data, "train", **kw), args.episodes)
     try:
