@@ -90,3 +90,14 @@ def test_other_settings_in_the_same_folder_are_refused(run, capsys):
 def test_unknown_field_is_a_one_line_error(tmp_path, capsys):
     assert main(["demo", "--quick", "--out", str(tmp_path / "x"), "--set", "no_such=1"]) == 2
     assert "no_such" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["videoflow", "vgan"])
+def test_demo_runs_with_the_other_models(model, tmp_path):
+    out = tmp_path / model
+    assert demo(out, "--model", model, "--set=image_size=16") == 0
+    plan = json.loads((out / "plan.json").read_text())
+    assert set(plan) == {"model", "oracle", "random"}
+    assert json.loads((out / "agent_eval.json").read_text())["episodes"] == 1
+    assert "not run" not in (out / "report.html").read_text()

@@ -42,6 +42,9 @@ class DemoConfig:
     """Model preset."""
     image_size: int = 64
     """Frame size of the data and the model (64: PushTable-v0's and BAIR's)."""
+    model_set: tuple[str, ...] = ()
+    """Extra model config overrides (``KEY=VALUE``, as ``worldmodel train --set``); ``()`` picks
+    ``MODEL_SETS[model]``."""
     episodes: int = 512
     """Episodes collected."""
     episode_len: int = 30
@@ -101,6 +104,11 @@ class DemoConfig:
     }
 
 
+# What a model's tiny preset needs at 64 px: VGAN's 16-px tiny preset has 8-frame clips, and at
+# 64 px (4 temporal up-sampling levels) a clip must be a multiple of 16 frames.
+MODEL_SETS: dict[str, tuple[str, ...]] = {"vgan": ("clip_len=16", "n_future=15")}
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Flags of ``worldmodel demo``."""
     p.add_argument("--out", default="out/demo", help="output folder (default out/demo); re-running continues")
@@ -131,9 +139,11 @@ def demo_config(profile: str, model: str | None, sets: dict[str, Any]) -> DemoCo
     if unknown:
         raise ValueError(f"--set: unknown field(s) {', '.join(unknown)}; known: {', '.join(fields)}")
     for key, value in sets.items():
-        if key == "plan_args":
+        if key in ("plan_args", "model_set"):
             value = tuple(str(value).split()) if isinstance(value, str) else tuple(map(str, value))
         values[key] = value
+    if not values.get("model_set") and values.get("image_size", 64) >= 64:
+        values["model_set"] = MODEL_SETS.get(values.get("model", DemoConfig.model), ())
     return DemoConfig(**values)
 
 
@@ -211,8 +221,7 @@ class Pipeline:
                 o / "model",
                 "--preset",
                 c.preset,
-                "--set",
-                f"image_size={c.image_size}",
+                *(arg for kv in (f"image_size={c.image_size}", *c.model_set) for arg in ("--set", kv)),
                 "--resume",  # an interrupted demo continues its training (fresh when none yet)
                 "--steps",
                 c.train_steps,
