@@ -124,7 +124,7 @@ class FakeGAN(TinyPredictor):
         # Both losses reach both groups (no detach): the trainer must keep them apart.
         g_loss = F.softplus(-d_fake).mean() + F.mse_loss(fake, real)
         d_loss = F.softplus(d_fake).mean() + F.softplus(-d_real).mean()
-        return {"g": g_loss, "d": d_loss}, {"d_real": float(d_real.mean())}
+        return {"g": g_loss, "d": d_loss}, {"d_real": float(d_real.mean().detach())}
 
 
 register("test-tiny", TinyPredictor)
