@@ -37,7 +37,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=32,
         help="oracle candidates per iteration, each simulated (default 32; 0 skips the oracle)",
     )
-    p.add_argument("--reach-weight", type=float, default=0.5, help="oracle cost: end-effector reach term")
+    p.add_argument(
+        "--reach-weight",
+        type=float,
+        default=0.5,
+        help="weight of the end-effector-to-object distance in the cost of the oracle and of the learned "
+        "objective (from the head's end-effector branch; ignored for heads without one) (default 0.5)",
+    )
     p.add_argument(
         "--max-steps", type=int, default=50, help="steps per episode (default 50, as PushTable-v0)"
     )
@@ -67,7 +73,8 @@ def _objective(args: argparse.Namespace, ckpt: Path):
         if head is None and kind == "learned":
             raise ValueError(f"{ckpt}: --objective learned needs an object head; run `worldmodel train-head`")
     if kind == "learned" or (kind == "auto" and head is not None):
-        return "learned", LearnedReward(head, **options)
+        reach = args.reach_weight if head.has_end_effector else 0.0
+        return "learned", LearnedReward(head, reach_weight=reach, **options)
     kind = "pixels" if kind == "auto" else kind
     return kind, GoalImage(kind, **options)
 

@@ -112,5 +112,10 @@ def run(args: argparse.Namespace) -> int:
                 f"object-stays-put {100 * metrics[f'{split}_rmse_xy_static']:.2f} cm; "
                 f"{metrics[f'{split}_rows']} rows)"
             )
+        if f"{split}_ee_rmse_xyz" in metrics:
+            print(
+                f"{split}: end-effector xyz RMSE {100 * metrics[f'{split}_ee_rmse_xyz']:.2f} cm "
+                f"(predict-the-mean {100 * metrics[f'{split}_ee_rmse_xyz_mean']:.2f} cm)"
+            )
     print(f"head: {out}")
     return 0

@@ -7,14 +7,21 @@ placed in random order with random colours), so "object 2" cannot be read off an
 object's start position can. The dream env queries with the target's position at reset, which it
 knows from the start context (sim ground truth or the dataset's ``objects``).
 
+The head also reads the end effector's position off the features (``end_effector``), a second
+small MLP trained on the recorded ``states``: planners use it to shape their cost with the
+distance from the gripper to the object, as the simulator oracle does, since a push-to-goal
+reward stays flat until something touches the object.
+
 Training (``train_object_head``) runs the frozen world model the way the dream runs it: the
 context through ``initial``, then ``step`` with the recorded actions (sampling the prior, seeded),
-and regresses every present object's recorded position at each step from that step's features.
-So the head learns what the model's dreams make predictable, on the features the env will feed it.
+and regresses every present object's recorded position (and the end effector's) at each step from
+that step's features. So the head learns what the model's dreams make predictable, on the
+features the env will feed it.
 
 Storage: a head file is a ``torch.save`` dict of plain types and tensors (loads with
 ``weights_only=True``): ``format``, ``kind`` ("object-position"), ``feature_dim``, ``hidden``,
-``weights``, ``model`` (registry name it was trained on), ``checkpoint`` (its path), ``metrics``.
+``end_effector`` (bool), ``weights``, ``model`` (registry name it was trained on), ``checkpoint``
+(its path), ``metrics``. Format 1 files (no end-effector branch) still load.
 By default it lives next to the checkpoint: ``runs/x/last.pt`` → ``runs/x/last.head.pt``
 (``head_path_for``). A checkpoint dict may instead carry it under ``heads["object_pos"]``;
 ``find_head`` looks there first. ``dynamics.load`` ignores both.
@@ -35,36 +42,45 @@ from worldmodel.dynamics.base import LatentDynamics
 from worldmodel.dynamics.checkpoint import atomic_save, read
 from worldmodel.errors import CheckpointError
 
-HEAD_FORMAT = 1
+HEAD_FORMAT = 2
 HEAD_KIND = "object-position"
 
 
 class ObjectHead(nn.Module):
     """``(features (B, F), query (B, 3)) -> position (B, 3)`` in metres: the object that was at
-    ``query`` at the start of the episode, now.
+    ``query`` at the start of the episode, now; ``end_effector(features)`` ``(B, 3)``: the gripper.
 
-    ``pos_mean`` / ``pos_scale`` (buffers) normalise positions; they are set from training data.
+    ``pos_mean`` / ``pos_scale`` and ``ee_mean`` / ``ee_scale`` (buffers) normalise positions; they
+    are set from training data.
     """
 
-    def __init__(self, feature_dim: int, hidden: int = 256) -> None:
+    def __init__(self, feature_dim: int, hidden: int = 256, end_effector: bool = True) -> None:
         super().__init__()
         self.feature_dim, self.hidden = int(feature_dim), int(hidden)
-        self.net = nn.Sequential(
-            nn.Linear(self.feature_dim + 3, hidden),
-            nn.ReLU(),
-            nn.Linear(hidden, hidden),
-            nn.ReLU(),
-            nn.Linear(hidden, 3),
-        )
+        self.net = _mlp(self.feature_dim + 3, hidden)
         nn.init.zeros_(self.net[-1].weight)  # starts as "the object has not moved"
         nn.init.zeros_(self.net[-1].bias)
         self.register_buffer("pos_mean", torch.zeros(3))
         self.register_buffer("pos_scale", torch.ones(3))
+        self.ee_net = _mlp(self.feature_dim, hidden) if end_effector else None
+        self.register_buffer("ee_mean", torch.zeros(3))
+        self.register_buffer("ee_scale", torch.ones(3))
+
+    @property
+    def has_end_effector(self) -> bool:
+        """Whether ``end_effector`` is available (heads saved before it existed lack it)."""
+        return self.ee_net is not None
 
     def forward(self, features: Tensor, query: Tensor) -> Tensor:
         """Predicted position ``(B, 3)``."""
         q = (query - self.pos_mean) / self.pos_scale
         return query + self.net(torch.cat([features, q], dim=1)) * self.pos_scale
+
+    def end_effector(self, features: Tensor) -> Tensor:
+        """Predicted end-effector position ``(B, 3)`` in metres."""
+        if self.ee_net is None:
+            raise ValueError("this head has no end-effector branch (retrain it with `worldmodel train-head`)")
+        return self.ee_mean + self.ee_net(features) * self.ee_scale
 
     def to_dict(self, **fields: Any) -> dict[str, Any]:
         """The plain dict a head file stores."""
@@ -74,6 +90,7 @@ class ObjectHead(nn.Module):
             "kind": HEAD_KIND,
             "feature_dim": self.feature_dim,
             "hidden": self.hidden,
+            "end_effector": self.has_end_effector,
             "weights": weights,
             **fields,
         }
@@ -85,12 +102,20 @@ class ObjectHead(nn.Module):
             raise CheckpointError(f"{where}: not an object-position head")
         if d.get("format", 0) > HEAD_FORMAT:
             raise CheckpointError(f"{where}: head format {d['format']} is newer than this worldmodel")
-        head = cls(d["feature_dim"], d.get("hidden", 256))
+        head = cls(d["feature_dim"], d.get("hidden", 256), end_effector=bool(d.get("end_effector", False)))
+        if not head.has_end_effector:  # format 1: no branch and no buffers for it
+            d = {**d, "weights": {**head.state_dict(), **d["weights"]}}
         try:
             head.load_state_dict(d["weights"])
         except RuntimeError as err:
             raise CheckpointError(f"{where}: incompatible head weights: {err}") from None
         return head.eval()
+
+
+def _mlp(inputs: int, hidden: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Linear(inputs, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, 3)
+    )
 
 
 def head_path_for(checkpoint: str | os.PathLike) -> Path:
@@ -158,11 +183,13 @@ def dream_features(
 
 def _pairs(
     model: LatentDynamics, items: Sequence[dict[str, Tensor]], batch_size: int, seed: int, context: int | None
-) -> tuple[Tensor, Tensor, Tensor]:
-    """(features, query, target) rows, one per present object and dreamed step, on the CPU."""
+) -> tuple[tuple[Tensor, Tensor, Tensor], tuple[Tensor, Tensor] | None]:
+    """Rows on the CPU: ``(features, query, target)``, one per present object and dreamed step, and
+    ``(features, end_effector)`` per dreamed step (``None`` when the items have no ``states``)."""
     k = context or model.config.n_past
     gen = torch.Generator(device=model.device).manual_seed(seed)
-    fs, qs, ys = [], [], []
+    fs, qs, ys, ee_f, ee_y = [], [], [], [], []
+    with_ee = all("states" in it for it in items)
     for i in range(0, len(items), batch_size):
         chunk = items[i : i + batch_size]
         if any("objects" not in it for it in chunk):
@@ -181,31 +208,46 @@ def _pairs(
         fs.append(f[present])
         qs.append(query[present])
         ys.append(target[present])
+        if with_ee:
+            ee_f.append(feats.flatten(0, 1))
+            ee_y.append(torch.stack([it["states"] for it in chunk]).float()[:, k - 1 :, :3].flatten(0, 1))
     if not fs or sum(len(f) for f in fs) == 0:
         raise ValueError("no object positions found in the data")
-    return torch.cat(fs), torch.cat(qs), torch.cat(ys)
+    ee = (torch.cat(ee_f), torch.cat(ee_y)) if with_ee else None
+    return (torch.cat(fs), torch.cat(qs), torch.cat(ys)), ee
 
 
-def evaluate_object_head(head: ObjectHead, pairs: tuple[Tensor, Tensor, Tensor], train_mean: Tensor) -> dict:
+def evaluate_object_head(
+    head: ObjectHead,
+    pairs: tuple[Tensor, Tensor, Tensor],
+    train_mean: Tensor,
+    ee_pairs: tuple[Tensor, Tensor] | None = None,
+) -> dict:
     """Position error (metres, xy and xyz RMSE) of the head vs predicting ``train_mean`` and vs
-    "the object stays where it started" (the query)."""
+    "the object stays where it started" (the query); the end effector's xyz RMSE vs its mean."""
     f, q, y = pairs
     with torch.no_grad():
         pred = head(f, q)
 
-    def rmse(p: Tensor, dims: slice) -> float:
-        return float((p[:, dims] - y[:, dims]).pow(2).sum(1).mean().sqrt())
+    def rmse(p: Tensor, target: Tensor, dims: slice) -> float:
+        return float((p[:, dims] - target[:, dims]).pow(2).sum(1).mean().sqrt())
 
     mean = train_mean.expand_as(y)
-    xy = slice(0, 2)
-    return {
-        "rmse_xy": rmse(pred, xy),
-        "rmse_xy_mean": rmse(mean, xy),
-        "rmse_xy_static": rmse(q, xy),
-        "rmse_xyz": rmse(pred, slice(0, 3)),
-        "rmse_xyz_mean": rmse(mean, slice(0, 3)),
+    xy, xyz = slice(0, 2), slice(0, 3)
+    out = {
+        "rmse_xy": rmse(pred, y, xy),
+        "rmse_xy_mean": rmse(mean, y, xy),
+        "rmse_xy_static": rmse(q, y, xy),
+        "rmse_xyz": rmse(pred, y, xyz),
+        "rmse_xyz_mean": rmse(mean, y, xyz),
         "rows": len(y),
     }
+    if ee_pairs is not None and head.has_end_effector:
+        ef, ey = ee_pairs
+        with torch.no_grad():
+            out["ee_rmse_xyz"] = rmse(head.end_effector(ef), ey, xyz)
+        out["ee_rmse_xyz_mean"] = rmse(head.ee_mean.expand_as(ey), ey, xyz)
+    return out
 
 
 def train_object_head(
@@ -226,7 +268,8 @@ def train_object_head(
     Args:
         model: the world model (eval mode, any device); it is not changed.
         train_items / val_items: dataset items (``frames`` uint8 ``(T, H, W, 3)``, ``actions``
-            ``(T, A)``, ``objects`` ``(T, K, 3)`` NaN rows for absent objects).
+            ``(T, A)``, ``objects`` ``(T, K, 3)`` NaN rows for absent objects, and ``states``
+            ``(T, 3)`` the end effector; without ``states`` the head has no end-effector branch).
         steps: Adam steps on minibatches of ``batch_size`` rows.
         progress: optional callable ``(step, loss)`` for the CLI's progress bar.
 
@@ -235,12 +278,15 @@ def train_object_head(
         prefix) and on the training rows (``train_`` prefix).
     """
     model.eval()
-    train = _pairs(model, train_items, 64, seed, context)
+    train, train_ee = _pairs(model, train_items, 64, seed, context)
     f, q, y = train
-    head = ObjectHead(model.feature_dim, hidden)
+    head = ObjectHead(model.feature_dim, hidden, end_effector=train_ee is not None)
     mean = y.mean(0)
     head.pos_mean.copy_(mean)
     head.pos_scale.copy_(y.std(0).clamp_min(1e-3))
+    if train_ee is not None:
+        head.ee_mean.copy_(train_ee[1].mean(0))
+        head.ee_scale.copy_(train_ee[1].std(0).clamp_min(1e-3))
     opt = torch.optim.Adam(head.parameters(), lr=lr)
     gen = torch.Generator().manual_seed(seed)
     head.train()
@@ -248,16 +294,20 @@ def train_object_head(
         idx = torch.randint(0, len(y), (min(batch_size, len(y)),), generator=gen)
         pred = head(f[idx], q[idx])
         loss = ((pred - y[idx]) / head.pos_scale).pow(2).sum(1).mean()
+        if train_ee is not None:
+            ef, ey = train_ee
+            j = torch.randint(0, len(ey), (min(batch_size, len(ey)),), generator=gen)
+            loss = loss + ((head.end_effector(ef[j]) - ey[j]) / head.ee_scale).pow(2).sum(1).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         if progress is not None:
             progress(step, float(loss.detach()))
     head.eval()
-    metrics = {f"train_{k}": v for k, v in evaluate_object_head(head, train, mean).items()}
+    metrics = {f"train_{k}": v for k, v in evaluate_object_head(head, train, mean, train_ee).items()}
     if val_items:
-        val = _pairs(model, val_items, 64, seed + 1, context)
-        metrics.update({f"val_{k}": v for k, v in evaluate_object_head(head, val, mean).items()})
+        val, val_ee = _pairs(model, val_items, 64, seed + 1, context)
+        metrics.update({f"val_{k}": v for k, v in evaluate_object_head(head, val, mean, val_ee).items()})
     if not all(math.isfinite(v) for v in metrics.values()):
         raise RuntimeError(f"head training diverged: {metrics}")
     return head, metrics

@@ -193,14 +193,22 @@ class Objective(ABC):
 
 
 class LearnedReward(Objective):
-    """Minus the predicted object-goal xy distance (m) per step, via an ``ObjectHead``.
+    """Minus the predicted object-goal xy distance (m) per step, via an ``ObjectHead``; with
+    ``reach_weight > 0`` also minus that weight times the predicted end-effector-to-object distance
+    (3-D), the shaping the simulator oracle uses (``oracle.py``): the task reward alone is flat
+    until the gripper touches the object, so short plans would never find a push.
 
-    ``task`` needs ``goal_pos`` and ``query``. See ``Objective`` for the keyword options.
+    ``task`` needs ``goal_pos`` and ``query``. See ``Objective`` for the other keyword options.
     """
 
-    def __init__(self, head: torch.nn.Module, **options: Any) -> None:
+    def __init__(self, head: torch.nn.Module, *, reach_weight: float = 0.0, **options: Any) -> None:
         super().__init__(**options)
+        if reach_weight < 0:
+            raise ValueError(f"reach_weight must be >= 0, got {reach_weight}")
+        if reach_weight > 0 and not getattr(head, "has_end_effector", False):
+            raise ValueError("reach_weight > 0 needs a head with an end-effector branch (retrain it)")
         self.head = head.eval()
+        self.reach_weight = float(reach_weight)
 
     def prepare(self, model: LatentDynamics, task: Task) -> Task:
         if task.goal_pos is None or task.query is None:
@@ -210,10 +218,15 @@ class LearnedReward(Objective):
 
     def rewards(self, outputs: Tensor, task: Task, problem: Tensor) -> Tensor:
         b, h, f = outputs.shape
+        feats = outputs.reshape(b * h, f).float()
         query = task.query[problem].float().repeat_interleave(h, dim=0)
-        pos = self.head(outputs.reshape(b * h, f).float(), query).view(b, h, -1)
+        pos = self.head(feats, query).view(b, h, -1)
         goal = task.goal_pos[problem].float()[:, None, :2]
-        return -torch.linalg.vector_norm(pos[..., :2] - goal, dim=-1)
+        reward = -torch.linalg.vector_norm(pos[..., :2] - goal, dim=-1)
+        if self.reach_weight > 0:
+            ee = self.head.end_effector(feats).view(b, h, -1)
+            reward = reward - self.reach_weight * torch.linalg.vector_norm(ee - pos, dim=-1)
+        return reward
 
 
 class GoalImage(Objective):
