@@ -18,6 +18,7 @@ import functools
 from pathlib import Path
 
 from agents.common import (
+    MIN_CNN_SIZE,
     add_agent_arguments,
     base_config,
     cli,
@@ -53,6 +54,8 @@ def run(argv: list[str] | None = None) -> int:
     def fresh():
         if args.vec not in VEC_TYPES:
             raise ValueError(f"--vec must be one of {', '.join(VEC_TYPES)}, got {args.vec!r}")
+        if args.image_size < MIN_CNN_SIZE:
+            raise ValueError(f"--image-size {args.image_size}: SB3's CnnPolicy needs >= {MIN_CNN_SIZE} px")
         return base_config(args, env="real", obs="pixels", image_size=args.image_size, vec=args.vec)
 
     cfg = prepare_run(out, args.resume, fresh, args.timesteps)

@@ -130,3 +130,15 @@ def test_bad_input():
     nan_high = lambda a: torch.where(a[..., 0, 0] > 0, torch.nan, -a[..., 0, 0].abs())  # noqa: E731
     out = cem.optimize(nan_high, 1, generator=torch.Generator().manual_seed(0))
     assert out.best[0, 0, 0] <= 0
+
+
+def test_no_finite_score_is_an_error_naming_the_problem():
+    cem = CEM(CEMConfig(population=8, elites=2, iterations=2, horizon=3), action_dim=2)
+
+    def objective(cand):
+        scores = -cand.pow(2).sum((2, 3))
+        scores[1] = float("nan")  # problem 1's model diverged
+        return scores
+
+    with pytest.raises(ValueError, match=r"problem\(s\) \[1\]"):
+        cem.optimize(objective, 2, generator=torch.Generator().manual_seed(0))

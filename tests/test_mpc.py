@@ -8,7 +8,7 @@ import pytest
 import torch
 from gymnasium import spaces
 from stable_baselines3.common.evaluation import evaluate_policy
-from stable_baselines3.common.vec_env import DummyVecEnv
+from stable_baselines3.common.vec_env import DummyVecEnv, VecMonitor
 from torch import Tensor
 
 from worldmodel.dynamics.base import DynamicsConfig, LatentDynamics, State
@@ -127,7 +127,7 @@ def make_venv(n: int) -> DummyVecEnv:
     ids=["features", "pixels-icem"],
 )
 def test_mpc_drives_the_point_to_its_goal(objective, icem):
-    venv = make_venv(2)
+    venv = VecMonitor(make_venv(2))  # the agent reads goals through VecEnv wrappers
     result = evaluate(agent(objective, icem=icem), venv, episodes=4, seed=0)
     random = evaluate(RandomAgent(seed=0), venv, episodes=4, seed=0)
     assert result["episodes"] == 4

@@ -159,6 +159,10 @@ class Pipeline:
         """Run ``fn`` unless ``DIR/.stages/KEY.done`` says it finished before."""
         done = self.out / ".stages" / f"{key}.done"
         if done.exists():
+            try:  # the time it took when it ran, for the report
+                self.timings[name] = float(done.read_text())
+            except ValueError:
+                pass
             print(f"[{k}/{self.total}] {name}: done already (delete {done} to redo)", flush=True)
             return
         print(f"[{k}/{self.total}] {name} ...", flush=True)

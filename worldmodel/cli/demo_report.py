@@ -45,6 +45,14 @@ def _curves(metrics_file: Path) -> dict[str, tuple[list[float], list[float]]]:
     return curves
 
 
+def _chart(rep: Report, series: dict, labels: dict[str, Any], caption: str) -> None:
+    """A line chart, or a note when the series hold nothing finite (e.g. a diverged run)."""
+    try:
+        rep.chart(line_chart(series, **labels), caption)
+    except ValueError as err:
+        rep.paragraph(f"{labels.get('title', 'chart')}: nothing to plot ({err})")
+
+
 def _rel(out: Path, path: Path) -> str | None:
     return str(path.relative_to(out)) if path.exists() else None
 
@@ -56,8 +64,10 @@ def _training(rep: Report, out: Path) -> None:
         rep.paragraph("not run")
         return
     positive = all(min(ys) > 0 for _, ys in curves.values())
-    rep.chart(
-        line_chart(curves, title="training losses", xlabel="step", ylabel="value", log_y=positive),
+    _chart(
+        rep,
+        curves,
+        dict(title="training losses", xlabel="step", ylabel="value", log_y=positive),
         "Scalars the trainer logged (metrics.jsonl; TensorBoard in model/tb has all of them).",
     )
     samples = sorted((out / "model" / "samples").glob("*.gif"))
@@ -78,8 +88,10 @@ def _evaluation(rep: Report, out: Path) -> None:
             f"mean of {ev['samples']}": (steps, ev["mean_of_n"][metric]),
             "copy last frame": (steps, ev["baseline"][metric]),
         }
-        rep.chart(
-            line_chart(series, title=f"{metric.upper()} per predicted step", xlabel="step", ylabel=metric),
+        _chart(
+            rep,
+            series,
+            dict(title=f"{metric.upper()} per predicted step", xlabel="step", ylabel=metric),
             f"{ev['sequences']} test sequences, {ev['n_past']} context frames.",
         )
     rows = [
@@ -118,7 +130,7 @@ def _success(rep: Report, out: Path) -> None:
         ("oracle", "MPC with the simulator"),
         ("random", "random actions"),
     ):
-        if key in plan:
+        if plan.get(key):  # None when that agent was skipped (e.g. --oracle-budget 0)
             r = plan[key]
             rows.append(
                 [label, r["success_rate"], 100 * r["final_distance"], r.get("ms_per_action"), r["episodes"]]
@@ -146,8 +158,10 @@ def _success(rep: Report, out: Path) -> None:
             rep.image(gif, caption, 384)
     curves = _agent_curves(out / "agent" / "eval.jsonl")
     if curves:
-        rep.chart(
-            line_chart(curves, title="agent success in training", xlabel="dream timesteps", ylabel="rate"),
+        _chart(
+            rep,
+            curves,
+            dict(title="agent success in training", xlabel="dream timesteps", ylabel="rate"),
             "Periodic evaluations of the agent while it trained in the dream (agent/eval.jsonl).",
         )
 
@@ -156,9 +170,15 @@ def _agent_curves(path: Path) -> dict[str, tuple[list[float], list[float]]]:
     """``real`` and ``dream`` success rate against timesteps from ``agents.train``'s eval.jsonl."""
     curves: dict[str, tuple[list[float], list[float]]] = {}
     try:
-        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    except (OSError, ValueError):
+        lines = path.read_text().splitlines()
+    except OSError:
         return curves
+    rows = []
+    for line in lines:
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            continue  # a line cut by an interrupted run
     for key, label in (("real_success_rate", "real sim"), ("dream_success_rate", "dream")):
         pts = [(r["timesteps"], r[key]) for r in rows if key in r and "timesteps" in r]
         if pts:

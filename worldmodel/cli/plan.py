@@ -106,6 +106,15 @@ def _video_frames(trace: list[dict], size: int):
     return np.stack(rows)
 
 
+def _check_counts(args: argparse.Namespace) -> None:
+    if args.envs < 1 or args.episodes < 1 or args.episodes % args.envs:
+        # SB3's evaluate_policy gives env i episodes // envs (+1 for the first ones); envs that are
+        # done keep stepping and would keep planning, which skews the timing and the video.
+        raise ValueError(f"--episodes ({args.episodes}) must be a positive multiple of --envs ({args.envs})")
+    if args.oracle_budget and args.oracle_budget < 2:
+        raise ValueError(f"--oracle-budget must be 0 (skip the oracle) or >= 2, got {args.oracle_budget}")
+
+
 def run(args: argparse.Namespace) -> int:
     """Load the model, run the three agents on the same episodes, report one table."""
     import torch
@@ -122,6 +131,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--oracle-budget must be >= 0, got {args.oracle_budget}")
     if args.threads:
         torch.set_num_threads(args.threads)
+    _check_counts(args)
     torch.manual_seed(args.seed)
     ckpt = Path(args.checkpoint)
     model = load(ckpt, device=args.device)
@@ -135,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
     venv = _venv(args, size)
     agents = {"model": mpc, "random": RandomAgent(model.config.action_dim, seed=args.seed)}
     if args.oracle_budget:
-        elites = max(2, min(config.elites, args.oracle_budget // 4))
+        elites = min(args.oracle_budget, max(2, min(config.elites, args.oracle_budget // 4)))
         oracle_cfg = make_config(population=args.oracle_budget, elites=elites, **planning)
         oracle = SimOracle(venv.get_attr("config", indices=[0])[0], reach_weight=args.reach_weight)
         agents["oracle"] = OracleAgent(CEM(oracle_cfg, 4), oracle, args.replan_every, seed=args.seed)

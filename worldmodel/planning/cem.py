@@ -206,6 +206,7 @@ class CEM:
         self.high = torch.as_tensor(high, dtype=torch.float32).expand(self.action_dim).clone()
         if not bool((self.high > self.low).all()):
             raise ValueError(f"high must exceed low in every dimension, got {self.low} and {self.high}")
+        self._bounds_on: dict[str, tuple[Tensor, Tensor]] = {}
 
     @property
     def horizon(self) -> int:
@@ -213,7 +214,11 @@ class CEM:
 
     # --- helpers ------------------------------------------------------------------------------
     def _bounds(self, device: torch.device) -> tuple[Tensor, Tensor]:
-        return self.low.to(device), self.high.to(device)
+        # Cached per device: a CPU -> GPU copy per call would sync the stream every iteration.
+        key = str(device)
+        if key not in self._bounds_on:
+            self._bounds_on[key] = (self.low.to(device), self.high.to(device))
+        return self._bounds_on[key]
 
     def initial_mean(self, problems: int, device: torch.device | str = "cpu") -> Tensor:
         """The bounds' midpoint repeated: ``(P, H, A)``."""
@@ -328,6 +333,9 @@ class CEM:
             std = torch.maximum(std, min_std)
             carried = elites[:, : cfg.kept()] if cfg.kept() > 0 else None
         actions = mean if cfg.returns == "mean" else best
+        if not bool(torch.isfinite(best_score).all()):  # one host sync per call
+            bad = torch.nonzero(~torch.isfinite(best_score)).flatten().tolist()
+            raise ValueError(f"objective: no finite score for planning problem(s) {bad} (a diverged model?)")
         return CEMResult(actions, mean, std, best, best_score, elites, evaluations)
 
     def _scores(self, objective: Objective, cand: Tensor) -> Tensor:

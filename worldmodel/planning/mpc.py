@@ -86,7 +86,14 @@ class TaskSource:
 
     def info(self, i: int) -> dict:
         """The reset info of env ``i``'s current episode."""
-        return self.env.reset_infos[i] if self.vec else self.env.get_wrapper_attr("task_info")
+        if not self.vec:
+            return self.env.get_wrapper_attr("task_info")
+        from stable_baselines3.common.vec_env import VecEnvWrapper
+
+        inner = self.env
+        while isinstance(inner, VecEnvWrapper):  # VecMonitor & co. keep a reset_infos that never updates
+            inner = inner.venv
+        return inner.reset_infos[i]
 
     def task(self, i: int, goal_image: bool) -> Task:
         """Env ``i``'s task, batch one (``goal_image`` also renders the goal image)."""
@@ -186,6 +193,9 @@ class PlanningAgent:
         return self.record
 
     # --- SB3 interface ----------------------------------------------------------------------------
+    def _after_plan(self) -> None:
+        """Work for the recording after a plan, outside the timed planning (none by default)."""
+
     def predict(
         self,
         observation: Any,
@@ -228,6 +238,7 @@ class PlanningAgent:
         actions = np.stack([self._slots[i].cache.pop(0) for i in range(n)]).astype(np.float32)
         self.planning_seconds += time.perf_counter() - tic
         if self.record:
+            self._after_plan()
             self._record(obs[0])
         for i in range(n):
             self._slots[i].pending = actions[i]
@@ -304,6 +315,8 @@ class MPCAgent(PlanningAgent):
         super().__init__(planner, replan_every, seed=seed, context=context or model.config.n_past)
         self.model, self.objective = model.eval(), objective
         self.generator = torch.Generator(device=model.device).manual_seed(self.seed)
+        self._imagine_generator = torch.Generator(device=model.device).manual_seed(self.seed + 1)
+        self._to_imagine: tuple[State, Tensor] | None = None
 
     def _wants_goal_image(self) -> bool:
         return self.record or self.objective.needs_goal_image
@@ -344,9 +357,9 @@ class MPCAgent(PlanningAgent):
             generator=gen,
         )
         self._keep_warm(envs, result, gen)
-        if self.record and 0 in envs:
+        if self.record and 0 in envs:  # imagined after the timer stops (see ``predict``)
             j = envs.index(0)
-            self._slots[0].plan_frames = self.imagine(state[j : j + 1], result.actions[j : j + 1])[0]
+            self._to_imagine = (state[j : j + 1], result.actions[j : j + 1])
         return result.actions
 
     @torch.no_grad()
@@ -358,11 +371,19 @@ class MPCAgent(PlanningAgent):
             actions,
             sample=o.sample,
             temperature=o.temperature,
-            generator=self.generator,
+            generator=self._imagine_generator,
             decode=True,
         )
         frames = torch.cat([self.model.decode(state)[:, None], frames], dim=1)
         return frames_to_uint8(frames).cpu().numpy()
+
+    def _after_plan(self) -> None:
+        # Recording decodes the plan with its own generator, outside the timed planning, so a run
+        # with a video plans exactly as one without.
+        if self._to_imagine is not None:
+            state, actions = self._to_imagine
+            self._slots[0].plan_frames = self.imagine(state, actions)[0]
+            self._to_imagine = None
 
 
 class OracleAgent(PlanningAgent):
