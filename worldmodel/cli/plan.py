@@ -41,8 +41,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--reach-weight",
         type=float,
         default=0.5,
-        help="weight of the end-effector-to-object distance in the cost of the oracle and of the learned "
-        "objective (from the head's end-effector branch; ignored for heads without one) (default 0.5)",
+        help="oracle cost: weight of the end-effector-to-object distance (shaping; default 0.5)",
+    )
+    p.add_argument(
+        "--learned-reach-weight",
+        type=float,
+        default=0.0,
+        help="the same shaping for the learned objective, from the object head's end-effector branch "
+        "(default 0: it helps only when the head's gripper estimate is accurate)",
     )
     p.add_argument(
         "--max-steps", type=int, default=50, help="steps per episode (default 50, as PushTable-v0)"
@@ -73,8 +79,7 @@ def _objective(args: argparse.Namespace, ckpt: Path):
         if head is None and kind == "learned":
             raise ValueError(f"{ckpt}: --objective learned needs an object head; run `worldmodel train-head`")
     if kind == "learned" or (kind == "auto" and head is not None):
-        reach = args.reach_weight if head.has_end_effector else 0.0
-        return "learned", LearnedReward(head, reach_weight=reach, **options)
+        return "learned", LearnedReward(head, reach_weight=args.learned_reach_weight, **options)
     kind = "pixels" if kind == "auto" else kind
     return kind, GoalImage(kind, **options)
 
