@@ -173,6 +173,13 @@ class Pipeline:
         done.write_text(f"{self.timings[name]:.1f}\n")
         print(f"[{k}/{self.total}] {name}: {self.timings[name]:.0f} s", flush=True)
 
+    @staticmethod
+    def n_past(ckpt: Path) -> int:
+        """The context length the model was trained with (scored the same way)."""
+        from worldmodel.dynamics.checkpoint import read
+
+        return int(read(ckpt)["config"]["n_past"])
+
     # --- the stages ---------------------------------------------------------------------------
     def wm(self, *args: Any) -> None:
         """Run a ``worldmodel`` sub-command in this process; a failure stops the demo."""
@@ -277,8 +284,10 @@ class Pipeline:
                 c.eval_sequences,
                 "--samples",
                 c.eval_samples,
+                "--n-past",
+                self.n_past(ckpt),
                 "--n-future",
-                c.episode_len - 2,
+                c.episode_len - self.n_past(ckpt),
                 "--seed",
                 c.seed,
                 "--device",
