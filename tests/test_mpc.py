@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -181,3 +183,17 @@ def test_errors():
         mpc.predict(np.zeros((16, 16, 3), np.uint8))
     with pytest.raises(ValueError, match="goal_pos"):
         agent(LearnedReward(PositionHead())).attach(make_venv(1)).predict(np.zeros((1, 8, 8, 3), np.uint8))
+
+
+def test_auto_resets_are_noticed_without_episode_start():
+    """A plain loop that never passes episode_start still plans for each new episode's goal."""
+    venv = make_venv(1)
+    mpc = agent(GoalImage("features")).attach(venv)
+    obs = venv.reset()
+    tasks = []
+    for _ in range(60):  # episodes of 25 steps: two auto-resets
+        action, _ = mpc.predict(obs)
+        tasks.append(mpc._slots[0].task)
+        obs, _, _, _ = venv.step(action)
+    changes = sum(a is not b for a, b in itertools.pairwise(tasks))
+    assert changes == 2, changes  # a new task exactly at each of the two new episodes

@@ -137,6 +137,7 @@ class _Slot:
     plan_t0: int = 0
     plan_frames: np.ndarray | None = None  # (H + 1, h, w, 3): imagined frames from plan_t0 on
     goal_image: np.ndarray | None = None
+    info: dict | None = None  # the reset-info dict the episode began with (VecEnvs), by identity
 
 
 class PlanningAgent:
@@ -207,6 +208,7 @@ class PlanningAgent:
 
         ``episode_start`` ``(n_envs,)`` marks envs whose observation is the first of an episode
         (SB3's convention); the first call, or a change of ``n_envs``, starts every env afresh.
+        Without ``episode_start``, an attached VecEnv's auto-resets are noticed by its new reset info.
         Returns ``(actions (n_envs, A) float32, None)`` (``(A,)`` for a single observation).
         """
         obs = np.asarray(observation)
@@ -216,9 +218,12 @@ class PlanningAgent:
         if obs.ndim != 4:
             raise ValueError(f"observation: expected (n_envs, H, W, 3) or (H, W, 3), got {obs.shape}")
         n = len(obs)
-        starts = np.zeros(n, bool) if episode_start is None else np.asarray(episode_start, bool).reshape(n)
         if len(self._slots) != n:
             self._slots = [None] * n
+        if episode_start is None:  # notice auto-resets by the env's new reset info
+            starts = np.array([self._reset_seen(i) for i in range(n)], bool)
+        else:
+            starts = np.asarray(episode_start, bool).reshape(n)
         tic = time.perf_counter()
         for i in range(n):
             slot = self._slots[i]
@@ -246,8 +251,18 @@ class PlanningAgent:
         self.actions_taken += n
         return (actions[0] if single else actions), None
 
+    def _reset_seen(self, i: int) -> bool:
+        """Whether env ``i`` started a new episode since its slot began: SB3 VecEnvs store a new
+        reset-info dict at every (auto-)reset, so another dict object means a new episode."""
+        slot = self._slots[i]
+        if slot is None or self.source is None or not self.source.vec or i in self._manual:
+            return False
+        return self.source.info(i) is not slot.info
+
     def _begin(self, i: int, obs: np.ndarray) -> _Slot:
         slot = _Slot(frames=deque([obs], maxlen=self.context), actions=deque(maxlen=self.context - 1))
+        if self.source is not None and self.source.vec and i not in self._manual:
+            slot.info = self.source.info(i)
         slot.task = self._prepare(self._task(i))
         if self.record and slot.task.goal_image is not None:
             slot.goal_image = slot.task.goal_image[0].cpu().numpy()
