@@ -142,3 +142,12 @@ def test_no_finite_score_is_an_error_naming_the_problem():
 
     with pytest.raises(ValueError, match=r"problem\(s\) \[1\]"):
         cem.optimize(objective, 2, generator=torch.Generator().manual_seed(0))
+
+
+def test_warm_start_cat_keeps_elites_when_one_problem_restarts():
+    a = WarmStart(torch.zeros(2, 3, 1), torch.ones(2, 4, 3, 1))
+    fresh = WarmStart(torch.full((1, 3, 1), 0.5))
+    both = WarmStart.cat([a, fresh])
+    assert both.mean.shape == (3, 3, 1) and both.elites.shape == (3, 4, 3, 1)
+    assert torch.equal(both.elites[:2], a.elites) and torch.equal(both.elites[2], torch.full((4, 3, 1), 0.5))
+    assert WarmStart.cat([fresh, fresh]).elites is None

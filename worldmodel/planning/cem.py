@@ -182,10 +182,15 @@ class WarmStart:
 
     @staticmethod
     def cat(parts: list[WarmStart]) -> WarmStart:
-        """Problems of several warm starts, in order (elites only if every part has them)."""
-        elites = [p.elites for p in parts]
-        same = all(e is not None for e in elites) and len({e.shape[1] for e in elites}) == 1
-        return WarmStart(torch.cat([p.mean for p in parts]), torch.cat(elites) if same else None)
+        """Problems of several warm starts, in order. Parts without elites (a problem that just
+        started) get copies of their mean in place of the ``K`` shifted elites the others carry."""
+        sizes = {p.elites.shape[1] for p in parts if p.elites is not None}
+        mean = torch.cat([p.mean for p in parts])
+        if len(sizes) != 1:
+            return WarmStart(mean, None)
+        k = sizes.pop()
+        elites = [p.elites if p.elites is not None else p.mean[:, None].expand(-1, k, -1, -1) for p in parts]
+        return WarmStart(mean, torch.cat(elites))
 
 
 class CEM:
