@@ -20,7 +20,8 @@ frames, and the cost per step stays constant (encoding the whole episode would c
 in its length; ``window`` allows it). The dream's state after ``t`` steps has instead run
 ``n_past - 1 + t`` predictor steps, ``t`` of them on its own samples, so the two feature
 distributions agree only as far as the model is accurate. (2) At the reset the sim has one frame
-while ``initial`` needs ``n_past``: the first frame is repeated with zero actions (the arm at rest).
+while ``initial`` needs ``n_past``: the first frame is repeated with ``REST_ACTION`` (no motion,
+fingers open).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 
 import worldmodel
+from worldmodel.envs.push_table import REST_ACTION
 from worldmodel.video import grid, write_video
 
 ALGOS = ("ppo", "sac")
@@ -195,7 +197,7 @@ class LatentObservation(gym.Wrapper):
     def reset(self, **kwargs: Any) -> tuple[np.ndarray, dict]:
         frame, info = self.env.reset(**kwargs)
         self._frames = [frame] * self.context
-        self._actions = [np.zeros(4, np.float32)] * (self.context - 1)
+        self._actions = [REST_ACTION] * (self.context - 1)  # the first frame held still
         return self._encode(), info
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:

@@ -182,7 +182,7 @@ def test_train_real_then_evaluate(tmp_path):
 
 def test_latent_observation_is_the_models_reading_of_real_frames(model):
     """Each observation = features(initial(last `window` real frames, the actions between them)),
-    the first frame repeated with zero actions at the reset."""
+    the first frame repeated with the rest action (no motion, fingers open) at the reset."""
     window = 4
     env = LatentObservation(gym.make(worldmodel.PUSH_TABLE_ID), model, window=window)
     assert env.observation_space == gym.spaces.Box(-10.0, 10.0, (model.feature_dim,), np.float32)
@@ -196,7 +196,7 @@ def test_latent_observation_is_the_models_reading_of_real_frames(model):
 
     obs, _ = env.reset(seed=3)
     frames = [env.render()] * k
-    actions = [np.zeros(4, np.float32)] * (k - 1)
+    actions = [np.array([0, 0, 0, -1], np.float32)] * (k - 1)
     np.testing.assert_allclose(obs, expect(frames, actions), atol=1e-5)
     rng = np.random.default_rng(0)
     seen = [obs]

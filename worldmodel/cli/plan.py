@@ -125,6 +125,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from worldmodel.dynamics import load
+    from worldmodel.envs.push_table import REST_ACTION
     from worldmodel.planning import CEM, CEMConfig, MPCAgent, OracleAgent, RandomAgent, evaluate
     from worldmodel.planning.oracle import SimOracle
     from worldmodel.video import write_video
@@ -145,7 +146,14 @@ def run(args: argparse.Namespace) -> int:
     make_config = CEMConfig.icem if args.planner == "icem" else CEMConfig.cem
     planning = {"horizon": args.horizon, "iterations": args.iterations}
     config = make_config(population=args.population, elites=min(args.elites, args.population), **planning)
-    mpc = MPCAgent(model, CEM(config, model.config.action_dim), objective, args.replan_every, seed=args.seed)
+    mpc = MPCAgent(
+        model,
+        CEM(config, model.config.action_dim),
+        objective,
+        args.replan_every,
+        seed=args.seed,
+        rest_action=REST_ACTION,
+    )
     mpc.record = args.video is not None
     venv = _venv(args, size)
     agents = {"model": mpc, "random": RandomAgent(model.config.action_dim, seed=args.seed)}

@@ -35,7 +35,12 @@ except Exception as _err:  # PyOpenGL raises AttributeError/ImportError/OSError 
         f"importing mujoco failed with MUJOCO_GL={os.environ.get('MUJOCO_GL')!r}: {_err!r}. {_NO_GL}"
     ) from _err
 
-__all__ = ["MAX_OBJECTS", "SHAPES", "PushTableConfig", "PushTableEnv"]
+__all__ = ["MAX_OBJECTS", "REST_ACTION", "SHAPES", "PushTableConfig", "PushTableEnv"]
+
+REST_ACTION = np.array([0.0, 0.0, 0.0, -1.0], np.float32)
+"""The action that leaves the scene as ``reset`` left it: no motion, fingers open (the gripper
+command is absolute, so a zero action would half-close them). Planners and encoders pad a context
+that starts at the first frame with it: the scene held still."""
 
 _STATE_SPEC = mujoco.mjtState.mjSTATE_INTEGRATION
 _OBJECT_MARGIN = 0.005  # gap kept between objects (and between the goal and other objects) when placing

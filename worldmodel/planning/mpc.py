@@ -10,8 +10,9 @@ problems.
 Model state across steps: re-anchored on real frames. The agent keeps, per env, the last
 ``n_past`` real observations and the actions executed between them; every time it plans it runs
 ``model.initial`` on that window, so the model never drifts on its own predictions. At the start
-of an episode the window is padded by repeating the first frame with zero (mid-range) actions,
-i.e. the scene held still. Between plans the model is not called at all.
+of an episode the window is padded by repeating the first frame with ``rest_action`` (zeros by
+default; ``worldmodel plan`` passes PushTable's ``REST_ACTION``, no motion and fingers open), i.e.
+the scene held still. Between plans the model is not called at all.
 
 The goal. PushTable's observation is pixels only, so the agent reads each episode's task from the
 environment it is attached to (``agent.attach(env)``), at every episode start:
@@ -146,11 +147,23 @@ class PlanningAgent:
     Subclasses implement ``_plan(envs, obs) -> (P, H, A)`` actions for the listed envs.
     """
 
-    def __init__(self, planner: CEM, replan_every: int = 1, *, seed: int = 0, context: int = 1) -> None:
+    def __init__(
+        self,
+        planner: CEM,
+        replan_every: int = 1,
+        *,
+        seed: int = 0,
+        context: int = 1,
+        rest_action: Any = None,
+    ) -> None:
         if not 1 <= replan_every <= planner.horizon:
             raise ValueError(f"replan_every must be in 1..horizon={planner.horizon}, got {replan_every}")
         self.planner, self.replan_every, self.seed = planner, int(replan_every), int(seed)
         self.context = max(int(context), 1)
+        # Pads the context at an episode's first frame (the scene held still); zeros by default,
+        # PushTable's is worldmodel.envs.push_table.REST_ACTION (fingers open).
+        rest = np.zeros(planner.action_dim, np.float32) if rest_action is None else rest_action
+        self.rest_action = np.asarray(rest, np.float32).reshape(planner.action_dim)
         self.source: TaskSource | None = None
         self._manual: dict[int, Task] = {}
         self._slots: list[_Slot | None] = []
@@ -322,12 +335,15 @@ class MPCAgent(PlanningAgent):
         *,
         context: int | None = None,
         seed: int = 0,
+        rest_action: Any = None,
     ) -> None:
         if planner.action_dim != model.config.action_dim:
             raise ValueError(
                 f"planner: action_dim {planner.action_dim}, the model takes {model.config.action_dim}"
             )
-        super().__init__(planner, replan_every, seed=seed, context=context or model.config.n_past)
+        super().__init__(
+            planner, replan_every, seed=seed, context=context or model.config.n_past, rest_action=rest_action
+        )
         self.model, self.objective = model.eval(), objective
         self.generator = torch.Generator(device=model.device).manual_seed(self.seed)
         self._imagine_generator = torch.Generator(device=model.device).manual_seed(self.seed + 1)
@@ -348,9 +364,9 @@ class MPCAgent(PlanningAgent):
         for i in envs:
             slot = self._slots[i]
             f, a = list(slot.frames), list(slot.actions)
-            pad = c - len(f)  # episode start: the first frame held still, zero actions
+            pad = c - len(f)  # episode start: the first frame held still (rest action)
             f = [f[0]] * pad + f
-            a = [np.zeros(a_dim, np.float32)] * pad + [np.asarray(x, np.float32) for x in a]
+            a = [self.rest_action] * pad + [np.asarray(x, np.float32) for x in a]
             frames.append(np.stack(f))
             actions.append(np.stack(a) if a else np.zeros((0, a_dim), np.float32))
         frames_t = torch.from_numpy(np.stack(frames)).to(dev)
