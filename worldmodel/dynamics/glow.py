@@ -60,12 +60,14 @@ def gaussian_log_prob(x: Tensor, mean: Tensor, log_scale: Tensor) -> Tensor:
     return lp.flatten(1).sum(1)
 
 
-def _edge_pad(x: Tensor, pad: int) -> Tensor:
-    """Zero-pad the last two axes by ``pad`` and append an indicator channel (1 in the border)."""
+def _edge_pad(x: Tensor, pad: int, time_pad: int = 0) -> Tensor:
+    """Zero-pad the last two axes by ``pad`` (and, for ``(N, C, T, H, W)``, time by ``time_pad`` on
+    the left); with ``pad > 0`` append an indicator channel that is 1 wherever padding was added."""
+    widths = (pad,) * 4 + ((time_pad, 0) if time_pad else ())
     if pad == 0:
-        return x
+        return F.pad(x, widths) if time_pad else x
     ind = x.new_zeros(*x.shape[:1], 1, *x.shape[2:])
-    return torch.cat([F.pad(x, (pad,) * 4), F.pad(ind, (pad,) * 4, value=1.0)], dim=1)
+    return torch.cat([F.pad(x, widths), F.pad(ind, widths, value=1.0)], dim=1)
 
 
 class EdgeConv2d(nn.Conv2d):
@@ -118,8 +120,9 @@ class EdgeConv3d(nn.Conv3d):
             self.logs = None
 
     def forward(self, x: Tensor) -> Tensor:
-        x = F.pad(x, (0, 0, 0, 0, self.time_pad, 0))
-        y = super().forward(_edge_pad(x, self.pad))
+        # Causal in time (left pad); the indicator channel marks the time pad as border too, as
+        # the reference's time padding does, so a padded step differs from an all-zero latent.
+        y = super().forward(_edge_pad(x, self.pad, self.time_pad))
         if self.logs is not None:
             y = y * torch.exp(LOGSCALE_FACTOR * self.logs).view(1, -1, 1, 1, 1)
         return y
@@ -140,6 +143,7 @@ class ActNorm(nn.Module):
         self.bias = nn.Parameter(torch.zeros(shape))
         self.logs = nn.Parameter(torch.zeros(shape))
         self.register_buffer("initialized", torch.tensor(False))
+        self._ready = False  # Python copy of ``initialized`` once checked (reset by loading)
 
     def _view(self, p: Tensor, x: Tensor) -> Tensor:
         return p.view(1, *p.shape, *([1] * (x.dim() - 1 - p.dim())))
@@ -153,14 +157,20 @@ class ActNorm(nn.Module):
         self.logs.copy_(torch.log(1.0 / (std + 1e-6)) / LOGSCALE_FACTOR)
         self.initialized.fill_(True)
 
+    def _load_from_state_dict(self, *args, **kwargs) -> None:
+        super()._load_from_state_dict(*args, **kwargs)
+        self._ready = False
+
     def _logdet(self, x: Tensor) -> Tensor:
         per_position = math.prod(x.shape[1 + self.bias.dim() :])
         return (LOGSCALE_FACTOR * self.logs).sum() * per_position
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """``x -> (y, logdet (N,))``."""
-        if self.training and not bool(self.initialized):
-            self._initialize(x)
+        if self.training and not self._ready:  # one host sync per module, not one per call
+            if not bool(self.initialized):
+                self._initialize(x)
+            self._ready = True
         y = (x + self._view(self.bias, x)) * torch.exp(LOGSCALE_FACTOR * self._view(self.logs, x))
         return y, self._logdet(x).expand(x.shape[0])
 
@@ -202,7 +212,7 @@ class InvConv1x1(nn.Module):
 
     def reverse(self, y: Tensor) -> Tensor:
         c = y.shape[1]
-        w_inv = torch.linalg.inv(self.weight().double()).float()  # inverse in float64: exact round trips
+        w_inv = torch.linalg.inv(self.weight().double()).to(y.dtype)  # inverse in float64: exact round trips
         return F.conv2d(y, w_inv.view(c, c, 1, 1))
 
 

@@ -55,7 +55,10 @@ BatchNorm statistics are per kind, as in the reference), ``g`` the non-saturatin
 clips labelled real) plus the L1 terms. The trainer steps each optimiser on its own parameters;
 the two updates are simultaneous, where the reference steps D and then G reusing D's forward
 output. The clip is the window's frames ``n_past − 1 .. n_past − 1 + L − 1`` (the last context
-frame and ``L − 1`` future frames; presets set ``n_past = 1``, ``n_future = L − 1``).
+frame and ``L − 1`` future frames; presets set ``n_past = 1``, ``n_future = L − 1``). BAIR
+episodes (and ``worldmodel collect``'s default) have 30 frames, shorter than the ``paper`` 32-frame
+clip, which the reference loader filled by repeating the last frame: here train the ``paper`` preset
+on them with ``--set clip_len=16 --set n_future=15``, or collect episodes of at least 32 frames.
 
 Rollouts and cost. A state holds the current clip's conditioning frame, its ``z``, the actions
 taken in it so far and the position ``pos`` of the current frame in it (frame 0 is the

@@ -82,6 +82,13 @@ _LN2 = math.log(2.0)
 class VideoFlowConfig(DynamicsConfig):
     """VideoFlow hyper-parameters. Defaults are the BAIR bits-per-pixel settings (``paper``)."""
 
+    # The shared fields, at the paper's values (3 context frames, one scored frame per window).
+    n_past: int = 3
+    n_future: int = 1
+    lr: float = 3e-4
+    betas: tuple[float, float] = (0.85, 0.997)
+    batch_size: int = 5
+
     levels: int = 3
     """Glow levels ``L`` (squeeze → flow steps → split)."""
     depth: int = 24
