@@ -207,15 +207,6 @@ def test_glow_checkpointing_gives_the_same_gradients():
     torch.testing.assert_close(grads[0], grads[1])
 
 
-def test_time_padding_is_marked_by_the_edge_indicator():
-    """The causal left pad counts as border: a step whose window reaches into the pad differs from
-    one that sees an all-zero latent (the reference pads its indicator channel in time too)."""
-    torch.manual_seed(0)
-    conv = EdgeConv3d(2, 3)  # kernel (2, 3, 3): one step of time padding
-    y = conv(torch.zeros(1, 2, 2, 4, 4))
-    assert not torch.allclose(y[:, :, 0], y[:, :, 1])
-
-
 def test_inverse_keeps_the_dtype():
     conv = InvConv1x1(4).double()
     x = torch.randn(2, 4, 3, 3, dtype=torch.float64)
