@@ -44,6 +44,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 
 import worldmodel
 from worldmodel.envs.push_table import REST_ACTION
+from worldmodel.files import write_text_atomic
 from worldmodel.video import grid, write_video
 
 ALGOS = ("ppo", "sac")
@@ -132,11 +133,7 @@ class RunConfig:
             raise ValueError(f"{path}: incomplete run config ({err})") from None
 
 
-def atomic_write_text(path: Path, text: str) -> Path:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-    return path
+atomic_write_text = write_text_atomic  # the name the scripts use
 
 
 def algo_class(name: str):

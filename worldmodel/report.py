@@ -13,6 +13,8 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from worldmodel.files import write_text_atomic
+
 # Colour-blind-safe palette (Okabe–Ito), in the order series are drawn.
 PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000")
 
@@ -180,9 +182,4 @@ class Report:
 
     def write(self, path: str | os.PathLike) -> Path:
         """Write the page to ``path`` (temporary file, then rename); returns the path."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(self.html(), encoding="utf-8")
-        tmp.replace(path)
-        return path
+        return write_text_atomic(path, self.html())

@@ -31,6 +31,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from worldmodel.files import write_json_atomic
+
 
 @dataclasses.dataclass
 class DemoConfig:
@@ -389,10 +391,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(
             f"{out} holds a demo run with other settings ({stored}); choose another --out or delete it"
         )
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = stored.with_name(f".{stored.name}.tmp")
-    tmp.write_text(json.dumps(settings, indent=2) + "\n")
-    tmp.replace(stored)
+    write_json_atomic(stored, settings)
     print(f"worldmodel demo: profile {profile}, model {cfg.model} ({cfg.preset}), output {out}", flush=True)
     tic = time.perf_counter()
     report = Pipeline(cfg, out).run()

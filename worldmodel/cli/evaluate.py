@@ -4,9 +4,10 @@ and bits per dimension for models with a likelihood (VideoFlow)."""
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
+
+from worldmodel.files import write_json_atomic
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -82,11 +83,7 @@ def run(args: argparse.Namespace) -> int:
         zero_actions=zero_actions,
     )
     if args.json:
-        path = Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps(report, indent=2) + "\n")
-        tmp.replace(path)
+        write_json_atomic(args.json, report)
     video = (
         Path(args.video)
         if args.video

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
+
+from worldmodel.files import write_json_atomic
 
 OBJECTIVES = ("auto", "learned", "pixels", "features")
 
@@ -176,11 +177,7 @@ def run(args: argparse.Namespace) -> int:
         results["oracle"].update(planner=args.planner, population=args.oracle_budget)
     planner_text = f"{args.planner} H={args.horizon} iters={args.iterations}"
     if args.json:
-        path = Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps(results, indent=2) + "\n")
-        tmp.replace(path)
+        write_json_atomic(args.json, results)
     if args.video:
         write_video(args.video, _video_frames(mpc.trace, size), fps=10)
 

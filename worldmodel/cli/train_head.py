@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
+
+from worldmodel.files import write_json_atomic
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -99,11 +100,7 @@ def run(args: argparse.Namespace) -> int:
         metrics=metrics,
     )
     if args.json:
-        path = Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps({"checkpoint": str(ckpt), "head": str(out), **metrics}, indent=2) + "\n")
-        tmp.replace(path)
+        write_json_atomic(args.json, {"checkpoint": str(ckpt), "head": str(out), **metrics})
     for split in ("train", "val"):
         if f"{split}_rmse_xy" in metrics:
             print(

@@ -31,6 +31,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from worldmodel import files
 from worldmodel.errors import DataError
 
 FORMAT_NAME = "worldmodel-shards"
@@ -168,15 +169,8 @@ def decode_episode(payload: bytes, path: Path, episode: int) -> dict[str, np.nda
 
 
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
-    """Write JSON to ``path`` via a temporary file and ``os.replace`` (never half-written)."""
-    path = Path(path)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1, sort_keys=True)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """Write a manifest: sorted keys, synced to disk before the rename (never half-written)."""
+    files.write_json_atomic(path, obj, indent=1, sort_keys=True, fsync=True)
 
 
 def load_manifest(root: str | os.PathLike) -> dict[str, Any]:
