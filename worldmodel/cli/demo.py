@@ -176,11 +176,12 @@ class Pipeline:
         print(f"[{k}/{self.total}] {name}: {self.timings[name]:.0f} s", flush=True)
 
     @staticmethod
-    def n_past(ckpt: Path) -> int:
-        """The context length the model was trained with (scored the same way)."""
+    def context_args(ckpt: Path, episode_len: int) -> list[Any]:
+        """``--n-past`` / ``--n-future`` for eval: the model's own context, the rest of the episode."""
         from worldmodel.dynamics.checkpoint import read
 
-        return int(read(ckpt)["config"]["n_past"])
+        n_past = int(read(ckpt)["config"]["n_past"])
+        return ["--n-past", n_past, "--n-future", episode_len - n_past]
 
     # --- the stages ---------------------------------------------------------------------------
     def wm(self, *args: Any) -> None:
@@ -286,10 +287,7 @@ class Pipeline:
                 c.eval_sequences,
                 "--samples",
                 c.eval_samples,
-                "--n-past",
-                self.n_past(ckpt),
-                "--n-future",
-                c.episode_len - self.n_past(ckpt),
+                *self.context_args(ckpt, c.episode_len),
                 "--seed",
                 c.seed,
                 "--device",

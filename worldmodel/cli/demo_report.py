@@ -23,18 +23,27 @@ def _json(path: Path) -> dict[str, Any] | None:
         return None
 
 
-def _curves(metrics_file: Path) -> dict[str, tuple[list[float], list[float]]]:
-    """Loss curves from a trainer's ``metrics.jsonl``: ``{name: (steps, values)}``."""
-    curves: dict[str, tuple[list[float], list[float]]] = {}
+def _jsonl(path: Path) -> list[dict[str, Any]]:
+    """The rows of a JSON-lines file; a missing file is empty, a cut line (interrupted run) skipped."""
     try:
-        lines = metrics_file.read_text().splitlines()
+        lines = path.read_text().splitlines()
     except OSError:
-        return curves
+        return []
+    rows = []
     for line in lines:
         try:
             row = json.loads(line)
         except ValueError:
-            continue  # a line cut by an interrupted run
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows
+
+
+def _curves(metrics_file: Path) -> dict[str, tuple[list[float], list[float]]]:
+    """Loss curves from a trainer's ``metrics.jsonl``: ``{name: (steps, values)}``."""
+    curves: dict[str, tuple[list[float], list[float]]] = {}
+    for row in _jsonl(metrics_file):
         step = row.pop("step", None)
         for name, value in row.items():
             if step is None or name.startswith(_SKIP_CURVES) or not isinstance(value, (int, float)):
@@ -169,16 +178,7 @@ def _success(rep: Report, out: Path) -> None:
 def _agent_curves(path: Path) -> dict[str, tuple[list[float], list[float]]]:
     """``real`` and ``dream`` success rate against timesteps from ``agents.train``'s eval.jsonl."""
     curves: dict[str, tuple[list[float], list[float]]] = {}
-    try:
-        lines = path.read_text().splitlines()
-    except OSError:
-        return curves
-    rows = []
-    for line in lines:
-        try:
-            rows.append(json.loads(line))
-        except ValueError:
-            continue  # a line cut by an interrupted run
+    rows = _jsonl(path)
     for key, label in (("real_success_rate", "real sim"), ("dream_success_rate", "dream")):
         pts = [(r["timesteps"], r[key]) for r in rows if key in r and "timesteps" in r]
         if pts:
