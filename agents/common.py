@@ -45,6 +45,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 import worldmodel
 from worldmodel.envs.push_table import REST_ACTION
 from worldmodel.files import write_text_atomic
+from worldmodel.perf import keep_freed_memory
 from worldmodel.video import grid, write_video
 
 ALGOS = ("ppo", "sac")
@@ -511,6 +512,7 @@ def prepare_run(run: Path, resume: bool, fresh: Callable[[], RunConfig], timeste
 
 def cli(name: str, run: Callable[[list[str] | None], int], argv: list[str] | None = None) -> None:
     """Run a script's ``run(argv)``; bad input becomes one line on stderr and exit status 2."""
+    keep_freed_memory()  # the dream's batched steps reuse freed blocks (see worldmodel.perf)
     try:
         code = run(argv)
     except KeyboardInterrupt:

@@ -8,8 +8,10 @@ Dream-v0 envs vs the real PushTable sim, in one run.
 Env steps per second (one env step = one agent transition) with uniform random actions,
 ``reward="learned"`` (an untrained object head: the cost, not the value, matters here), pixel
 observations, ``horizon=50`` so same-step auto-resets are included. Each figure runs for about
-``--seconds`` after a warm-up. Both dream variants share one model and one start-context pool.
-Prints the DreamVecEnv / DummyVecEnv ratio last (target: >= 20x on CPU).
+``--seconds`` after a warm-up; DreamVecEnv and DummyVecEnv alternate in ``--rounds`` rounds and
+the ratio is the median of the per-round ratios. Both dream variants share one model, one
+start-context pool and ``--dtype``. Prints the DreamVecEnv / DummyVecEnv ratio last (target: >=
+20x on CPU).
 """
 
 from __future__ import annotations
@@ -40,9 +42,18 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--preset", default="tiny", help="tiny (CPU) or paper")
     p.add_argument("--checkpoint", default=None, help="a trained checkpoint instead of --model/--preset")
     p.add_argument("--seconds", type=float, default=15.0, help="time per measurement (default 15)")
+    p.add_argument("--rounds", type=int, default=5, help="alternating DreamVecEnv/DummyVecEnv rounds")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--obs", default="pixels", choices=["pixels", "latent"])
+    p.add_argument(
+        "--dtype", default="auto", choices=["auto", "float32", "bfloat16"], help="DreamConfig.dtype"
+    )
+    p.add_argument(
+        "--default-malloc",
+        action="store_true",
+        help="leave glibc's malloc as it is (default: worldmodel.perf.keep_freed_memory(), as the CLIs do)",
+    )
     p.add_argument("--skip-dummy", action="store_true")
     p.add_argument("--skip-sim", action="store_true")
     p.add_argument(
@@ -70,17 +81,17 @@ def build_core(args: argparse.Namespace):
     else:
         model = dynamics.make(args.model, preset=args.preset, image_size=64).to(args.device).eval()
     head = ObjectHead(model.feature_dim)
-    cfg = DreamConfig(obs=args.obs, pool_size=64, horizon=50)
+    cfg = DreamConfig(obs=args.obs, pool_size=64, horizon=50, dtype=args.dtype)
     return DreamCore(model, cfg, head=head, device=args.device)
 
 
-def measure_vec(core, actions: np.ndarray, seconds: float) -> tuple[float, int]:
+def vec_stepper(core, actions: np.ndarray):
+    """A warmed-up ``step()`` advancing a ``DreamVecEnv`` of ``actions.shape[1]`` envs."""
     import torch
 
     from worldmodel.envs.dream_vec import DreamVecEnv
 
-    n = actions.shape[1]
-    vec = DreamVecEnv(core, n)
+    vec = DreamVecEnv(core, actions.shape[1])
     vec.seed(0)
     vec.reset()
     k = [0]
@@ -91,18 +102,18 @@ def measure_vec(core, actions: np.ndarray, seconds: float) -> tuple[float, int]:
         if core.device.type == "cuda":
             torch.cuda.synchronize(core.device)
 
-    for _ in range(3):  # warm-up
+    for _ in range(3):
         step()
-    return rate(step, n, seconds)
+    return step
 
 
-def measure_dummy(core, actions: np.ndarray, seconds: float) -> tuple[float, int]:
+def dummy_stepper(core, actions: np.ndarray):
+    """A warmed-up ``step()`` advancing SB3's ``DummyVecEnv`` over single ``Dream-v0`` envs."""
     from stable_baselines3.common.vec_env import DummyVecEnv
 
     from worldmodel.envs.dream import DreamEnv
 
-    n = actions.shape[1]
-    dummy = DummyVecEnv([lambda: DreamEnv(core=core) for _ in range(n)])
+    dummy = DummyVecEnv([lambda: DreamEnv(core=core) for _ in range(actions.shape[1])])
     dummy.seed(0)
     dummy.reset()
     k = [0]
@@ -112,7 +123,26 @@ def measure_dummy(core, actions: np.ndarray, seconds: float) -> tuple[float, int
         k[0] += 1
 
     step()
-    return rate(step, n, seconds, min_calls=1)
+    return step
+
+
+def interleaved(vec_step, dummy_step, n: int, seconds: float, rounds: int) -> dict[str, float]:
+    """Alternate the two envs in ``rounds`` short rounds; medians of the rates and of the per-round
+    ratios. On a shared VM the CPU's speed drifts by 1.5x within a minute; back-to-back 15 s
+    measurements then compare different machines, alternating ones compare like with like."""
+    vec, dummy, ratios = [], [], []
+    for r in range(rounds):
+        v, _ = rate(vec_step, n, seconds / rounds)
+        d, _ = rate(dummy_step, n, seconds / rounds, min_calls=1)
+        vec.append(v)
+        dummy.append(d)
+        ratios.append(v / d)
+        print(f"  round {r + 1}/{rounds}: DreamVecEnv {v:8.1f}  DummyVecEnv {d:7.1f}  ratio {v / d:5.1f}x")
+    return {
+        "dream_vec_steps_per_s": float(np.median(vec)),
+        "dummy_vec_steps_per_s": float(np.median(dummy)),
+        "dream_vec_vs_dummy": float(np.median(ratios)),
+    }
 
 
 def measure_sim(actions: np.ndarray, seconds: float) -> tuple[float, int]:
@@ -136,38 +166,38 @@ def main() -> None:
     args = parse_args()
     import torch
 
+    from worldmodel.perf import keep_freed_memory
+
+    malloc = "default" if args.default_malloc else f"keep_freed_memory={keep_freed_memory()}"
+
     core = build_core(args)
     n = args.envs
     actions = np.random.default_rng(0).uniform(-1, 1, (16, n, 4)).astype(np.float32)
     info = (
         f"model={args.checkpoint or args.model + ':' + args.preset} device={core.device} envs={n} "
-        f"obs={args.obs} threads={torch.get_num_threads()} cpus={os.cpu_count()}"
+        f"obs={args.obs} dtype={args.dtype} malloc={malloc} threads={torch.get_num_threads()} "
+        f"cpus={os.cpu_count()}"
     )
     if core.device.type == "cuda":
         info += f" gpu={torch.cuda.get_device_name(core.device)}"
     print(info, flush=True)
     res: dict[str, float] = {}
-    res["dream_vec_steps_per_s"], calls = measure_vec(core, actions, args.seconds)
-    print(
-        f"DreamVecEnv({n}):             {res['dream_vec_steps_per_s']:10.1f} env steps/s "
-        f"({calls} batched steps)",
-        flush=True,
-    )
+    vec_step = vec_stepper(core, actions)
+    if args.skip_dummy:
+        res["dream_vec_steps_per_s"], _ = rate(vec_step, n, args.seconds)
+    else:
+        res.update(interleaved(vec_step, dummy_stepper(core, actions), n, 2 * args.seconds, args.rounds))
+        print(f"DummyVecEnv({n} x Dream-v0):  {res['dummy_vec_steps_per_s']:10.1f} env steps/s (median)")
+    print(f"DreamVecEnv({n}):             {res['dream_vec_steps_per_s']:10.1f} env steps/s", flush=True)
     for k in [int(v) for v in args.sweep.split(",")] if args.sweep else []:
         if core.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(core.device)
         sweep_actions = np.random.default_rng(0).uniform(-1, 1, (16, k, 4)).astype(np.float32)
-        res[f"dream_vec_{k}_steps_per_s"], _ = measure_vec(core, sweep_actions, args.seconds)
+        res[f"dream_vec_{k}_steps_per_s"], _ = rate(vec_stepper(core, sweep_actions), k, args.seconds)
         mem = ""
         if core.device.type == "cuda":
             mem = f", peak GPU memory {torch.cuda.max_memory_allocated(core.device) / 2**30:.2f} GiB"
         print(f"DreamVecEnv({k}): {res[f'dream_vec_{k}_steps_per_s']:10.1f} env steps/s{mem}", flush=True)
-    if not args.skip_dummy:
-        res["dummy_vec_steps_per_s"], calls = measure_dummy(core, actions, args.seconds)
-        print(
-            f"DummyVecEnv({n} x Dream-v0):  {res['dummy_vec_steps_per_s']:10.1f} env steps/s ({calls} steps)",
-            flush=True,
-        )
     if not args.skip_sim:
         res["push_table_steps_per_s"], _ = measure_sim(actions, args.seconds)
         print(f"PushTable-v0 (1 sim):          {res['push_table_steps_per_s']:10.1f} env steps/s", flush=True)
@@ -175,8 +205,9 @@ def main() -> None:
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"config": info, **res}, f, indent=2)
-    if "dummy_vec_steps_per_s" in res:
-        print(f"dream_vec_vs_dummy: {res['dream_vec_steps_per_s'] / res['dummy_vec_steps_per_s']:.1f}x")
+    if "dream_vec_vs_dummy" in res:
+        rounds = f"median of {args.rounds} alternating rounds"
+        print(f"dream_vec_vs_dummy: {res['dream_vec_vs_dummy']:.1f}x ({rounds})")
     else:
         print(f"dream_vec_steps_per_s: {res['dream_vec_steps_per_s']:.1f}")
 

@@ -12,6 +12,8 @@ import argparse
 import importlib
 import sys
 
+from worldmodel.perf import keep_freed_memory
+
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "collect": ("worldmodel.cli.collect", "roll out a random pushing policy and write a sharded dataset"),
@@ -44,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script."""
     args = build_parser().parse_args(argv)
+    keep_freed_memory()  # batched CPU steps reuse freed blocks instead of faulting in fresh pages
     try:
         return int(args._run(args) or 0)
     except KeyboardInterrupt:

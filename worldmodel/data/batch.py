@@ -45,4 +45,7 @@ def frames_to_float(frames: torch.Tensor) -> torch.Tensor:
 
 def frames_to_uint8(frames: torch.Tensor) -> torch.Tensor:
     """float ``(..., 3, H, W)`` in [0, 1] → uint8 ``(..., H, W, 3)`` (rounded, clamped)."""
-    return frames.detach().clamp(0, 1).mul(255.0).round_().to(torch.uint8).movedim(-3, -1)
+    # One float32 temporary, then in place (same values as clamp(0, 1) · 255 rounded): on a batched
+    # dream step the frames are the largest tensors and each extra pass showed in the profile.
+    x = frames.detach().to(torch.float32, copy=True).mul_(255.0).clamp_(0, 255).round_()
+    return x.to(torch.uint8).movedim(-3, -1)

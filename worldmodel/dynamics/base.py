@@ -129,6 +129,11 @@ class DynamicsConfig:
         return self.n_past + self.n_future
 
 
+def param_dtype(module: nn.Module) -> torch.dtype:
+    """dtype of ``module``'s first parameter (its compute dtype outside autocast)."""
+    return next(module.parameters()).dtype
+
+
 class LatentDynamics(nn.Module, ABC):
     """An action-conditioned stochastic video predictor seen as latent dynamics.
 
@@ -230,6 +235,14 @@ class LatentDynamics(nn.Module, ABC):
     def device(self) -> torch.device:
         """Device of the weights."""
         return next(self.parameters()).device
+
+    def inference_half_modules(self) -> list[nn.Module]:
+        """Sub-modules that may hold bf16 weights in an inference copy (``dynamics.inference``).
+
+        A model that lists any casts its inputs and outputs at their boundaries itself. Default:
+        none, so ``for_inference(model, dtype="bfloat16")`` refuses the model.
+        """
+        return []
 
     def rollout(
         self,

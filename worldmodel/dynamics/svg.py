@@ -46,10 +46,10 @@ import dataclasses
 from typing import Any, ClassVar
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from worldmodel.data.batch import Batch, frames_to_float
-from worldmodel.dynamics.base import DynamicsConfig, LatentDynamics, State
+from worldmodel.dynamics.base import DynamicsConfig, LatentDynamics, State, param_dtype
 from worldmodel.dynamics.svg_nets import (
     ENCODERS,
     LSTM,
@@ -194,8 +194,21 @@ class SVG(LatentDynamics):
     def _encode(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
         """Frames ``(B, T, C, H, W)`` → ``h (B, T, g)``, skips ``[(B, T, Ck, Hk, Wk)]`` in one call."""
         b, t = x.shape[:2]
-        h, skips = self.encoder(x.flatten(0, 1))
+        h, skips = self._encode_frames(x.flatten(0, 1))
         return h.view(b, t, -1), [s.view(b, t, *s.shape[1:]) for s in skips]
+
+    def _encode_frames(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
+        """The encoder on ``(N, C, H, W)``, in the encoder's dtype; ``h`` in the recurrent nets'.
+
+        The casts matter only for a bf16 inference copy (``inference_half_modules``), where the
+        convolutions run in bf16 and the LSTMs keep float32 state; otherwise they are no-ops.
+        """
+        h, skips = self.encoder(x.to(param_dtype(self.encoder)))
+        return h.to(param_dtype(self.predictor)), skips
+
+    def inference_half_modules(self) -> list[nn.Module]:
+        """The convolutional encoder and decoder (almost all of a step's work) may run in bf16."""
+        return [self.encoder, self.decoder]
 
     def _skip_index(self, steps: int) -> list[int]:
         """Frame whose skips decode step ``i = 1..steps``: ``i - 1``, frozen at ``n_past - 1`` (fix)."""
@@ -343,8 +356,8 @@ class SVG(LatentDynamics):
             inp.insert(1, z)
         g, ph, pc = self.predictor(torch.cat(inp, 1), state["pred_h"], state["pred_c"])
         skips = [state[f"skip{k}"] for k in range(self._num_skips(state))]
-        frame = self.decoder(g, skips)
-        h, new_skips = self.encoder(frame)
+        frame = self.decoder(g.to(param_dtype(self.decoder)), skips)
+        h, new_skips = self._encode_frames(frame)
         if c.last_frame_skip:
             new.update({f"skip{k}": s for k, s in enumerate(new_skips)})
         return state.replace(h=h, g=g, frame=frame, pred_h=ph, pred_c=pc, **new)
@@ -367,8 +380,10 @@ class SVG(LatentDynamics):
         return sum(1 for k in state if k.startswith("skip"))
 
     def decode(self, state: State) -> Tensor:
-        """The frame the state stands for, ``(B, C, H, W)`` in [0, 1] (already decoded: free)."""
-        return state["frame"]
+        """The frame the state stands for, ``(B, C, H, W)`` in [0, 1] (already decoded: free).
+
+        float32 also when a bf16 inference copy decoded it (``uint8`` conversion needs the bits)."""
+        return state["frame"].float()
 
     def features(self, state: State) -> Tensor:
         """The predictor output ``g`` ``(B, g_dim)`` (in [-1, 1], Tanh): the decoder's input."""

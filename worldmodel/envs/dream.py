@@ -42,6 +42,7 @@ from torch import Tensor
 
 from worldmodel.data.batch import frames_to_uint8
 from worldmodel.dynamics.base import LatentDynamics, State
+from worldmodel.dynamics.inference import DTYPES, for_inference
 from worldmodel.envs._noise import row_normal
 
 REWARDS = ("learned", "goal-image")
@@ -83,8 +84,13 @@ class DreamConfig:
     image_size: int = 64
     """Observation size; must equal the model's (64 gives PushTable's spaces)."""
     channels_last: bool = True
-    """Store the model's 2-D convolution weights channels-last (same values, in place): batched
-    convolutions then run on the faster NHWC kernels (1.5× for the tiny SVG at 256 envs on CPU)."""
+    """Store the inference copy's 2-D convolution weights channels-last: batched convolutions then
+    run on the faster NHWC kernels (1.5× for the tiny SVG at 256 envs on CPU)."""
+    dtype: str = "auto"
+    """``"float32"``, ``"bfloat16"`` (the model's convolutions in bf16, see
+    ``worldmodel.dynamics.inference``; 2x faster batched SVG steps on an AVX-512-BF16 CPU, frames
+    differ from float32 by bf16 rounding) or ``"auto"``: bf16 on a CUDA device that supports it
+    for models that have a bf16 path, else float32 (bit-exact seeded dreams on CPU)."""
 
     def __post_init__(self) -> None:
         for name, value, allowed in (
@@ -100,6 +106,8 @@ class DreamConfig:
             raise ValueError(f"temperature must be >= 0, got {self.temperature}")
         if self.context_frames is not None and self.context_frames < 1:
             raise ValueError(f"context_frames must be >= 1, got {self.context_frames}")
+        if self.dtype != "auto" and self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be auto or one of {', '.join(DTYPES)}, got {self.dtype!r}")
 
 
 # ------------------------------------------------------------------------------------- the core
@@ -113,12 +121,12 @@ def _load_model(checkpoint: Any, device: str | torch.device) -> tuple[LatentDyna
     raise ValueError(f"checkpoint must be a path or a LatentDynamics, got {type(checkpoint).__name__}")
 
 
-def _to_channels_last(model: torch.nn.Module) -> None:
-    """Re-lay 4-D weights (2-D convolutions) channels-last in place; 3-D convolutions keep theirs."""
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() == 4:
-                p.data = p.data.contiguous(memory_format=torch.channels_last)
+def _auto_dtype(model: LatentDynamics) -> str:
+    """bfloat16 on a bf16-capable CUDA device for a model with a bf16 path, else float32."""
+    dev = model.device
+    if dev.type == "cuda" and model.inference_half_modules() and torch.cuda.is_bf16_supported():
+        return "bfloat16"
+    return "float32"
 
 
 def _load_head(head: Any, checkpoint: Any, where: str):
@@ -158,10 +166,15 @@ class DreamCore:
         self, checkpoint: Any, config: DreamConfig, *, head: Any = None, device: str | torch.device = "auto"
     ) -> None:
         self.config = cfg = config
-        self.model, self.where = _load_model(checkpoint, device)
+        model, self.where = _load_model(checkpoint, device)
+        try:
+            # An inference copy (BatchNorm folded, transposed convs rewritten; the same function):
+            # 1.6-1.9x faster batched steps on CPU. The model passed in is left as it was.
+            dtype = _auto_dtype(model) if cfg.dtype == "auto" else cfg.dtype
+            self.model = for_inference(model, dtype=dtype, channels_last=cfg.channels_last)
+        except ValueError as e:
+            raise ValueError(f"{self.where}: {e}") from None
         self.device = self.model.device
-        if cfg.channels_last:
-            _to_channels_last(self.model)
         mc = self.model.config
         if mc.image_size != cfg.image_size:
             raise ValueError(

@@ -44,6 +44,7 @@ from torch import Tensor
 
 from worldmodel.data.batch import frames_to_uint8
 from worldmodel.dynamics.base import LatentDynamics, State
+from worldmodel.dynamics.inference import for_inference
 from worldmodel.planning.cem import CEM, CEMResult, WarmStart
 from worldmodel.planning.objectives import Objective, Task
 
@@ -318,7 +319,9 @@ class MPCAgent(PlanningAgent):
     ``replan_every`` actions, re-plan (see the module docstring).
 
     Args:
-        model: the world model (eval mode; any device).
+        model: the world model (any device). The agent plans on ``for_inference(model)``, a
+            frozen copy computing the same function faster (``dynamics/inference.py``); ``model``
+            is left as it is.
         planner: a ``CEM``; its horizon is the planning horizon.
         objective: an ``Objective`` (``LearnedReward`` or ``GoalImage``).
         replan_every: actions executed per plan (1: re-plan at every step).
@@ -344,7 +347,7 @@ class MPCAgent(PlanningAgent):
         super().__init__(
             planner, replan_every, seed=seed, context=context or model.config.n_past, rest_action=rest_action
         )
-        self.model, self.objective = model.eval(), objective
+        self.model, self.objective = for_inference(model), objective
         self.generator = torch.Generator(device=model.device).manual_seed(self.seed)
         self._imagine_generator = torch.Generator(device=model.device).manual_seed(self.seed + 1)
         self._to_imagine: tuple[State, Tensor] | None = None
