@@ -21,9 +21,15 @@ from worldmodel.dynamics import build_config, make, resolve_device
 from worldmodel.training.trainer import TrainConfig, Trainer, _to_device
 
 
+def _size(args) -> dict[str, int]:
+    return {"image_size": args.image_size} if args.image_size else {}
+
+
 def _trainer(args, out, **kw) -> Trainer:
     torch.manual_seed(0)
-    model = make(args.model, preset=args.preset)
+    model = make(
+        args.model, preset=args.preset, **({"image_size": args.image_size} if args.image_size else {})
+    )
     cfg = model.config
     data = SyntheticDataset.moving_square(
         256, cfg.seq_len, image_size=cfg.image_size, square=max(3, cfg.image_size // 8)
@@ -45,6 +51,37 @@ def _frames_per_s(trainer: Trainer, steps: int, warmup: int) -> float:
     return steps * batch["frames"].shape[0] * batch["frames"].shape[1] / (time.perf_counter() - t0)
 
 
+def _step_flops(trainer: Trainer) -> tuple[float, int]:
+    """Model FLOPs of one eager training step (forward + backward; convolutions and matmuls, as
+    ``torch.utils.flop_counter`` counts them; the optimiser's elementwise work is not counted),
+    and the frames in that step's batch."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    batch = _to_device(next(trainer._batches(1)), trainer.device)
+    with FlopCounterMode(display=False) as counter:
+        trainer.train_step(batch)
+    return float(counter.get_total_flops()), batch["frames"].shape[0] * batch["frames"].shape[1]
+
+
+def _matmul_flops_per_s(device: torch.device, dtype: torch.dtype, seconds: float = 2.0) -> float:
+    """Measured dense-matmul FLOP/s in ``dtype`` on ``device``: the reference peak for MFU."""
+    n = 4096 if device.type == "cuda" else 1024
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    for _ in range(3):
+        a @ b
+    sync()
+    calls, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        a @ b
+        calls += 1
+        if calls % 8 == 0:
+            sync()
+    sync()
+    return calls * 2 * n**3 / (time.perf_counter() - t0)
+
+
 def _loader_frames_per_s(trainer: Trainer, steps: int) -> float:
     it = trainer._batches(1)
     next(it)
@@ -61,13 +98,16 @@ def main() -> None:
     p.add_argument("--model", default="svg-lp")
     p.add_argument("--preset", default="tiny")
     p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--image-size", type=int, default=None, help="override the preset's frame size")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--device", default="auto")
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile mode (slow warm-up)")
     args = p.parse_args()
     device = resolve_device(args.device)
-    cfg = build_config(args.model, args.preset)
+    cfg = build_config(
+        args.model, args.preset, **({"image_size": args.image_size} if args.image_size else {})
+    )
     print(
         f"{args.model} preset={args.preset} image={cfg.image_size} T={cfg.seq_len} "
         f"batch={args.batch_size or cfg.batch_size} device={device} threads={torch.get_num_threads()}"
@@ -92,6 +132,18 @@ def main() -> None:
                 peak = f"  peak GPU memory {torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB"
             print(f"  {name:32s} {results[name]:10.1f} frames/s{peak}", flush=True)
         loader = _loader_frames_per_s(_trainer(args, tmp), args.steps)
+        step_flops, frames_per_step = _step_flops(_trainer(args, tmp))
+    # Model FLOP utilisation: the model's FLOP/s at each mode's speed over the machine's measured
+    # dense-matmul FLOP/s in the mode's dtype (a reachable peak; vendor peaks are higher).
+    peaks = {dt: _matmul_flops_per_s(device, dt) for dt in (torch.float32, torch.bfloat16)}
+    print(
+        f"model FLOPs per training step {step_flops / 1e9:.2f} G; measured matmul peak "
+        f"fp32 {peaks[torch.float32] / 1e12:.3f} TFLOP/s, bf16 {peaks[torch.bfloat16] / 1e12:.3f} TFLOP/s"
+    )
+    for name, fps in results.items():
+        achieved = fps / frames_per_step * step_flops
+        peak = peaks[torch.bfloat16 if modes[name]["amp"] == "bf16" else torch.float32]
+        print(f"  MFU {name:32s} {achieved / 1e12:.4f} TFLOP/s = {100 * achieved / peak:.1f}% of matmul peak")
     base = results["eager fp32"]
     print("ratios vs eager fp32: " + ", ".join(f"{k} {v / base:.2f}x" for k, v in results.items()))
     print(
