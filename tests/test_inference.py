@@ -3,6 +3,7 @@ shipped model's copy computes what the model does, bf16 stays close, the origina
 
 from __future__ import annotations
 
+import copy
 import platform
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from torch import nn
 
 from worldmodel.dynamics import make
 from worldmodel.dynamics.inference import (
+    SkipSplitDecoder,
     SubPixelConvTranspose2d,
     fold_batchnorm,
     for_inference,
@@ -89,12 +91,33 @@ def test_batchnorm_folds_into_the_conv_before_it(conv, bn, shape):
         torch.testing.assert_close(conv(x), want, atol=1e-5, rtol=1e-5)
 
 
-def _model(name: str, size: int = 32):
-    extra = {"clip_len": 8, "n_future": 7} if name == "vgan" else {}
+def _model(name: str, size: int = 32, **extra):
+    if name == "vgan":
+        extra = {"clip_len": 8, "n_future": 7, **extra}
     torch.manual_seed(0)
     model = make(name, preset="tiny", image_size=size, **extra).eval()
     _randomise_batchnorm(model)
     return model
+
+
+@pytest.mark.parametrize(("encoder", "subpixel"), [("dcgan64", False), ("dcgan64", True), ("vgg64", False)])
+def test_skip_split_decoder_equals_the_decoder(encoder, subpixel):
+    model = _model("svg-lp", 32, encoder=encoder)
+    decoder = copy.deepcopy(model.decoder)
+    if subpixel:  # every stride-2 transposed conv as a sub-pixel conv, as bf16 copies have them
+        for stage in decoder.stages:
+            stage[0] = SubPixelConvTranspose2d(stage[0])
+    split = SkipSplitDecoder(copy.deepcopy(decoder))
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        _, skips = model.encoder(torch.rand(2, 3, 32, 32, generator=g))
+        code = torch.rand(2, model.config.g_dim, generator=g) * 2 - 1
+        want = model.decoder(code, skips)
+        terms = split.skip_terms(skips)
+        torch.testing.assert_close(decoder(code, skips), want, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(split.forward_terms(code, terms), want, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(split(code, skips), want, atol=1e-5, rtol=1e-5)
+    assert len(terms) == len(model.decoder.stages)
 
 
 def _rollout(model, frames, actions, noise):
@@ -109,9 +132,17 @@ def _rollout(model, frames, actions, noise):
     return out
 
 
-@pytest.mark.parametrize("name", builtin())
-def test_inference_copy_computes_the_same_rollout(name):
-    model = _model(name)
+VARIANTS = {
+    **{name: {} for name in builtin()},
+    "svg-lp vgg64": {"encoder": "vgg64"},
+    "svg-lp last_frame_skip": {"last_frame_skip": True},
+}
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_inference_copy_computes_the_same_rollout(variant):
+    name = variant.split()[0]
+    model = _model(name, **VARIANTS[variant])
     before = {k: v.clone() for k, v in model.state_dict().items()}
     fast = for_inference(model)
     g = torch.Generator().manual_seed(1)
@@ -131,6 +162,7 @@ def test_inference_copy_computes_the_same_rollout(name):
     if name.startswith("svg"):
         assert not any(isinstance(m, nn.BatchNorm2d) for m in fast.modules())
         assert any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+        assert isinstance(fast.decoder, SkipSplitDecoder) and not isinstance(model.decoder, SkipSplitDecoder)
 
 
 def test_bfloat16_copy_of_svg_stays_close_and_keeps_float32_state():

@@ -236,6 +236,10 @@ class LatentDynamics(nn.Module, ABC):
         """Device of the weights."""
         return next(self.parameters()).device
 
+    def prepare_for_inference(self) -> None:
+        """Model-specific rewrites of an inference copy, in place (``for_inference`` calls it on
+        its frozen eval-mode copy, never on a model that trains). Default: none."""
+
     def inference_half_modules(self) -> list[nn.Module]:
         """Sub-modules that may hold bf16 weights in an inference copy (``dynamics.inference``).
 

@@ -15,6 +15,13 @@ float rounding (the tests check every shipped model against the original):
    extra multiply-adds; ``for_inference`` rewrites only those.
 3. **Stride-1 transposed 2-D convolutions as ordinary ones** (flipped kernel, swapped in/out
    channels, padding ``k - 1 - p``), and 2-D weights stored channels-last (NHWC kernels).
+4. **SVG decoders split at their skip connections** (``SkipSplitDecoder``). Each decoder stage
+   starts with a convolution of ``cat([d, skip])``, which by linearity is ``conv_d(d) +
+   conv_s(skip)``. With the reference's fixed skips (those of the last context frame) the
+   ``conv_s`` half is the same at every step of a rollout, so ``SVG.initial`` computes it once
+   (``skip_terms``) and keeps it in the state, and each step pays only for ``conv_d`` (and no
+   concatenation): the tiny SVG's decoder at 256 rows went from 28.7 to 21.4 ms (float32) and
+   from 10.2 to 7.7 ms (bf16) on CPU.
 
 With ``dtype="bfloat16"`` the model's ``inference_half_modules`` (SVG: the convolutional encoder
 and decoder; the recurrent nets keep float32 state) are cast to bf16: 2× faster batched SVG
@@ -29,6 +36,7 @@ from __future__ import annotations
 import copy
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from worldmodel.dynamics.base import LatentDynamics
@@ -69,11 +77,15 @@ class SubPixelConvTranspose2d(nn.Module):
                 self.conv.bias.copy_(ct.bias.detach().repeat(4))
 
     def forward(self, x: Tensor) -> Tensor:
-        y = self.conv(x)
-        n, c4, h, w = y.shape
-        # NHWC view (N, H, W, [ay, (ax, C)]) → (N, H, ay, W, (ax, C)) → (N, 2H, 2W, C): one copy.
-        y = y.permute(0, 2, 3, 1).reshape(n, h, w, 2, c4 // 2).transpose(2, 3)
-        return y.reshape(n, 2 * h, 2 * w, c4 // 4).permute(0, 3, 1, 2)
+        return _interleave(self.conv(x))
+
+
+def _interleave(y: Tensor) -> Tensor:
+    """Sub-pixel phases ``(N, 4C, H, W)`` (phase-major channels) → ``(N, C, 2H, 2W)``."""
+    n, c4, h, w = y.shape
+    # NHWC view (N, H, W, [ay, (ax, C)]) → (N, H, ay, W, (ax, C)) → (N, 2H, 2W, C): one copy.
+    y = y.permute(0, 2, 3, 1).reshape(n, h, w, 2, c4 // 2).transpose(2, 3)
+    return y.reshape(n, 2 * h, 2 * w, c4 // 4).permute(0, 3, 1, 2)
 
 
 def is_subpixel_convertible(m: nn.Module) -> bool:
@@ -129,6 +141,87 @@ def fold_batchnorm(conv: nn.Module, bn: nn.Module) -> None:
         conv.bias.copy_(conv.bias * scale + shift)
 
 
+class _SplitConv(nn.Module):
+    """A stage's first layer on ``cat([d, skip])``, split by input channels: ``response(skip)``
+    is the skip half's output (no bias); ``forward(d, term)`` adds ``term`` to the ``d`` half's.
+    The layer is a ``Conv2d``, ``ConvTranspose2d`` or ``SubPixelConvTranspose2d`` (whose phases
+    are summed before they are interleaved)."""
+
+    def __init__(self, layer: nn.Module, d_channels: int) -> None:
+        super().__init__()
+        self.subpixel = isinstance(layer, SubPixelConvTranspose2d)
+        conv = layer.conv if self.subpixel else layer
+        if not isinstance(conv, (nn.Conv2d, nn.ConvTranspose2d)) or conv.groups != 1:
+            raise ValueError(f"cannot split {layer} by input channels")
+        self.transposed = isinstance(conv, nn.ConvTranspose2d)
+        self.args = {"stride": conv.stride, "padding": conv.padding, "dilation": conv.dilation}
+        if self.transposed:
+            self.args["output_padding"] = conv.output_padding
+        # Input channels are dim 0 of a transposed weight and dim 1 of an ordinary one.
+        w, dim = conv.weight.detach(), 0 if self.transposed else 1
+        wd, ws = w.narrow(dim, 0, d_channels), w.narrow(dim, d_channels, w.shape[dim] - d_channels)
+        self.weight_d = nn.Parameter(wd.clone(), requires_grad=False)
+        self.weight_s = nn.Parameter(ws.clone(), requires_grad=False)
+        bias = conv.bias
+        self.bias = None if bias is None else nn.Parameter(bias.detach().clone(), requires_grad=False)
+
+    def _conv(self, x: Tensor, w: Tensor, b: Tensor | None) -> Tensor:
+        a = self.args
+        if self.transposed:
+            return F.conv_transpose2d(
+                x, w, b, a["stride"], a["padding"], a["output_padding"], 1, a["dilation"]
+            )
+        return F.conv2d(x, w, b, a["stride"], a["padding"], a["dilation"])
+
+    def response(self, skip: Tensor) -> Tensor:
+        return self._conv(skip, self.weight_s, None)
+
+    def forward(self, d: Tensor, term: Tensor) -> Tensor:
+        y = self._conv(d, self.weight_d, self.bias).add_(term)
+        return _interleave(y) if self.subpixel else y
+
+
+def _layers(module: nn.Module) -> list[nn.Module]:
+    """The leaf layers of nested ``nn.Sequential`` blocks, in order."""
+    if not isinstance(module, nn.Sequential):
+        return [module]
+    return [leaf for child in module for leaf in _layers(child)]
+
+
+class SkipSplitDecoder(nn.Module):
+    """An SVG decoder (``DCGANDecoder`` or ``VGGDecoder``) with each stage's first layer split at
+    the skip concatenation (rewrite 4 in the module docstring).
+
+    ``skip_terms(skips)`` → per-stage tensors to keep in a rollout's state; ``forward_terms(g,
+    terms)`` → frames ``(N, C, H, W)``; ``forward(g, skips)`` is both, as the original decoder.
+    """
+
+    def __init__(self, decoder: nn.Module) -> None:
+        super().__init__()
+        self.unhead = decoder.unhead
+        self.up = getattr(decoder, "up", None)  # VGG upsamples d before the concatenation
+        firsts, rests = [], []
+        for stage in decoder.stages:
+            first, *rest = _layers(stage)  # VGG stages nest (conv, BN, LeakyReLU) blocks
+            cin = first.conv.in_channels if isinstance(first, SubPixelConvTranspose2d) else first.in_channels
+            firsts.append(_SplitConv(first, cin // 2))  # cat([d, skip]): equal halves in both nets
+            rests.append(nn.Sequential(*rest))
+        self.firsts, self.rests = nn.ModuleList(firsts), nn.ModuleList(rests)
+
+    def skip_terms(self, skips: list[Tensor]) -> list[Tensor]:
+        """Skips (highest resolution first, as the encoder returns them) → one term per stage."""
+        return [first.response(skip) for first, skip in zip(self.firsts, reversed(skips), strict=True)]
+
+    def forward_terms(self, g: Tensor, terms: list[Tensor]) -> Tensor:
+        d = self.unhead(g[:, :, None, None])
+        for first, rest, term in zip(self.firsts, self.rests, terms, strict=True):
+            d = rest(first(self.up(d) if self.up is not None else d, term))
+        return d
+
+    def forward(self, g: Tensor, skips: list[Tensor]) -> Tensor:
+        return self.forward_terms(g, self.skip_terms(skips))
+
+
 def _rewrite(module: nn.Module, max_subpixel_out: int | None) -> None:
     """Apply the rewrites to ``module``'s children, recursively, in place. Stride-2 transposed
     convolutions become sub-pixel ones when their ``out_channels <= max_subpixel_out`` (all when
@@ -175,10 +268,11 @@ def for_inference(
     # few output channels leave it poorly vectorised (tiny SVG, 256 rows, CPU: 16 → 3 channels
     # 12.7 → 6.7 ms; 64 → 16 channels 3.8 → 5.1 ms). bf16: the sub-pixel form won for every layer.
     _rewrite(fast, max_subpixel_out=4)
-    fast.requires_grad_(False)
     for module in fast.inference_half_modules() if half else []:
         _rewrite(module, max_subpixel_out=None)
         module.to(dtype)
+    fast.prepare_for_inference()
+    fast.requires_grad_(False)
     if channels_last:
         with torch.no_grad():
             for p in fast.parameters():

@@ -50,6 +50,7 @@ from torch import Tensor, nn
 
 from worldmodel.data.batch import Batch, frames_to_float
 from worldmodel.dynamics.base import DynamicsConfig, LatentDynamics, State, param_dtype
+from worldmodel.dynamics.inference import SkipSplitDecoder
 from worldmodel.dynamics.svg_nets import (
     ENCODERS,
     LSTM,
@@ -206,6 +207,17 @@ class SVG(LatentDynamics):
         h, skips = self.encoder(x.to(param_dtype(self.encoder)))
         return h.to(param_dtype(self.predictor)), skips
 
+    def prepare_for_inference(self) -> None:
+        """Split the decoder at its skip connections (``inference.SkipSplitDecoder``): ``initial``
+        then stores each stage's skip response (``dterm{k}``) and ``step`` reuses it."""
+        self.decoder = SkipSplitDecoder(self.decoder)
+
+    def _skip_terms(self, skips: list[Tensor]) -> dict[str, Tensor]:
+        """``dterm{k}`` state entries when the decoder is split, else none."""
+        if not isinstance(self.decoder, SkipSplitDecoder):
+            return {}
+        return {f"dterm{k}": t for k, t in enumerate(self.decoder.skip_terms(skips))}
+
     def inference_half_modules(self) -> list[nn.Module]:
         """The convolutional encoder and decoder (almost all of a step's work) may run in bf16."""
         return [self.encoder, self.decoder]
@@ -315,6 +327,7 @@ class SVG(LatentDynamics):
         # Skips of the last context frame (the fix); with last_frame_skip the same frame too.
         for k, s in enumerate(skips_all):
             out[f"skip{k}"] = s[:, -1]
+        out.update(self._skip_terms([s[:, -1] for s in skips_all]))
         return State(h=h_all[:, -1], g=g, frame=x[:, -1], pred_h=ph, pred_c=pc, **out)
 
     def step(
@@ -355,11 +368,16 @@ class SVG(LatentDynamics):
                 z = temperature * self._eps(noise, z, generator)
             inp.insert(1, z)
         g, ph, pc = self.predictor(torch.cat(inp, 1), state["pred_h"], state["pred_c"])
-        skips = [state[f"skip{k}"] for k in range(self._num_skips(state))]
-        frame = self.decoder(g.to(param_dtype(self.decoder)), skips)
+        g_in = g.to(param_dtype(self.decoder))
+        if "dterm0" in state:  # an inference copy: the skip halves of the decoder convs are stored
+            terms = [state[f"dterm{k}"] for k in range(len(self.decoder.firsts))]
+            frame = self.decoder.forward_terms(g_in, terms)
+        else:
+            frame = self.decoder(g_in, [state[f"skip{k}"] for k in range(self._num_skips(state))])
         h, new_skips = self._encode_frames(frame)
         if c.last_frame_skip:
             new.update({f"skip{k}": s for k, s in enumerate(new_skips)})
+            new.update(self._skip_terms(new_skips))
         return state.replace(h=h, g=g, frame=frame, pred_h=ph, pred_c=pc, **new)
 
     @property
