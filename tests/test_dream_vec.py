@@ -23,9 +23,12 @@ def model():
     return noisy_tiny_svg(64)
 
 
-@pytest.fixture(scope="module", params=["pixels", "latent"])
+@pytest.fixture(scope="module", params=["pixels", "latent", "pixels bfloat16"])
 def core(request, model):
-    cfg = DreamConfig(reward="learned", obs=request.param, pool_size=6, horizon=3)
+    obs, *dtype = request.param.split()
+    cfg = DreamConfig(
+        reward="learned", obs=obs, pool_size=6, horizon=3, dtype=dtype[0] if dtype else "float32"
+    )
     return DreamCore(model, cfg, head=identity_head(model), device="cpu")
 
 
