@@ -100,7 +100,7 @@ def main() -> None:
             for _ in range(args.steps):
                 step()
             sync()
-    key = "self_cuda_time_total" if cuda else "self_cpu_time_total"
+    key = "self_device_time_total" if cuda else "self_cpu_time_total"
     events = prof.key_averages()
     print(events.table(sort_by=key, row_limit=args.rows))
     total = sum(getattr(e, key) for e in events)

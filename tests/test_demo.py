@@ -101,3 +101,21 @@ def test_demo_runs_with_the_other_models(model, tmp_path):
     assert set(plan) == {"model", "oracle", "random"}
     assert json.loads((out / "agent_eval.json").read_text())["episodes"] == 1
     assert "not run" not in (out / "report.html").read_text()
+
+
+def test_profile_follows_the_flags_and_the_gpu():
+    from worldmodel.cli.demo import choose_profile, demo_config
+    from worldmodel.dynamics import build_config
+
+    assert choose_profile(False, False, cuda=False) == "quick"
+    assert choose_profile(False, False, cuda=True) == "full"
+    assert choose_profile(True, False, cuda=True) == "quick"
+    assert choose_profile(False, True, cuda=False) == "full"
+    with pytest.raises(ValueError, match="exclude"):
+        choose_profile(True, True, cuda=False)
+    full, quick = demo_config("full", None, {}), demo_config("quick", None, {})
+    assert (full.preset, quick.preset) == ("paper", "tiny")
+    assert full.train_steps > quick.train_steps and full.agent_envs > quick.agent_envs
+    # The full profile's model builds at the demo's frame size with the model's own settings.
+    cfg = build_config(full.model, full.preset, image_size=full.image_size)
+    assert cfg.image_size == 64 and cfg.encoder == "vgg64"

@@ -372,15 +372,20 @@ class Pipeline:
         build_report(self.out, dataclasses.asdict(self.cfg), self.timings).write(self.out / "report.html")
 
 
+def choose_profile(quick: bool, full: bool, cuda: bool) -> str:
+    """``--quick`` / ``--full`` as asked; neither: the full profile when a CUDA device is present."""
+    if quick and full:
+        raise ValueError("--quick and --full exclude each other")
+    return "full" if full or (not quick and cuda) else "quick"
+
+
 def run(args: argparse.Namespace) -> int:
     """Pick the profile, run the pipeline, print where the report is."""
     import torch
 
     from worldmodel.cli.train import parse_sets
 
-    if args.quick and args.full:
-        raise ValueError("--quick and --full exclude each other")
-    profile = "full" if args.full or (not args.quick and torch.cuda.is_available()) else "quick"
+    profile = choose_profile(args.quick, args.full, torch.cuda.is_available())
     cfg = demo_config(profile, args.model, parse_sets(args.set))
     out = Path(args.out)
     settings = json.loads(json.dumps({"profile": profile, **dataclasses.asdict(cfg)}))  # tuples → lists
