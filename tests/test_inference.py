@@ -165,6 +165,21 @@ def test_inference_copy_computes_the_same_rollout(variant):
         assert isinstance(fast.decoder, SkipSplitDecoder) and not isinstance(model.decoder, SkipSplitDecoder)
 
 
+def test_a_copy_of_a_copy_computes_the_same():
+    model = _model("svg-lp", 32)
+    once = for_inference(model)
+    twice = for_inference(once)
+    g = torch.Generator().manual_seed(4)
+    frames = torch.randint(0, 256, (2, 2, 32, 32, 3), dtype=torch.uint8, generator=g)
+    actions = torch.rand(2, 5, 4, generator=g) * 2 - 1
+    noise = torch.randn(3, 2, model.noise_dim, generator=g)
+    for (x0, f0), (x1, f1) in zip(
+        _rollout(once, frames, actions, noise), _rollout(twice, frames, actions, noise), strict=True
+    ):
+        torch.testing.assert_close(x1, x0, atol=1e-6, rtol=1e-6)
+        torch.testing.assert_close(f1, f0, atol=1e-6, rtol=1e-6)
+
+
 def test_bfloat16_copy_of_svg_stays_close_and_keeps_float32_state():
     model = _model("svg-lp", 64)
     fast = for_inference(model, dtype="bfloat16")

@@ -209,8 +209,10 @@ class SVG(LatentDynamics):
 
     def prepare_for_inference(self) -> None:
         """Split the decoder at its skip connections (``inference.SkipSplitDecoder``): ``initial``
-        then stores each stage's skip response (``dterm{k}``) and ``step`` reuses it."""
-        self.decoder = SkipSplitDecoder(self.decoder)
+        then stores each stage's skip response (``dterm{k}``) and ``step`` reuses it. Idempotent:
+        a copy of a copy keeps its split decoder."""
+        if not isinstance(self.decoder, SkipSplitDecoder):
+            self.decoder = SkipSplitDecoder(self.decoder)
 
     def _skip_terms(self, skips: list[Tensor]) -> dict[str, Tensor]:
         """``dterm{k}`` state entries when the decoder is split, else none."""
