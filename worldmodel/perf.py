@@ -22,10 +22,11 @@ _MMAP_THRESHOLD_MAX = 32 * 2**20  # glibc's ceiling on 64-bit systems (larger va
 
 
 def keep_freed_memory(trim_threshold: int = 2**30) -> bool:
-    """Make glibc keep freed blocks up to 32 MiB for reuse and trim the heap only when more than
-    ``trim_threshold`` bytes are free at its top. Returns whether both settings took (``False``
-    off Linux/glibc, where nothing is changed). Resident memory may stay higher by up to the
-    largest working set seen."""
+    """Make glibc keep freed blocks up to 32 MiB for reuse and trim a heap only when more than
+    ``trim_threshold`` bytes are free at its top. Returns ``True`` when both settings took;
+    ``False`` off Linux/glibc (nothing changed) or when glibc refused one of them (the first may
+    then have taken). Resident memory may stay higher, by up to the largest working set seen in
+    each malloc arena."""
     if not sys.platform.startswith("linux"):
         return False
     name = ctypes.util.find_library("c")

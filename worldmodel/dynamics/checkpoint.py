@@ -63,6 +63,11 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
 
 def save(model: LatentDynamics, path: str | os.PathLike, step: int = 0, **fields: Any) -> Path:
     """Write a self-describing checkpoint atomically."""
+    if getattr(model, "inference_copy", False):
+        raise ValueError(
+            f"{path}: the model is an inference copy (dynamics.inference.for_inference), whose "
+            "weights are rewritten; save the model it was made from"
+        )
     return atomic_save(checkpoint_dict(model, step, **fields), path)
 
 

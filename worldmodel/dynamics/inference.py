@@ -1,6 +1,6 @@
 """Inference copies of world models: the same function, re-expressed for faster batched steps.
 
-``for_inference(model)`` returns a frozen copy in eval mode with three rewrites, each exact up to
+``for_inference(model)`` returns a frozen copy in eval mode with four rewrites, each exact up to
 float rounding (the tests check every shipped model against the original):
 
 1. **BatchNorm folded into the convolution before it.** In eval mode BN is the affine map
@@ -46,6 +46,11 @@ _BN = (nn.BatchNorm2d, nn.BatchNorm3d)
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
+def _like(w: Tensor) -> dict[str, object]:
+    """Factory keywords for a new layer on ``w``'s device and in its dtype."""
+    return {"device": w.device, "dtype": w.dtype}
+
+
 class SubPixelConvTranspose2d(nn.Module):
     """``ConvTranspose2d(C_in, C_out, 4, stride=2, padding=1)`` as a 3×3 conv + ``pixel_shuffle``.
 
@@ -67,7 +72,7 @@ class SubPixelConvTranspose2d(nn.Module):
                 for ty, sy in taps_y.items():
                     for tx, sx in taps_x.items():
                         k[ay, ax, :, :, ty, tx] = w[:, :, sy, sx].t()
-        self.conv = nn.Conv2d(cin, 4 * cout, 3, 1, 1, bias=ct.bias is not None)
+        self.conv = nn.Conv2d(cin, 4 * cout, 3, 1, 1, bias=ct.bias is not None, **_like(w))
         with torch.no_grad():
             # Output channel (ay·2 + ax)·C_out + c is phase (ay, ax) of channel c: phase-major, so
             # the interleave below moves contiguous runs of 2·C_out values (pixel_shuffle's
@@ -108,16 +113,13 @@ def transposed_as_conv(ct: nn.ConvTranspose2d) -> nn.Conv2d:
     ph, pw = ct.padding
     if ph > kh - 1 or pw > kw - 1:
         raise ValueError(f"padding {ct.padding} exceeds kernel_size - 1 for {ct}")
+    w = ct.weight.detach()
+    padding = (kh - 1 - ph, kw - 1 - pw)
     conv = nn.Conv2d(
-        ct.in_channels,
-        ct.out_channels,
-        ct.kernel_size,
-        1,
-        (kh - 1 - ph, kw - 1 - pw),
-        bias=ct.bias is not None,
+        ct.in_channels, ct.out_channels, ct.kernel_size, 1, padding, bias=ct.bias is not None, **_like(w)
     )
     with torch.no_grad():
-        conv.weight.copy_(ct.weight.detach().flip(2, 3).transpose(0, 1))
+        conv.weight.copy_(w.flip(2, 3).transpose(0, 1))
         if ct.bias is not None:
             conv.bias.copy_(ct.bias.detach())
     return conv
@@ -244,9 +246,18 @@ def _rewrite(module: nn.Module, max_subpixel_out: int | None) -> None:
 
 
 def for_inference(
-    model: LatentDynamics, *, dtype: str | torch.dtype = "float32", channels_last: bool = True
+    model: LatentDynamics,
+    *,
+    dtype: str | torch.dtype = "float32",
+    channels_last: bool = True,
+    device: str | torch.device | None = None,
 ) -> LatentDynamics:
-    """A frozen, eval-mode copy of ``model`` with the rewrites in the module docstring.
+    """A frozen, eval-mode copy of ``model`` with the rewrites in the module docstring, on
+    ``device`` (default: the model's). ``model`` itself is not changed, moved or put in eval mode.
+
+    A copy is for rollouts only: its state dict differs from the model's (``checkpoint.save``
+    refuses it), and its states hold ``dterm{k}`` instead of SVG's ``skip{k}``, so they are not
+    interchangeable with the model's.
 
     ``dtype``: ``"float32"`` or ``"bfloat16"`` (the model's ``inference_half_modules`` only;
     ``ValueError`` for a model that lists none).
@@ -273,6 +284,7 @@ def for_inference(
         module.to(dtype)
     fast.prepare_for_inference()
     fast.requires_grad_(False)
+    fast.inference_copy = True  # checkpoint.save refuses copies
     if channels_last:
         with torch.no_grad():
             for p in fast.parameters():

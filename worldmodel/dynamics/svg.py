@@ -153,8 +153,9 @@ class SVG(LatentDynamics):
 
     State tensors (all with leading batch ``B``): ``h`` (code of the last frame, the next step's
     input), ``g`` (predictor output, the ``features``), ``frame`` ``(B, C, H, W)`` (what ``decode``
-    returns), ``skip0..skipK`` (decoder skips), ``pred_h``/``pred_c`` ``(B, layers, rnn)`` and,
-    for the learned prior, ``prior_h``/``prior_c``.
+    returns), ``skip0..skipK`` (decoder skips; an inference copy with a split decoder keeps
+    ``dterm0..dtermK`` instead, the skips' share of each decoder stage), ``pred_h``/``pred_c``
+    ``(B, layers, rnn)`` and, for the learned prior, ``prior_h``/``prior_c``.
     """
 
     name: ClassVar[str] = "svg-lp"
@@ -214,11 +215,28 @@ class SVG(LatentDynamics):
         if not isinstance(self.decoder, SkipSplitDecoder):
             self.decoder = SkipSplitDecoder(self.decoder)
 
-    def _skip_terms(self, skips: list[Tensor]) -> dict[str, Tensor]:
-        """``dterm{k}`` state entries when the decoder is split, else none."""
+    def _skip_state(self, skips: list[Tensor]) -> dict[str, Tensor]:
+        """State entries for the decoder's skips: ``skip{k}``, or ``dterm{k}`` when it is split."""
         if not isinstance(self.decoder, SkipSplitDecoder):
-            return {}
-        return {f"dterm{k}": t for k, t in enumerate(self.decoder.skip_terms(skips))}
+            return {f"skip{k}": s for k, s in enumerate(skips)}
+        terms = self.decoder.skip_terms([s.to(param_dtype(self.decoder)) for s in skips])
+        return {f"dterm{k}": t for k, t in enumerate(terms)}
+
+    def _decode(self, g: Tensor, state: State) -> Tensor:
+        """The decoder on ``g`` with the skips (or their terms) held in ``state``."""
+        g = g.to(param_dtype(self.decoder))
+        if isinstance(self.decoder, SkipSplitDecoder):
+            n = len(self.decoder.firsts)
+            if f"dterm{n - 1}" not in state:
+                raise ValueError(
+                    "state: made by a model without a split decoder (no dterm*); use its own model"
+                )
+            return self.decoder.forward_terms(g, [state[f"dterm{k}"] for k in range(n)])
+        if "skip0" not in state:
+            raise ValueError(
+                "state: made by an inference copy (dterm* instead of skip*); step it with the copy"
+            )
+        return self.decoder(g, [state[f"skip{k}"] for k in range(self._num_skips(state))])
 
     def inference_half_modules(self) -> list[nn.Module]:
         """The convolutional encoder and decoder (almost all of a step's work) may run in bf16."""
@@ -327,9 +345,7 @@ class SVG(LatentDynamics):
         if c.prior == "learned":
             out.update(prior_h=rh, prior_c=rc)
         # Skips of the last context frame (the fix); with last_frame_skip the same frame too.
-        for k, s in enumerate(skips_all):
-            out[f"skip{k}"] = s[:, -1]
-        out.update(self._skip_terms([s[:, -1] for s in skips_all]))
+        out.update(self._skip_state([s[:, -1] for s in skips_all]))
         return State(h=h_all[:, -1], g=g, frame=x[:, -1], pred_h=ph, pred_c=pc, **out)
 
     def step(
@@ -370,16 +386,10 @@ class SVG(LatentDynamics):
                 z = temperature * self._eps(noise, z, generator)
             inp.insert(1, z)
         g, ph, pc = self.predictor(torch.cat(inp, 1), state["pred_h"], state["pred_c"])
-        g_in = g.to(param_dtype(self.decoder))
-        if "dterm0" in state:  # an inference copy: the skip halves of the decoder convs are stored
-            terms = [state[f"dterm{k}"] for k in range(len(self.decoder.firsts))]
-            frame = self.decoder.forward_terms(g_in, terms)
-        else:
-            frame = self.decoder(g_in, [state[f"skip{k}"] for k in range(self._num_skips(state))])
+        frame = self._decode(g, state)
         h, new_skips = self._encode_frames(frame)
         if c.last_frame_skip:
-            new.update({f"skip{k}": s for k, s in enumerate(new_skips)})
-            new.update(self._skip_terms(new_skips))
+            new.update(self._skip_state(new_skips))
         return state.replace(h=h, g=g, frame=frame, pred_h=ph, pred_c=pc, **new)
 
     @property
