@@ -43,6 +43,8 @@ import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 
 import worldmodel
+from worldmodel.dynamics.inference import for_inference
+from worldmodel.envs.dream import resolve_dtype
 from worldmodel.envs.push_table import REST_ACTION
 from worldmodel.files import write_text_atomic
 from worldmodel.perf import keep_freed_memory
@@ -178,11 +180,22 @@ class LatentObservation(gym.Wrapper):
         window: frames encoded per step (the last ``window``, at least ``n_past``); ``None``:
             the model's training window ``model.config.seq_len``.
         latent_bound: clip, as the dream's ``latent_bound``.
+        dtype: the dream's ``DreamConfig.dtype`` (``"auto"``: bf16 on CUDA for SVG, else float32).
     """
 
-    def __init__(self, env: gym.Env, model, *, window: int | None = None, latent_bound: float = 10.0) -> None:
+    def __init__(
+        self,
+        env: gym.Env,
+        model,
+        *,
+        window: int | None = None,
+        latent_bound: float = 10.0,
+        dtype: str = "auto",
+    ) -> None:
         super().__init__(env)
-        self.model = model
+        # The same inference copy and dtype as the dream's (DreamConfig.dtype), so a latent
+        # policy sees the features it was trained on, bf16 rounding included.
+        self.model = for_inference(model, dtype=resolve_dtype(model, dtype, model.device))
         self.context = int(model.config.n_past)
         window = model.config.seq_len if window is None else window
         self.window = max(int(window), self.context)
@@ -233,7 +246,8 @@ def make_real_env(
     if model is not None:
         window = cfg.latent_window if cfg is not None else None
         bound = cfg.latent_bound if cfg is not None else 10.0
-        env = LatentObservation(env, model, window=window, latent_bound=bound)
+        dtype = cfg.dream.get("dtype", "auto") if cfg is not None else "auto"
+        env = LatentObservation(env, model, window=window, latent_bound=bound, dtype=dtype)
     return env
 
 

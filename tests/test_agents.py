@@ -211,6 +211,20 @@ def test_latent_observation_is_the_models_reading_of_real_frames(model):
     env.close()
 
 
+def test_latent_observation_encodes_with_the_dreams_dtype(model):
+    """A bf16 dream's latent policy reads real frames through the same bf16 copy of the model."""
+    envs = {
+        dt: LatentObservation(gym.make(worldmodel.PUSH_TABLE_ID), model, dtype=dt)
+        for dt in ("float32", "bfloat16")
+    }
+    assert envs["bfloat16"].model.encoder.stages[0][0].weight.dtype == torch.bfloat16
+    assert envs["float32"].model.encoder.stages[0][0].weight.dtype == torch.float32
+    obs = {dt: env.reset(seed=5)[0] for dt, env in envs.items()}
+    assert np.abs(obs["bfloat16"] - obs["float32"]).max() < 2e-2
+    for env in envs.values():
+        env.close()
+
+
 def test_bad_input_is_one_line(ckpt, tmp_path, capsys):
     proc = script(
         "agents.train",
