@@ -68,6 +68,25 @@ def _edge_pad(x: Tensor, pad: int) -> Tensor:
     return torch.cat([F.pad(x, (pad,) * 4), F.pad(ind, (pad,) * 4, value=1.0)], dim=1)
 
 
+def _init_edge_conv(conv: nn.Module, out_ch: int, zero_init: bool) -> nn.Parameter | None:
+    """Glow's init of an edge convolution: zeros and a per-channel log-scale (the last layer of a
+    coupling net, so each coupling starts as the identity), else N(0, 0.05) weights."""
+    if zero_init:
+        nn.init.zeros_(conv.weight)
+        nn.init.zeros_(conv.bias)
+        return nn.Parameter(torch.zeros(out_ch))
+    nn.init.normal_(conv.weight, std=_INIT_STD)
+    return None
+
+
+def hidden_activation(h: Tensor, convs: nn.ModuleList, norms: nn.ModuleList, activation: str) -> Tensor:
+    """The middle layer of a coupling net or prior block: ``relu(norm(conv(h)))``, or for ``gatu``
+    the gated ``tanh(norm(conv_a(h))) * sigmoid(norm(conv_b(h)))``."""
+    if activation == "relu":
+        return F.relu(norms[0].norm(convs[0](h)))
+    return torch.tanh(norms[0].norm(convs[0](h))) * torch.sigmoid(norms[1].norm(convs[1](h)))
+
+
 class EdgeConv2d(nn.Conv2d):
     """2-D convolution with edge-bias padding ("SAME" output size). ``zero_init`` makes it the
     reference's output conv: zero weights, a bias and a learned per-channel ``exp(3 * logs)``."""
@@ -78,13 +97,7 @@ class EdgeConv2d(nn.Conv2d):
         self.pad = dilation * (kernel - 1) // 2
         extra = 1 if self.pad else 0
         super().__init__(in_ch + extra, out_ch, kernel, dilation=dilation, bias=zero_init)
-        if zero_init:
-            nn.init.zeros_(self.weight)
-            nn.init.zeros_(self.bias)
-            self.logs = nn.Parameter(torch.zeros(out_ch))
-        else:
-            nn.init.normal_(self.weight, std=_INIT_STD)
-            self.logs = None
+        self.logs = _init_edge_conv(self, out_ch, zero_init)
 
     def forward(self, x: Tensor) -> Tensor:
         y = super().forward(_edge_pad(x, self.pad))
@@ -109,13 +122,7 @@ class EdgeConv3d(nn.Conv3d):
         self.pad = dilation * (kernel[1] - 1) // 2
         extra = 1 if self.pad else 0
         super().__init__(in_ch + extra, out_ch, kernel, dilation=(1, dilation, dilation), bias=zero_init)
-        if zero_init:
-            nn.init.zeros_(self.weight)
-            nn.init.zeros_(self.bias)
-            self.logs = nn.Parameter(torch.zeros(out_ch))
-        else:
-            nn.init.normal_(self.weight, std=_INIT_STD)
-            self.logs = None
+        self.logs = _init_edge_conv(self, out_ch, zero_init)
 
     def forward(self, x: Tensor) -> Tensor:
         # Causal in time (left zero pad). The indicator channel marks the spatial border only;
@@ -235,13 +242,7 @@ class ConvStack(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         h = F.relu(self.norm1.norm(self.conv1(x)))
-        if self.activation == "relu":
-            h = F.relu(self.norm2[0].norm(self.conv2[0](h)))
-        else:
-            h = torch.tanh(self.norm2[0].norm(self.conv2[0](h))) * torch.sigmoid(
-                self.norm2[1].norm(self.conv2[1](h))
-            )
-        return self.out(h)
+        return self.out(hidden_activation(h, self.conv2, self.norm2, self.activation))
 
 
 class Coupling(nn.Module):

@@ -77,7 +77,14 @@ from torch.utils.checkpoint import checkpoint
 
 from worldmodel.data.batch import Batch, frames_to_float
 from worldmodel.dynamics.base import DynamicsConfig, LatentDynamics, State
-from worldmodel.dynamics.glow import ActNorm, EdgeConv2d, EdgeConv3d, Glow, gaussian_log_prob
+from worldmodel.dynamics.glow import (
+    ActNorm,
+    EdgeConv2d,
+    EdgeConv3d,
+    Glow,
+    gaussian_log_prob,
+    hidden_activation,
+)
 
 _LN2 = math.log(2.0)
 
@@ -238,13 +245,7 @@ class ConvStack3d(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         h = F.relu(self.norm1.norm(self.conv1(x)))
-        if self.activation == "relu":
-            h = F.relu(self.norm2[0].norm(self.conv2[0](h)))
-        else:
-            h = torch.tanh(self.norm2[0].norm(self.conv2[0](h))) * torch.sigmoid(
-                self.norm2[1].norm(self.conv2[1](h))
-            )
-        return self.out(h)
+        return self.out(hidden_activation(h, self.conv2, self.norm2, self.activation))
 
 
 class TemporalPrior(nn.Module):
