@@ -228,6 +228,13 @@ def test_rewritten_layers_follow_the_weights_device_and_dtype():
             torch.testing.assert_close(layer(x), ref(x))
 
 
+def test_copies_go_to_the_device_asked_for():
+    model = _model("svg-lp", 32)
+    fast = for_inference(model, dtype="bfloat16", device="meta")
+    assert {p.device.type for p in fast.parameters()} == {"meta"}
+    assert {p.device.type for p in model.parameters()} == {"cpu"}
+
+
 @pytest.mark.gpu
 def test_copies_run_on_cuda():
     model = _model("svg-lp", 32)

@@ -53,7 +53,7 @@ def _like(w: Tensor) -> dict[str, object]:
 
 
 class SubPixelConvTranspose2d(nn.Module):
-    """``ConvTranspose2d(C_in, C_out, 4, stride=2, padding=1)`` as a 3×3 conv + ``pixel_shuffle``.
+    """``ConvTranspose2d(C_in, C_out, 4, stride=2, padding=1)`` as a 3×3 conv + a pixel shuffle.
 
     Input ``(N, C_in, H, W)`` → output ``(N, C_out, 2H, 2W)``, equal to the transposed conv's.
     """
@@ -264,7 +264,7 @@ def for_inference(
     ``ValueError`` for a model that lists none).
     ``channels_last``: store 4-D weights NHWC (batched 2-D convolutions then take NHWC kernels).
     The copy computes the same ``initial`` / ``step`` / ``rollout`` / ``decode`` / ``features`` as
-    ``model`` up to float rounding; ``model`` itself is unchanged.
+    ``model`` up to float rounding.
     """
     if isinstance(dtype, str):
         if dtype not in DTYPES:
@@ -276,6 +276,8 @@ def for_inference(
     if dtype != torch.float32 and not half:
         raise ValueError(f"dtype {dtype}: {type(model).__name__} has no bf16 inference path; use float32")
     fast = copy.deepcopy(model).eval()
+    if device is not None:
+        fast.to(device)
     # float32: oneDNN's transposed kernel beats the 3×3 conv with its 2.25x zero taps except when
     # few output channels leave it poorly vectorised (tiny SVG, 256 rows, CPU: 16 → 3 channels
     # 12.7 → 6.7 ms; 64 → 16 channels 3.8 → 5.1 ms). bf16: the sub-pixel form won for every layer.
