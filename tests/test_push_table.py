@@ -140,7 +140,9 @@ def test_reward_success_and_goal_image():
     mujoco.mj_forward(e.model, e.data)
     assert np.array_equal(e.render(), goal_img)
     _, reward, _, _, info = e.step(np.zeros(4, np.float32))
-    assert reward == -info["distance"]
+    target = info["object_pos"][info["target"]].astype(np.float64)
+    reach = np.linalg.norm(info["ee_pos"].astype(np.float64) - target)
+    assert reward == pytest.approx(-info["distance"] - e.config.reach_weight * reach)  # the shaped reward
     assert info["distance"] < 0.01 and info["is_success"]
 
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
+from worldmodel.envs.task import TASKS
 from worldmodel.files import write_json_atomic
 
 OBJECTIVES = ("auto", "learned", "pixels", "features")
@@ -14,6 +16,16 @@ OBJECTIVES = ("auto", "learned", "pixels", "features")
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Flags of ``worldmodel plan``."""
     p.add_argument("checkpoint", help="world-model checkpoint (e.g. RUN/checkpoints/last.pt)")
+    p.add_argument(
+        "--task",
+        choices=TASKS,
+        default="push",
+        help="push (target object to a goal spot), recorded-goal (to where a recorded push took it "
+        "--recorded-k steps later) or reach (the gripper to a point above the table); default push",
+    )
+    p.add_argument(
+        "--recorded-k", type=int, default=20, help="recorded-goal: steps to the goal (default 20; budget 2k)"
+    )
     p.add_argument("--episodes", type=int, default=4, help="episodes per agent (default 4)")
     p.add_argument("--planner", choices=("cem", "icem"), default="cem", help="cem or icem (default cem)")
     p.add_argument("--population", type=int, default=400, help="model candidates per iteration (default 400)")
@@ -25,11 +37,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--objective",
         choices=OBJECTIVES,
         default="auto",
-        help="learned (object head: predicted object-goal distance), pixels or features (goal-image "
-        "distance); auto: learned when the checkpoint has a head, else pixels",
+        help="learned (the task's reward on a state head's predictions), pixels or features (goal-image "
+        "distance, push and recorded-goal only); auto: learned when the model has a state head or the "
+        "checkpoint a head file, else pixels",
     )
     p.add_argument(
-        "--head", default=None, help="object-head file (default: the checkpoint's, CKPT_STEM.head.pt)"
+        "--head",
+        default=None,
+        help="object-head file (default: the model's own state head, else the checkpoint's CKPT_STEM.head.pt)",
     )
     p.add_argument("--temperature", type=float, default=1.0, help="model sampling temperature (0: mean)")
     p.add_argument(
@@ -42,17 +57,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--reach-weight",
         type=float,
         default=0.5,
-        help="oracle cost: weight of the end-effector-to-object distance (shaping; default 0.5)",
+        help="oracle cost: weight of the end-effector-to-object distance (the task's shaping; default 0.5)",
     )
     p.add_argument(
         "--learned-reach-weight",
         type=float,
-        default=0.0,
-        help="the same shaping for the learned objective, from the object head's end-effector branch "
-        "(default 0: it helps only when the head's gripper estimate is accurate)",
+        default=None,
+        help="the same shaping for the learned objective, from the head's end-effector branch "
+        "(default: --reach-weight, the task's reward)",
     )
     p.add_argument(
-        "--max-steps", type=int, default=50, help="steps per episode (default 50, as PushTable-v0)"
+        "--max-steps",
+        type=int,
+        default=None,
+        help="steps per episode (default the task's budget: push 50, recorded-goal 2k, reach 30)",
     )
     p.add_argument("--envs", type=int, default=1, help="envs planned together as one batch (default 1)")
     p.add_argument("--num-objects", type=int, default=None, help="objects per episode (default 1-4)")
@@ -68,21 +86,35 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _objective(args: argparse.Namespace, ckpt: Path):
+def _objective(args: argparse.Namespace, ckpt: Path, model):
     from worldmodel.dynamics.heads import find_head, load_head
     from worldmodel.planning import GoalImage, LearnedReward
 
     options = {"temperature": args.temperature, "sample": args.temperature > 0}
     kind = args.objective
-    head = load_head(args.head) if args.head else None
+    head = load_head(args.head) if args.head else model.state_head
     if kind in ("auto", "learned") and head is None:
         head = find_head(ckpt)
-        if head is None and kind == "learned":
-            raise ValueError(f"{ckpt}: --objective learned needs an object head; run `worldmodel train-head`")
+        if head is None and (kind == "learned" or args.task == "reach"):
+            raise ValueError(
+                f"{ckpt}: --objective learned (and --task reach) needs a state head: train the model with "
+                "--set state_head=true or run `worldmodel train-head`"
+            )
     if kind == "learned" or (kind == "auto" and head is not None):
-        return "learned", LearnedReward(head, reach_weight=args.learned_reach_weight, **options)
+        if head.feature_dim != model.feature_dim:
+            raise ValueError(f"--head: it reads {head.feature_dim} features, the model gives {model.feature_dim}")
+        weight = args.reach_weight if args.learned_reach_weight is None else args.learned_reach_weight
+        return "learned", LearnedReward(head, task=_spec(args), reach_weight=weight, **options)
+    if args.task == "reach":
+        raise ValueError("--task reach is scored on the gripper's position: use --objective learned")
     kind = "pixels" if kind == "auto" else kind
     return kind, GoalImage(kind, **options)
+
+
+def _spec(args: argparse.Namespace):
+    from worldmodel.envs.task import TaskSpec
+
+    return TaskSpec(name=args.task, reach_weight=args.reach_weight, recorded_k=args.recorded_k)
 
 
 def _venv(args: argparse.Namespace, image_size: int):
@@ -91,7 +123,8 @@ def _venv(args: argparse.Namespace, image_size: int):
 
     import worldmodel
 
-    kw = {"image_size": image_size, "max_episode_steps": args.max_steps}
+    kw = {"image_size": image_size, "max_episode_steps": args.max_steps, "task": args.task}
+    kw.update(recorded_k=args.recorded_k, reach_weight=args.reach_weight)
     if args.num_objects is not None:
         kw["num_objects"] = args.num_objects
     return DummyVecEnv([lambda: gym.make(worldmodel.PUSH_TABLE_ID, **kw) for _ in range(args.envs)])
@@ -136,6 +169,16 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.oracle_budget < 0:
         raise ValueError(f"--oracle-budget must be >= 0, got {args.oracle_budget}")
+    if not 1 <= args.recorded_k <= 100:
+        raise ValueError(f"--recorded-k must be in 1..100, got {args.recorded_k}")
+    for name in ("reach_weight", "learned_reach_weight", "temperature"):
+        value = getattr(args, name)
+        if value is not None and not (math.isfinite(value) and value >= 0):
+            raise ValueError(f"--{name.replace('_', '-')} must be a finite number >= 0, got {value}")
+    if args.max_steps is None:
+        args.max_steps = _spec(args).budget
+    if args.max_steps < 1:
+        raise ValueError(f"--max-steps must be >= 1, got {args.max_steps}")
     if args.threads:
         torch.set_num_threads(args.threads)
     _check_counts(args)
@@ -143,7 +186,7 @@ def run(args: argparse.Namespace) -> int:
     ckpt = Path(args.checkpoint)
     model = load(ckpt, device=args.device)
     size = model.config.image_size
-    kind, objective = _objective(args, ckpt)
+    kind, objective = _objective(args, ckpt, model)
     make_config = CEMConfig.icem if args.planner == "icem" else CEMConfig.cem
     planning = {"horizon": args.horizon, "iterations": args.iterations}
     config = make_config(population=args.population, elites=min(args.elites, args.population), **planning)
@@ -173,26 +216,34 @@ def run(args: argparse.Namespace) -> int:
         results[name] = evaluate(agents[name], venv, args.episodes, seed=args.seed)
     venv.close()
     results["model"].update(objective=kind, planner=args.planner, population=args.population)
+    report = {"task": args.task, "max_steps": args.max_steps, **results}
+    if args.task == "recorded-goal":
+        report["recorded_k"] = args.recorded_k
     if results["oracle"] is not None:
         results["oracle"].update(planner=args.planner, population=args.oracle_budget)
     planner_text = f"{args.planner} H={args.horizon} iters={args.iterations}"
     if args.json:
-        write_json_atomic(args.json, results)
+        write_json_atomic(args.json, report)
     if args.video:
         write_video(args.video, _video_frames(mpc.trace, size), fps=10)
 
     print(
-        f"{ckpt}: {args.episodes} episode(s) of PushTable ({size} px, {args.max_steps} steps), {planner_text}"
+        f"{ckpt}: {args.episodes} episode(s) of PushTable task {args.task} ({size} px, {args.max_steps} "
+        f"steps), {planner_text}"
     )
-    head = f"{'agent':<8} {'success':>8} {'final dist (cm)':>16} {'plan ms/action':>15} {'episodes':>9}"
+    head = (
+        f"{'agent':<8} {'success':>8} {'95% interval':>13} {'final dist (cm)':>16} {'plan ms/action':>15} "
+        f"{'episodes':>9}"
+    )
     print(head + "  candidates")
     for name, r in results.items():
         if r is None:
             print(f"{name:<8} {'(skipped: --oracle-budget 0)':>40}")
             continue
         cands = {"model": f"{args.population} ({kind})", "oracle": f"{args.oracle_budget} (simulated)"}
+        lo, hi = r["ci95"]
         print(
-            f"{name:<8} {r['success_rate']:>8.2f} {100 * r['final_distance']:>16.2f} "
+            f"{name:<8} {r['success_rate']:>8.2f} {f'{lo:.2f}-{hi:.2f}':>13} {100 * r['final_distance']:>16.2f} "
             f"{r['ms_per_action']:>15.1f} {r['episodes']:>9}  {cands.get(name, '-')}"
         )
     if args.json or args.video:

@@ -23,6 +23,10 @@ from torch import Tensor, nn
 from worldmodel.data.batch import Batch
 
 
+_POS_SCALE = 0.1  # metres: the state head's unit (PushTable's workspace is about ±0.2 m)
+_EE_MEAN = (0.0, 0.0, 0.08)  # the end effector's mean height above the table
+
+
 class State(Mapping[str, Tensor]):
     """Batched rollout state: named tensors sharing the leading batch axis ``B``.
 
@@ -122,6 +126,14 @@ class DynamicsConfig:
     """Adam betas."""
     batch_size: int = 100
     """Training batch size (the trainer's default)."""
+    state_head: bool = False
+    """Train a state head with the model (our extension; see ``LatentDynamics.state_loss``): the
+    end effector and every object's position read off ``features`` along open-loop rollouts.
+    Needs data that records ``states`` (objects too, where the data has them)."""
+    state_weight: float = 1.0
+    """Weight of the state head's loss (normalised squared error, see ``state_loss``)."""
+    state_hidden: int = 128
+    """Hidden width of the state head's MLPs."""
 
     @property
     def seq_len(self) -> int:
@@ -147,6 +159,86 @@ class LatentDynamics(nn.Module, ABC):
     def __init__(self, config: DynamicsConfig) -> None:
         super().__init__()
         self.config = config
+        self.state_head: nn.Module | None = None
+
+    def build_state_head(self) -> None:
+        """Create ``state_head`` when the config asks for it; subclasses call this at the end of
+        ``__init__``, once ``feature_dim`` is known.
+
+        The head is an ``ObjectHead`` (``dynamics/heads.py``): ``end_effector(features)`` and
+        ``head(features, query)``, the object that was at ``query`` when the rollout started. Its
+        normalisers are fixed to PushTable's workspace (positions in metres, about ±0.2), so they
+        need no data pass and a checkpoint holds everything.
+        """
+        if not self.config.state_head:
+            return
+        from worldmodel.dynamics.heads import ObjectHead  # heads imports this module
+
+        head = ObjectHead(self.feature_dim, self.config.state_hidden, end_effector=True)
+        head.pos_scale.fill_(_POS_SCALE)
+        head.ee_mean.copy_(torch.tensor(_EE_MEAN))
+        head.ee_scale.fill_(_POS_SCALE)
+        self.state_head = head
+
+    def state_loss(self, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
+        """The state head's loss on an open-loop rollout of the model along the recorded actions.
+
+        ``initial`` on the first ``n_past`` frames, then ``step`` (sampling the prior, as the dream
+        does) with the recorded actions, gradients through the whole rollout; at each state from
+        the last context frame on, the head regresses the recorded end effector ``states[..., :3]``
+        and, where the batch has ``objects``, every present object's position from its position at
+        the last context frame (the query). Each term is a squared error in units of
+        ``_POS_SCALE`` (10 cm), averaged over rows.
+
+        Why open-loop: PlaNet and Dreamer train their reward heads with the model so the latent
+        keeps what the task needs; a head on teacher-forced (posterior) features would teach the
+        posterior, while the dream and the planner run the prior on the model's own predictions.
+
+        Returns ``(loss, metrics)``: ``state_ee_cm`` and ``state_obj_cm`` (RMS errors in cm).
+        """
+        if self.state_head is None:
+            raise ValueError("state_loss: the model has no state head (state_head=False)")
+        if "states" not in batch:
+            raise ValueError(
+                "state_head=True needs data that records states (the end effector); this data has "
+                "none (PNG folders): train with state_head=false"
+            )
+        c = self.config
+        frames, actions = batch["frames"], batch["actions"].to(self.device, torch.float32)
+        k, t = c.n_past, frames.shape[1]
+        state = self.initial(frames[:, :k].to(self.device), actions[:, : k - 1])
+        feats = [self.features(state)]
+        for i in range(k - 1, t - 1):
+            state = self.step(state, actions[:, i])
+            feats.append(self.features(state))
+        f = torch.stack(feats, 1).float()  # (B, S, F) for frames k-1 .. t-1
+        head = self.state_head
+        ee_true = batch["states"][:, k - 1 :, :3].to(f)
+        ee_err = (head.end_effector(f.flatten(0, 1)).view_as(ee_true) - ee_true) / _POS_SCALE
+        loss = ee_err.pow(2).sum(-1).mean()
+        metrics = {"state_ee_cm": ee_err.detach().pow(2).sum(-1).mean().sqrt() * 100 * _POS_SCALE}
+        if "objects" in batch:
+            objects = batch["objects"].to(f)  # (B, T, K, 3), NaN rows: absent
+            target = objects[:, k - 1 :]
+            query = objects[:, k - 1 : k].expand_as(target)
+            present = torch.isfinite(target).all(-1) & torch.isfinite(query).all(-1)  # (B, S, K)
+            rows = f.unsqueeze(2).expand(-1, -1, target.shape[2], -1)[present]
+            obj = f.new_zeros(())
+            if len(rows):
+                err = (head(rows, query[present]) - target[present]) / _POS_SCALE
+                obj = err.pow(2).sum(-1).mean()
+                loss = loss + obj
+            metrics["state_obj_cm"] = obj.detach().sqrt() * 100 * _POS_SCALE
+        return loss, metrics
+
+    def add_state_loss(self, batch: Batch, loss: Tensor, metrics: dict) -> Tensor:
+        """``loss`` plus ``state_weight`` times ``state_loss`` when the model has a state head
+        (``metrics`` gains its entries); ``loss`` unchanged otherwise. Models call it in ``loss``."""
+        if self.state_head is None:
+            return loss
+        extra, m = self.state_loss(batch)
+        metrics.update(m)
+        return loss + self.config.state_weight * extra
 
     # --- training -----------------------------------------------------------------------------
     @abstractmethod

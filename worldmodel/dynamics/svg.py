@@ -177,6 +177,7 @@ class SVG(LatentDynamics):
         if c.prior == "learned":
             self.prior_net = GaussianLSTM(c.g_dim + a_in, c.z_dim, c.rnn_size, c.prior_layers)
         self.apply(init_weights)
+        self.build_state_head()
 
     # --- helpers ----------------------------------------------------------------------------
     @property
@@ -295,7 +296,9 @@ class SVG(LatentDynamics):
         kld = kld / b
         loss = mse + c.beta * kld
         # Detached scalars, not floats: the trainer reads them in its one host sync per step.
-        return loss, {"mse": mse.detach(), "kld": kld.detach(), "loss": loss.detach()}
+        metrics = {"mse": mse.detach(), "kld": kld.detach()}
+        loss = self.add_state_loss(batch, loss, metrics)
+        return loss, {**metrics, "loss": loss.detach()}
 
     # --- rollouts ---------------------------------------------------------------------------
     def initial(

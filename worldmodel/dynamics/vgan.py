@@ -392,6 +392,7 @@ class VGAN(LatentDynamics):
         self.generator = Generator(config)
         self.discriminator = Discriminator(config)
         self.apply(init_weights)
+        self.build_state_head()
 
     # --- helpers ----------------------------------------------------------------------------
     @property
@@ -416,9 +417,14 @@ class VGAN(LatentDynamics):
         """Adam for the generator (with the encoder) and for the discriminator."""
         c = self.config
         return {
-            "g": torch.optim.Adam(self.generator.parameters(), lr=c.lr, betas=c.betas),
+            "g": torch.optim.Adam(self._generator_side(), lr=c.lr, betas=c.betas),
             "d": torch.optim.Adam(self.discriminator.parameters(), lr=c.lr, betas=c.betas),
         }
+
+    def _generator_side(self) -> list[nn.Parameter]:
+        """The generator's parameters and the state head's (trained on the generator's loss)."""
+        head = [] if self.state_head is None else list(self.state_head.parameters())
+        return [*self.generator.parameters(), *head]
 
     def generate(self, context: Tensor | None, z: Tensor, actions: Tensor) -> dict[str, Tensor]:
         """One clip from frames in [0, 1]: ``context (B, C, S, S)`` (None if unconditional),
@@ -473,6 +479,7 @@ class VGAN(LatentDynamics):
             "l1": l1_all.detach(),
             "mask": mask_mean.detach(),
         }
+        g_loss = self.add_state_loss(batch, g_loss, metrics)
         return {"g": g_loss, "d": d_loss}, metrics
 
     # --- rollouts ---------------------------------------------------------------------------

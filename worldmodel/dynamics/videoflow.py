@@ -334,6 +334,7 @@ class VideoFlow(LatentDynamics):
                 for ch, _, w in self.shapes
             )
         self.register_buffer("initialized", torch.tensor(False))
+        self.build_state_head()
 
     # --- properties ---------------------------------------------------------------------------
     @property
@@ -489,7 +490,8 @@ class VideoFlow(LatentDynamics):
         if self.training and not bool(self.initialized):
             self._initialize(frames, actions)
         bpd = self._bits(self._log_likelihood(frames, actions, c.n_past)).mean()
-        return bpd, {"bpd": bpd.detach()}
+        metrics = {"bpd": bpd.detach()}
+        return self.add_state_loss(batch, bpd, metrics), metrics
 
     @torch.no_grad()
     def bits_per_dim(

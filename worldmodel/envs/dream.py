@@ -19,10 +19,14 @@ noise is passed to ``model.step`` as its ``noise`` argument, hashed (``_noise.py
 drawn at reset, so the same seed gives the same dream, bit for bit on the CPU, and row ``i`` of
 a ``DreamVecEnv`` equals a single env seeded ``seed + i``.
 
-Rewards. ``reward="learned"``: an ``ObjectHead`` (``dynamics/heads.py``) predicts where the target
-object is now from the model's features and the target's position at reset; reward = minus its
-xy distance (m) to the goal, ``is_success`` when below ``success_tolerance`` (0.05 m, as the real
-env). ``reward="goal-image"``: minus the distance between the dreamed frame and the goal image,
+Rewards. ``reward="learned"``: an ``ObjectHead`` (``dynamics/heads.py``; the model's own
+``state_head`` when it was trained with one, else the head stored for the checkpoint) predicts
+where the target object and the end effector are now from the model's features (and the
+target's position at reset); distance, reward and success are then the task's
+(``worldmodel.envs.task``, ``task=push|recorded-goal|reach``), computed as the real env computes
+them: for ``push``, minus the target's xy distance (m) to the goal minus ``reach_weight`` times
+the end effector's distance to the target, ``is_success`` when the distance is below
+``success_tolerance`` (0.05 m). ``reward="goal-image"``: minus the distance between the dreamed frame and the goal image,
 ``goal_distance="pixels"`` (RMS over pixels in [0, 1]) or ``"features"`` (L2 between the model's
 features of the two frames, each encoded alone with ``initial``); ``is_success`` below
 ``image_tolerance``. The only kind for real BAIR data, which has no object positions.
@@ -43,7 +47,9 @@ from torch import Tensor
 from worldmodel.data.batch import frames_to_uint8
 from worldmodel.dynamics.base import LatentDynamics, State
 from worldmodel.dynamics.inference import DTYPES, for_inference
+from worldmodel.envs import task as tasks
 from worldmodel.envs._noise import row_normal
+from worldmodel.envs.task import REST_ACTION, TaskSpec
 
 REWARDS = ("learned", "goal-image")
 OBS_TYPES = ("pixels", "latent")
@@ -75,8 +81,17 @@ class DreamConfig:
     """Seed of the pool (sim episodes or dataset episodes chosen)."""
     context_frames: int | None = None
     """Context length; ``None``: the model's ``n_past``."""
-    success_tolerance: float = 0.05
+    task: str = "push"
+    """``push``, ``recorded-goal`` (sim pools: the real env's recorded-goal starts) or ``reach``
+    (``worldmodel.envs.task``); with ``reward="learned"`` the reward is that task's, as the real
+    env computes it, on the state head's predictions."""
+    success_tolerance: float = tasks.TaskSpec.success_tolerance
     """``learned``: success within this xy distance (m), as the real env."""
+    reach_tolerance: float = tasks.TaskSpec.reach_tolerance
+    """``learned``, ``reach``: success within this 3-D distance (m), as the real env."""
+    reach_weight: float = tasks.TaskSpec.reach_weight
+    """``learned``, object tasks: the reward's end-effector-to-target shaping (needs a head with
+    an end-effector branch; 0 turns it off)."""
     image_tolerance: float = 0.05
     """``goal-image``: success below this distance."""
     latent_bound: float = 10.0
@@ -110,6 +125,18 @@ class DreamConfig:
             raise ValueError(f"context_frames must be >= 1, got {self.context_frames}")
         if self.dtype != "auto" and self.dtype not in DTYPES:
             raise ValueError(f"dtype must be auto or one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        self.task_spec()  # validates the task's fields
+        if self.task != "push" and self.reward != "learned":
+            raise ValueError(f"task={self.task!r} needs reward='learned' (goal images score push only)")
+
+    def task_spec(self) -> TaskSpec:
+        """The task these options describe."""
+        return TaskSpec(
+            name=self.task,
+            success_tolerance=self.success_tolerance,
+            reach_tolerance=self.reach_tolerance,
+            reach_weight=self.reach_weight,
+        )
 
 
 # ------------------------------------------------------------------------------------- the core
@@ -196,12 +223,23 @@ class DreamCore:
         self.context = cfg.context_frames or mc.n_past
         self.head = None
         if cfg.reward == "learned":
-            self.head = _load_head(head, checkpoint, self.where).to(self.device).eval()
+            own = self.model.state_head if head is None else None  # trained with the model
+            self.head = (own if own is not None else _load_head(head, checkpoint, self.where)).to(self.device)
+            self.head.eval()
             if self.head.feature_dim != self.model.feature_dim:
                 raise ValueError(
                     f"{self.where}: head expects {self.head.feature_dim} features, the model "
                     f"gives {self.model.feature_dim}"
                 )
+            needs_ee = cfg.task == "reach" or cfg.reach_weight > 0
+            if needs_ee and not self.head.has_end_effector:
+                raise ValueError(
+                    f"{self.where}: task={cfg.task!r} with reach_weight={cfg.reach_weight} needs a head "
+                    "with an end-effector branch (retrain it on data with states, or pass reach_weight=0)"
+                )
+        self.spec = cfg.task_spec()
+        if cfg.data is not None and cfg.task == "recorded-goal":
+            raise ValueError("task='recorded-goal' starts from the real env's recorded starts: use data=None")
         pool = _data_pool(cfg, self.context) if cfg.data is not None else _sim_pool(cfg, self.context)
         self.pool = {k: torch.from_numpy(v).to(self.device) for k, v in pool.items()}
         if cfg.reward == "learned" and not bool(torch.isfinite(self.pool["objects"]).any()):
@@ -246,7 +284,7 @@ class DreamCore:
         else:
             n = max(int(self._num_objects[idx]), 1)
             target = int(rng.integers(n))
-            goal = _draw_goal(rng, objects[target])
+            goal = _draw_goal(self.spec, rng, objects[target])
         query = objects[target] if np.isfinite(objects[target]).all() else np.zeros(3)
         key = rng.integers(0, 2**32, size=2, dtype=np.int64)
         return idx, np.asarray(goal, np.float32), np.asarray(query, np.float32), key
@@ -290,12 +328,22 @@ class DreamCore:
         return self.model.features(self.model.initial(frames[:, None], empty)).float()
 
     @torch.no_grad()
-    def score(self, state: State, goal: Tensor, query: Tensor, pidx: Tensor) -> tuple[Tensor, Tensor]:
-        """``(distance (B,), target_pos (B, 3))`` of each row to its goal (see the module docstring)."""
+    def score(
+        self, state: State, goal: Tensor, query: Tensor, pidx: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """``(distance (B,), reward (B,), target_pos (B, 3))`` of each row (see the module
+        docstring); ``reward="learned"`` computes the task's distance and reward as the real env
+        does (``worldmodel.envs.task``) on the head's predicted target and end effector."""
         cfg = self.config
         if cfg.reward == "learned":
-            pos = self.head(self.model.features(state).float(), query)
-            return torch.linalg.vector_norm(pos[:, :2] - goal[:, :2], dim=1), pos
+            feats = self.model.features(state).float()
+            pos = self.head(feats, query)
+            if self.head.has_end_effector:
+                ee = self.head.end_effector(feats)
+            else:  # reach_weight == 0 and an object task (checked at set-up): ee is unused
+                ee = pos
+            dist = tasks.distance(self.spec, pos, ee, goal)
+            return dist, tasks.reward(self.spec, pos, ee, goal), pos
         if cfg.goal_distance == "pixels":
             x = self.model.decode(state).float()
             g = self.pool["goal_image"][pidx].movedim(-1, -3).float() / 255.0
@@ -303,12 +351,11 @@ class DreamCore:
         else:
             diff = self.frame_features(self.frames(state)) - self.goal_features[pidx]
             d = torch.linalg.vector_norm(diff, dim=1)
-        return d, torch.full_like(goal, float("nan"))
+        return d, -d, torch.full_like(goal, float("nan"))
 
     def tolerance(self) -> float:
         """Success threshold on ``distance`` for the configured reward."""
-        cfg = self.config
-        return cfg.success_tolerance if cfg.reward == "learned" else cfg.image_tolerance
+        return self.spec.tolerance if self.config.reward == "learned" else self.config.image_tolerance
 
     def goal_images(self, pidx: np.ndarray) -> np.ndarray:
         return self.pool["goal_image"][torch.as_tensor(pidx, device=self.device)].cpu().numpy()
@@ -324,32 +371,36 @@ def check_actions(actions: Any, shape: tuple[int, ...]) -> np.ndarray:
     return np.clip(a, -1.0, 1.0)
 
 
-def _draw_goal(
-    rng: np.random.Generator, target: np.ndarray, area: float = 0.15, min_distance: float = 0.08
-) -> np.ndarray:
-    """PushTable's goal distribution: uniform in ``[-area, area]²``, ``min_distance`` from the target."""
-    goal = rng.uniform(-area, area, size=2)
-    if np.isfinite(target).all():
-        for _ in range(100):
-            if np.hypot(*(goal - target[:2])) >= min_distance:
-                break
-            goal = rng.uniform(-area, area, size=2)
+def _draw_goal(spec: TaskSpec, rng: np.random.Generator, target: np.ndarray) -> np.ndarray:
+    """PushTable's ``push`` goal distribution (``task.sample_push_goal``) for a pool entry that
+    stores no goal; z is the target's height."""
+    goal = tasks.sample_push_goal(spec, rng, np.asarray(target[:2]), tries=100)
     z = float(target[2]) if np.isfinite(target).all() else 0.0
     return np.array([goal[0], goal[1], z])
 
 
 # ------------------------------------------------------------------------------------- pools
 def _sim_pool(cfg: DreamConfig, context: int) -> dict[str, np.ndarray]:
-    """``pool_size`` fresh sim episodes of ``context`` frames, seeded by ``pool_seed``."""
+    """``pool_size`` fresh sim episodes of ``context`` frames, seeded by ``pool_seed``.
+
+    ``push`` and ``reach``: a ``RandomPushPolicy`` rollout of ``context`` steps in a PushTable of
+    that task. ``recorded-goal``: the real env's recorded-goal start, its first frame held still
+    (``REST_ACTION``) as the context, as the planner pads it."""
     from worldmodel.data.policy import RandomPushPolicy, rollout
     from worldmodel.envs.push_table import PushTableEnv
 
-    env = PushTableEnv(image_size=cfg.image_size)
+    env = PushTableEnv(image_size=cfg.image_size, task=cfg.task)
     out: dict[str, list] = {k: [] for k in ("frames", "actions", "objects", "goal", "target", "goal_image")}
     try:
         for i in range(cfg.pool_size):
             env_seed, policy_seed = np.random.SeedSequence(cfg.pool_seed, spawn_key=(i,)).generate_state(2)
-            ep = rollout(env, RandomPushPolicy(int(policy_seed)), context, int(env_seed))
+            if cfg.task == "recorded-goal":
+                obs, info = env.reset(seed=int(env_seed))
+                ep = {"frames": np.stack([obs] * context), "actions": np.stack([REST_ACTION] * context)}
+                ep["objects"] = _pad_objects(info["object_pos"])[None]
+                ep["goal"], ep["target"] = info["goal_pos"], np.array(info["target"], np.int64)
+            else:
+                ep = rollout(env, RandomPushPolicy(int(policy_seed)), context, int(env_seed))
             out["frames"].append(ep["frames"])
             out["actions"].append(ep["actions"][: context - 1])
             out["objects"].append(ep["objects"][-1])
@@ -487,11 +538,12 @@ class DreamEnv(gym.Env):
         obs = self.core.observe(self._state)[0].cpu().numpy()
         info = self._info()
         truncated = self._t >= self.config.horizon
-        return obs, -float(info["distance"]), False, bool(truncated), info
+        return obs, self._reward, False, bool(truncated), info
 
     def _info(self) -> dict[str, Any]:
-        dist, pos = self.core.score(self._state, self._goal, self._query, self._pidx)
+        dist, reward, pos = self.core.score(self._state, self._goal, self._query, self._pidx)
         d = float(dist[0])
+        self._reward = float(reward[0])
         info = {
             "distance": d,
             "is_success": bool(d < self.core.tolerance()),

@@ -81,14 +81,14 @@ class _Batch:
         self.state = core.step(self.state, a, self.keys, self.counters, seed=self.calls)
         self.counters += 1
         self.t += 1
-        dist, _ = core.score(self.state, self.goal, self.query, self.pidx)
+        dist, reward, _ = core.score(self.state, self.goal, self.query, self.pidx)
         obs = core.observe(self.state).cpu().numpy()
-        dist = dist.float().cpu().numpy()
+        dist, reward = torch.stack([dist.float(), reward.float()]).cpu().numpy()
         truncated = self.t >= core.config.horizon
         done_rows = np.flatnonzero(truncated)
         out = {
             "obs": obs,
-            "reward": -dist,
+            "reward": reward,
             "distance": dist,
             "is_success": dist < core.tolerance(),
             "terminated": np.zeros(self.n, bool),

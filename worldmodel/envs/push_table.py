@@ -19,7 +19,9 @@ import numpy as np
 from gymnasium import spaces
 
 from worldmodel.envs import scene
+from worldmodel.envs import task as tasks
 from worldmodel.envs.scene import MAX_OBJECTS, SHAPES
+from worldmodel.envs.task import REST_ACTION, TaskSpec
 
 _NO_GL = (
     "No OpenGL backend found: set MUJOCO_GL=egl (headless, needs libEGL, e.g. Debian libegl1 libgl1), "
@@ -37,12 +39,9 @@ except Exception as _err:  # PyOpenGL raises AttributeError/ImportError/OSError 
 
 __all__ = ["MAX_OBJECTS", "REST_ACTION", "SHAPES", "PushTableConfig", "PushTableEnv"]
 
-REST_ACTION = np.array([0.0, 0.0, 0.0, -1.0], np.float32)
-"""The action that leaves the scene as ``reset`` left it: no motion, fingers open (the gripper
-command is absolute, so a zero action would half-close them). Planners and encoders pad a context
-that starts at the first frame with it: the scene held still."""
-
+_TASK = TaskSpec()
 _STATE_SPEC = mujoco.mjtState.mjSTATE_INTEGRATION
+_RECORDED_SLACK = 10  # recorded-goal: episodes of recorded_k + this many steps; windows start in 0..this
 _OBJECT_MARGIN = 0.005  # gap kept between objects (and between the goal and other objects) when placing
 
 
@@ -68,10 +67,14 @@ class PushTableConfig:
     half_z: tuple[float, float] = (0.015, 0.04)
     mass: tuple[float, float] = (0.05, 0.4)  # kg
     friction: tuple[float, float] = (0.2, 0.9)  # sliding friction (MuJoCo takes the max of the pair)
-    # Task: push the target object's centre to within success_tolerance (xy) of the goal.
-    goal_area: float = 0.15
-    goal_min_distance: float = 0.08
-    success_tolerance: float = 0.05
+    # The task (worldmodel.envs.task holds its rules; these fields are its numbers).
+    task: str = "push"  # push | recorded-goal | reach
+    goal_area: float = _TASK.goal_area
+    goal_min_distance: float = _TASK.goal_min_distance
+    success_tolerance: float = _TASK.success_tolerance
+    reach_tolerance: float = _TASK.reach_tolerance
+    reach_weight: float = _TASK.reach_weight  # reward shaping: end effector to target (object tasks)
+    recorded_k: int = _TASK.recorded_k  # recorded-goal: the goal is the target this many steps later
     show_goal_marker: bool = True  # a flat dark-grey disc of radius success_tolerance on the table
     # Camera (BAIR image_aux1-like: over the front edge, looking down at the table and the arm).
     camera_pos: tuple[float, float, float] = (0.0, -0.52, 0.62)
@@ -89,6 +92,19 @@ class PushTableConfig:
         if self.frame_skip < 1 or self.timestep <= 0:
             raise ValueError("frame_skip must be >= 1 and timestep > 0")
         self.shapes = tuple(self.shapes)
+        self.task_spec()  # validates the task's fields
+
+    def task_spec(self) -> TaskSpec:
+        """The task these settings describe (``worldmodel.envs.task``)."""
+        return TaskSpec(
+            name=self.task,
+            success_tolerance=self.success_tolerance,
+            goal_area=self.goal_area,
+            goal_min_distance=self.goal_min_distance,
+            reach_tolerance=self.reach_tolerance,
+            reach_weight=self.reach_weight,
+            recorded_k=self.recorded_k,
+        )
 
 
 @dataclass
@@ -111,8 +127,16 @@ class PushTableEnv(gym.Env):
 
     **Observation** ``Box(0, 255, (H, W, 3), uint8)``: the ``front`` camera image.
 
-    **Reward** ``-distance``: the xy distance (m) from the target object's centre to the goal.
-    ``is_success`` is ``distance < success_tolerance`` (0.05 m by default; objects are 4–9 cm wide).
+    **Task** (``task=``, rules in ``worldmodel.envs.task``): ``push`` (default) the target object to
+    a goal spot; ``recorded-goal`` the target to where a recorded push took it ``recorded_k`` steps
+    later (the episode starts from that recording's state); ``reach`` the end effector to a point
+    above the table.
+
+    **Reward** ``worldmodel.envs.task.reward``: ``-distance`` (object tasks: the xy distance (m) from
+    the target object's centre to the goal; ``reach``: the 3-D distance from the end effector to
+    the goal) minus, for the object tasks, ``reach_weight`` (0.5) times the end-effector-to-target
+    distance (shaping). ``is_success`` is ``distance < success_tolerance`` (0.05 m by default;
+    objects are 4–9 cm wide), ``reach_tolerance`` (0.03 m) for ``reach``.
 
     **Episode end**: never terminated (a pushing task has no terminal state, and a success need not be
     final); truncated by ``TimeLimit`` (``max_episode_steps=50`` in the registration).
@@ -175,6 +199,9 @@ class PushTableEnv(gym.Env):
         self._target = 0
         self._goal = np.zeros(3)
         self._goal_quat = np.array([1.0, 0.0, 0.0, 0.0])
+        self._spec = config.task_spec()
+        self._goal_state: np.ndarray | None = None  # recorded-goal: the physics at the goal step
+        self._recorded: dict | None = None
         self._has_reset = False
 
     # ------------------------------------------------------------------ model bookkeeping
@@ -263,12 +290,28 @@ class PushTableEnv(gym.Env):
     # ------------------------------------------------------------------ gym API
     def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
         super().reset(seed=seed)
-        cfg, rng, m, d = self.config, self.np_random, self.model, self.data
+        cfg, rng = self.config, self.np_random
         n = cfg.num_objects if cfg.num_objects is not None else int(rng.integers(1, MAX_OBJECTS + 1))
         if options and "num_objects" in options:
             n = int(options["num_objects"])
             if not 1 <= n <= MAX_OBJECTS:
                 raise ValueError(f"options['num_objects'] must be in 1..{MAX_OBJECTS}, got {n}")
+        self._goal_state = None
+        self._recorded = None
+        if self._spec.name == "recorded-goal":
+            self._reset_recorded(rng, n)
+        else:
+            self._reset_scene(rng, n)
+            if self._spec.name == "reach":
+                self._goal = tasks.sample_reach_goal(self._spec, rng, self._ee_pos())
+                self.data.mocap_pos[self._mocap_goal] = (self._goal[0], self._goal[1], 0.0)
+                mujoco.mj_forward(self.model, self.data)
+        self._has_reset = True
+        return self._render_frame(), self._info()
+
+    def _reset_scene(self, rng: np.random.Generator, n: int) -> None:
+        """Draw ``n`` objects, the push task (target and goal spot) and the arm; the ``push`` reset."""
+        cfg, m, d = self.config, self.model, self.data
         obj = _Objects()
         obj.shape[:] = -1
         for i in range(n):
@@ -309,17 +352,8 @@ class PushTableEnv(gym.Env):
         # Task: a target among the present objects and a free goal spot.
         self._target = int(rng.integers(n))
         tx, ty, tr = placed[self._target]
-        goal = rng.uniform(-cfg.goal_area, cfg.goal_area, size=2)
-        for _ in range(200):
-            far = np.hypot(goal[0] - tx, goal[1] - ty) >= cfg.goal_min_distance
-            free = all(
-                np.hypot(goal[0] - px, goal[1] - py) > tr + pr + _OBJECT_MARGIN
-                for j, (px, py, pr) in enumerate(placed)
-                if j != self._target
-            )
-            if far and free:
-                break
-            goal = rng.uniform(-cfg.goal_area, cfg.goal_area, size=2)
+        others = [p for j, p in enumerate(placed) if j != self._target]
+        goal = tasks.sample_push_goal(self._spec, rng, np.array([tx, ty]), others, tr, _OBJECT_MARGIN)
         self._goal = np.array([goal[0], goal[1], self._rest_height(self._target)])
         q = self._obj_qpos[self._target]
         self._goal_quat = d.qpos[q + 3 : q + 7].copy()
@@ -334,8 +368,55 @@ class PushTableEnv(gym.Env):
         d.mocap_pos[self._mocap_target] = ee
         self._update_arm_links()
         mujoco.mj_forward(m, d)
-        self._has_reset = True
-        return self._render_frame(), self._info()
+
+    def _reset_recorded(self, rng: np.random.Generator, n: int, attempts: int = 100) -> None:
+        """The ``recorded-goal`` reset: record episodes of the collection's scripted pushing policy
+        (``RandomPushPolicy``, every episode a push) until one has a window of ``recorded_k`` steps
+        in which some object moved at least ``min_move``; start at the window's first state, with
+        that object as the target and its position at the window's end as the goal."""
+        from worldmodel.data.policy import RandomPushPolicy  # the policy imports this module
+
+        spec, k = self._spec, int(self._spec.recorded_k)
+        length = k + _RECORDED_SLACK
+        for _ in range(attempts):
+            self._reset_scene(rng, n)
+            policy = RandomPushPolicy(int(rng.integers(2**31)), push_probability=1.0, config=self.config)
+            info = self._info()
+            policy.reset(info)
+            states, positions, quats, actions = [self.get_state()], [self._object_poses()[0]], [], []
+            for _ in range(length):
+                actions.append(policy(info))
+                self._simulate(actions[-1])
+                info = self._info()
+                states.append(self.get_state())
+                pos, quat = self._object_poses()
+                positions.append(pos)
+                quats.append(quat)
+            pos = np.stack(positions)  # (length + 1, n, 3)
+            moved = np.linalg.norm(pos[k:, :, :2] - pos[: len(pos) - k, :, :2], axis=-1)  # (windows, n)
+            t0, target = np.unravel_index(int(np.argmax(moved)), moved.shape)
+            if moved[t0, target] >= spec.min_move:
+                break
+        else:
+            raise RuntimeError(
+                f"recorded-goal: no window of {k} steps moved an object by {spec.min_move} m in "
+                f"{attempts} recorded episodes (lower recorded_k or success_tolerance)"
+            )
+        start = dict(states[t0])
+        start.update(target=np.array(target, np.int64), goal_pos=pos[t0 + k, target].astype(np.float64))
+        start["goal_quat"] = quats[t0 + k - 1][target].astype(np.float64)
+        self._goal_state = states[t0 + k]["physics"]
+        self.set_state(start)
+        self.data.mocap_pos[self._mocap_goal] = (self._goal[0], self._goal[1], 0.0)
+        mujoco.mj_forward(self.model, self.data)
+        self._recorded = {"start": int(t0), "actions": np.stack(actions[t0 : t0 + k]).astype(np.float32)}
+
+    def recorded_actions(self) -> np.ndarray:
+        """``recorded-goal``: the recorded actions ``(recorded_k, 4)`` that lead from this episode's
+        start to its goal (replaying them in the sim reaches it exactly: the oracle check)."""
+        if self._recorded is None:
+            raise RuntimeError("recorded_actions() needs a recorded-goal episode (task='recorded-goal')")
+        return self._recorded["actions"].copy()
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
         if not self._has_reset:
@@ -343,7 +424,13 @@ class PushTableEnv(gym.Env):
         a = np.asarray(action, dtype=np.float64).reshape(-1)
         if a.shape != (4,) or not np.all(np.isfinite(a)):
             raise ValueError(f"action must be 4 finite floats (dx, dy, dz, gripper), got {action!r}")
-        a = np.clip(a, -1.0, 1.0)
+        self._simulate(a)
+        info = self._info()
+        return self._render_frame(), self._reward(info), False, False, info
+
+    def _simulate(self, action: np.ndarray) -> None:
+        """One control step of physics (no rendering); ``action`` finite ``(4,)``."""
+        a = np.clip(np.asarray(action, np.float64), -1.0, 1.0)
         cfg, m, d = self.config, self.model, self.data
         ee = self._ee_pos()
         start = d.mocap_pos[self._mocap_target].copy()
@@ -355,25 +442,33 @@ class PushTableEnv(gym.Env):
             mujoco.mj_step(m, d)
         self._update_arm_links()
         mujoco.mj_kinematics(m, d)  # positions for rendering and info: the state after the step
-        info = self._info()
-        return self._render_frame(), -float(info["distance"]), False, False, info
+
+    def _object_poses(self) -> tuple[np.ndarray, np.ndarray]:
+        """Positions ``(n, 3)`` and orientations ``(n, 4)`` of the present objects."""
+        bodies = self._obj_body[: self._num_objects]
+        return self.data.xpos[bodies].copy(), self.data.xquat[bodies].copy()
 
     def render(self) -> np.ndarray:
         """The current camera image, uint8 (H, W, 3) (whatever ``render_mode`` is)."""
         return self._render_frame()
 
     def render_goal(self) -> np.ndarray:
-        """The scene as it is now but with the target object resting at the goal (for image goals).
-
-        The target keeps its orientation from the start of the episode; the arm and the other objects
-        stay where they are. The simulation state is left untouched.
-        """
+        """The goal as an image. ``push``: the scene as it is now but with the target object resting
+        at the goal, keeping its orientation from the start of the episode (the arm and the other
+        objects stay where they are). ``recorded-goal``: the recorded scene at the goal step.
+        ``reach``: the scene as it is now (the goal is a point in the air; its disc marks its xy).
+        The simulation state is left untouched."""
         m, d = self.model, self.data
         saved = self._physics_state()
-        q = self._obj_qpos[self._target]
-        d.qpos[q : q + 3] = self._goal
-        d.qpos[q + 3 : q + 7] = self._goal_quat
-        mujoco.mj_kinematics(m, d)
+        if self._goal_state is not None:
+            mujoco.mj_setState(m, d, self._goal_state, _STATE_SPEC)
+            self._update_arm_links()
+            mujoco.mj_forward(m, d)
+        elif self._spec.name != "reach":
+            q = self._obj_qpos[self._target]
+            d.qpos[q : q + 3] = self._goal
+            d.qpos[q + 3 : q + 7] = self._goal_quat
+            mujoco.mj_kinematics(m, d)
         frame = self._render_frame()
         mujoco.mj_setState(m, d, saved, _STATE_SPEC)
         mujoco.mj_forward(m, d)
@@ -465,16 +560,22 @@ class PushTableEnv(gym.Env):
         d = self.data
         objects = d.xpos[self._obj_body[: self._num_objects]].astype(np.float32)
         target = objects[self._target].astype(np.float64)
-        distance = float(np.hypot(target[0] - self._goal[0], target[1] - self._goal[1]))
+        ee = self._ee_pos()
+        distance = float(tasks.distance(self._spec, target, ee, self._goal))
         return {
-            "ee_pos": self._ee_pos().astype(np.float32),
+            "ee_pos": ee.astype(np.float32),
             "object_pos": objects,
             "num_objects": int(self._num_objects),
             "target": int(self._target),
             "goal_pos": self._goal.astype(np.float32),
             "distance": distance,
-            "is_success": bool(distance < self.config.success_tolerance),
+            "is_success": bool(distance < self._spec.tolerance),
         }
+
+    def _reward(self, info: dict[str, Any]) -> float:
+        """The task's reward (``worldmodel.envs.task.reward``) for the state ``info`` describes."""
+        target = np.asarray(info["object_pos"][info["target"]], np.float64)
+        return float(tasks.reward(self._spec, target, np.asarray(info["ee_pos"], np.float64), self._goal))
 
     def _render_frame(self) -> np.ndarray:
         if self._renderer is None:

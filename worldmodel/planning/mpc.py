@@ -45,6 +45,7 @@ from torch import Tensor
 from worldmodel.data.batch import frames_to_uint8
 from worldmodel.dynamics.base import LatentDynamics, State
 from worldmodel.dynamics.inference import for_inference
+from worldmodel.envs.task import wilson_interval
 from worldmodel.planning.cem import CEM, CEMResult, WarmStart
 from worldmodel.planning.objectives import Objective, Task
 
@@ -490,8 +491,9 @@ def evaluate(agent: Any, env: Any, episodes: int, *, seed: int | None = None) ->
         seed: seeds the VecEnv before its first reset (same seed, same episodes for every agent).
 
     Returns:
-        ``success_rate`` and ``final_distance`` (mean object-goal distance in metres at the end of
-        the episodes), ``ms_per_action`` (the agent's planning time per action), ``episodes``.
+        ``success_rate``, ``successes``, ``ci95`` (the 95 % Wilson interval of the success rate,
+        ``[low, high]``), ``final_distance`` (mean task distance in metres at the end of the
+        episodes), ``ms_per_action`` (the agent's planning time per action), ``episodes``.
     """
     from stable_baselines3.common.evaluation import evaluate_policy
 
@@ -509,8 +511,11 @@ def evaluate(agent: Any, env: Any, episodes: int, *, seed: int | None = None) ->
     if seed is not None:
         env.seed(seed)
     evaluate_policy(agent, env, n_eval_episodes=episodes, deterministic=True, callback=on_step, warn=False)
+    successes = sum(s for s, _ in finals)
     return {
         "success_rate": float(np.mean([s for s, _ in finals])) if finals else float("nan"),
+        "successes": int(successes),
+        "ci95": list(wilson_interval(int(successes), len(finals))),
         "final_distance": float(np.mean([d for _, d in finals])) if finals else float("nan"),
         "ms_per_action": float(agent.ms_per_action),
         "episodes": len(finals),

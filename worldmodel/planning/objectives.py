@@ -14,9 +14,9 @@ mean prediction instead.
 Objectives (rewards per predicted step; the score is their sum, discounted, over ``frames="all"``
 steps or the last step's alone with ``frames="last"``):
 
-- ``LearnedReward(head)``: minus the xy distance (m) between the target object's position predicted
-  by the ``ObjectHead`` from the model's features and the goal, as ``Dream-v0``'s learned reward.
-  Stays in latent space (``rollout(decode=False)``).
+- ``LearnedReward(head, task=...)``: the task's reward (``worldmodel.envs.task``: the real env's
+  and ``Dream-v0``'s, one implementation) on the target object and end effector an ``ObjectHead``
+  predicts from the model's features. Stays in latent space (``rollout(decode=False)``).
 - ``GoalImage("pixels")``: minus the RMS pixel distance (in [0, 1]) between predicted frames and
   the goal image (Visual Foresight's goal-image cost, on every frame or the last).
 - ``GoalImage("features")``: minus the L2 distance between the rollout's ``features`` and the
@@ -36,6 +36,8 @@ import torch
 from torch import Tensor
 
 from worldmodel.dynamics.base import LatentDynamics, State
+from worldmodel.envs import task as tasks
+from worldmodel.envs.task import TaskSpec
 
 FRAMES = ("all", "last")
 
@@ -193,25 +195,47 @@ class Objective(ABC):
 
 
 class LearnedReward(Objective):
-    """Minus the predicted object-goal xy distance (m) per step, via an ``ObjectHead``; with
-    ``reach_weight > 0`` also minus that weight times the predicted end-effector-to-object distance
-    (3-D), the shaping the simulator oracle uses (``oracle.py``): the task reward alone is flat
-    until the gripper touches the object, so short plans would never find a push.
+    """The task's reward (``worldmodel.envs.task.reward``, as the real env computes it) on the
+    target object and end effector that an ``ObjectHead`` reads off the model's features.
 
-    ``task`` needs ``goal_pos`` and ``query``. See ``Objective`` for the other keyword options.
+    ``push`` and ``recorded-goal``: minus the predicted target-goal xy distance (m), minus
+    ``reach_weight`` times the predicted end-effector-to-target distance (3-D; the shaping the
+    real env and the simulator oracle use: the push distance alone is flat until the gripper
+    touches the object, so short plans would never find a push). ``reach``: minus the predicted
+    end-effector-goal distance. ``task`` needs ``goal_pos`` (and ``query`` for the object tasks).
+
+    Args:
+        head: an ``ObjectHead`` (the model's ``state_head`` or a file's).
+        task: a ``TaskSpec`` or a task name (default ``push``).
+        reach_weight: overrides the task's shaping weight (``None``: the task's, 0.5, when the
+            head has an end-effector branch, else 0).
+        **options: see ``Objective``.
     """
 
-    def __init__(self, head: torch.nn.Module, *, reach_weight: float = 0.0, **options: Any) -> None:
+    def __init__(
+        self,
+        head: torch.nn.Module,
+        *,
+        task: TaskSpec | str = "push",
+        reach_weight: float | None = None,
+        **options: Any,
+    ) -> None:
         super().__init__(**options)
-        if reach_weight < 0:
+        self.spec = task if isinstance(task, TaskSpec) else TaskSpec(name=task)
+        has_ee = getattr(head, "has_end_effector", False)
+        w = (self.spec.reach_weight if has_ee else 0.0) if reach_weight is None else float(reach_weight)
+        if not w >= 0:
             raise ValueError(f"reach_weight must be >= 0, got {reach_weight}")
-        if reach_weight > 0 and not getattr(head, "has_end_effector", False):
-            raise ValueError("reach_weight > 0 needs a head with an end-effector branch (retrain it)")
-        self.head = head.eval()
-        self.reach_weight = float(reach_weight)
+        self.reach_weight = w if self.spec.uses_objects else 0.0
+        if (self.reach_weight > 0 or not self.spec.uses_objects) and not has_ee:
+            raise ValueError(
+                f"task {self.spec.name!r} with reach_weight {self.reach_weight} needs a head with an "
+                "end-effector branch (train the model with state_head=true, or retrain the head)"
+            )
+        self.head, self.has_ee = head.eval(), bool(has_ee)
 
     def prepare(self, model: LatentDynamics, task: Task) -> Task:
-        if task.goal_pos is None or task.query is None:
+        if task.goal_pos is None or (self.spec.uses_objects and task.query is None):
             raise ValueError("task: LearnedReward needs goal_pos and query (the target's start position)")
         self.head.to(model.device)
         return task.to(model.device)
@@ -219,14 +243,13 @@ class LearnedReward(Objective):
     def rewards(self, outputs: Tensor, task: Task, problem: Tensor) -> Tensor:
         b, h, f = outputs.shape
         feats = outputs.reshape(b * h, f).float()
-        query = task.query[problem].float().repeat_interleave(h, dim=0)
-        pos = self.head(feats, query).view(b, h, -1)
-        goal = task.goal_pos[problem].float()[:, None, :2]
-        reward = -torch.linalg.vector_norm(pos[..., :2] - goal, dim=-1)
-        if self.reach_weight > 0:
-            ee = self.head.end_effector(feats).view(b, h, -1)
-            reward = reward - self.reach_weight * torch.linalg.vector_norm(ee - pos, dim=-1)
-        return reward
+        goal = task.goal_pos[problem].float()[:, None, :]
+        ee = self.head.end_effector(feats).view(b, h, -1) if self.has_ee else None
+        pos = ee
+        if self.spec.uses_objects:
+            query = task.query[problem].float().repeat_interleave(h, dim=0)
+            pos = self.head(feats, query).view(b, h, -1)
+        return tasks.reward(self.spec, pos, pos if ee is None else ee, goal, self.reach_weight)
 
 
 class GoalImage(Objective):

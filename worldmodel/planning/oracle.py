@@ -8,10 +8,11 @@ candidate's actions, one candidate after another. It is exact and slow: its cost
 The copy never renders: pixels are not needed to score, and rendering costs about twice the
 physics (``_Blind`` returns a constant image instead; the physics and the info are the sim's own).
 
-Cost per step: the target object's xy distance to the goal (the env's reward) plus
-``reach_weight`` times the 3-D distance from the end effector to the target object. The reach
-term is shaping: without it every candidate that does not touch the object scores the same,
-and a short horizon rarely touches it by chance.
+Cost per step: minus the task's reward (``worldmodel.envs.task.reward``, the env's own): for
+the object tasks the target object's xy distance to the goal plus ``reach_weight`` times the 3-D
+distance from the end effector to the target object, for ``reach`` the end effector's distance
+to the goal. The reach term is shaping: without it every candidate that does not touch the
+object scores the same, and a short horizon rarely touches it by chance.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from worldmodel.envs import task as tasks
 from worldmodel.planning.objectives import FRAMES
 
 
@@ -52,6 +54,7 @@ class SimOracle:
         from worldmodel.envs.push_table import PushTableConfig
 
         self.config = config if config is not None else PushTableConfig()
+        self.spec = self.config.task_spec()
         self.reach_weight, self.frames, self.discount = float(reach_weight), frames, float(discount)
         self._sim = None
         self.steps = 0  # physics env steps taken so far (for budgets)
@@ -65,8 +68,8 @@ class SimOracle:
     def cost(self, info: dict) -> float:
         """One step's cost from the sim's ``info``."""
         target = np.asarray(info["object_pos"][info["target"]], np.float64)
-        reach = float(np.linalg.norm(np.asarray(info["ee_pos"], np.float64) - target))
-        return float(info["distance"]) + self.reach_weight * reach
+        ee, goal = np.asarray(info["ee_pos"], np.float64), np.asarray(info["goal_pos"], np.float64)
+        return -float(tasks.reward(self.spec, target, ee, goal, self.reach_weight))
 
     def __call__(self, states: list[dict], actions: Tensor) -> Tensor:
         """Scores ``(P, N)`` (minus the summed cost) of ``actions`` ``(P, N, H, A)`` from ``states``
