@@ -46,6 +46,7 @@ import worldmodel
 from worldmodel.dynamics.inference import for_inference
 from worldmodel.envs.dream import resolve_dtype
 from worldmodel.envs.push_table import REST_ACTION
+from worldmodel.envs.task import TASKS, TaskSpec, wilson_interval
 from worldmodel.files import write_text_atomic
 from worldmodel.perf import keep_freed_memory
 from worldmodel.video import grid, write_video
@@ -91,6 +92,8 @@ class RunConfig:
     """SB3 constructor keywords (``n_steps``, ``batch_size``, ``learning_rate``...)."""
     vec: str = "dream"
     """Vectorisation of the training env: ``dream`` (batched model), ``subproc`` or ``dummy``."""
+    task: str = "push"
+    """The task trained on and judged by default: ``push``, ``recorded-goal`` or ``reach``."""
     format: int = CONFIG_FORMAT
 
     def __post_init__(self) -> None:
@@ -105,6 +108,8 @@ class RunConfig:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if self.eval_every < 0 or self.video_episodes < 0:
             raise ValueError("--eval-every and --video-episodes must be >= 0")
+        if self.task not in TASKS:
+            raise ValueError(f"--task must be one of {', '.join(TASKS)}, got {self.task!r}")
         if self.latent_window is not None and self.latent_window < 1:
             raise ValueError(f"--latent-window must be >= 1, got {self.latent_window}")
 
@@ -238,11 +243,25 @@ class LatentObservation(gym.Wrapper):
 
 
 def make_real_env(
-    image_size: int = 64, *, render_mode: str | None = None, model=None, cfg: RunConfig | None = None
+    image_size: int = 64,
+    *,
+    render_mode: str | None = None,
+    model=None,
+    cfg: RunConfig | None = None,
+    task: str | None = None,
 ) -> gym.Env:
-    """``worldmodel/PushTable-v0`` at ``image_size``, wrapped in ``LatentObservation`` when ``model``
-    is given (latent runs). Module-level so ``SubprocVecEnv`` can pickle it by reference."""
-    env = gym.make(worldmodel.PUSH_TABLE_ID, image_size=image_size, render_mode=render_mode)
+    """``worldmodel/PushTable-v0`` at ``image_size`` on ``task`` (default the run's, else push; the
+    episode lasts the task's budget), wrapped in ``LatentObservation`` when ``model`` is given
+    (latent runs). Module-level so ``SubprocVecEnv`` can pickle it by reference."""
+    task = task or (cfg.task if cfg is not None else "push")
+    steps = TaskSpec(name=task).budget
+    env = gym.make(
+        worldmodel.PUSH_TABLE_ID,
+        image_size=image_size,
+        render_mode=render_mode,
+        task=task,
+        max_episode_steps=steps,
+    )
     if model is not None:
         window = cfg.latent_window if cfg is not None else None
         bound = cfg.latent_bound if cfg is not None else 10.0
@@ -251,14 +270,15 @@ def make_real_env(
     return env
 
 
-def make_eval_env(cfg: RunConfig, model=None) -> gym.Env:
-    """The real env a run's policy is evaluated in (frames rendered for videos).
+def make_eval_env(cfg: RunConfig, model=None, task: str | None = None) -> gym.Env:
+    """The real env a run's policy is evaluated in (frames rendered for videos), on ``task``
+    (default the run's).
 
     ``model``: the world model of a latent run (loaded from ``cfg.checkpoint`` when omitted)."""
     if cfg.obs == "latent":
         model = model if model is not None else load_world_model(cfg.checkpoint, cfg.device)
-        return make_real_env(cfg.image_size, render_mode="rgb_array", model=model, cfg=cfg)
-    return make_real_env(cfg.image_size, render_mode="rgb_array")
+        return make_real_env(cfg.image_size, render_mode="rgb_array", model=model, cfg=cfg, task=task)
+    return make_real_env(cfg.image_size, render_mode="rgb_array", cfg=cfg, task=task)
 
 
 # ------------------------------------------------------------------------------- evaluation
@@ -303,8 +323,11 @@ def evaluate_real(
         )
         if frames is not None:
             videos.append(np.stack(frames))
+    successes = sum(r["success"] for r in rows)
     summary = {
         "success_rate": float(np.mean([r["success"] for r in rows])),
+        "successes": int(successes),
+        "ci95": list(wilson_interval(int(successes), len(rows))),
         "final_distance": float(np.mean([r["final_distance"] for r in rows])),
         "episodes": len(rows),
         "mean_return": float(np.mean([r["return"] for r in rows])),

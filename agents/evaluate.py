@@ -30,6 +30,7 @@ from agents.common import (
     make_real_env,
     write_episodes_video,
 )
+from worldmodel.envs.task import TASKS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,6 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stochastic", action="store_true", help="sample actions instead of the policy's mode")
     p.add_argument("--random", action="store_true", help="evaluate uniform random actions instead of a run")
     p.add_argument("--image-size", type=int, default=64, help="--random only: sim image size (default 64)")
+    p.add_argument(
+        "--task",
+        choices=TASKS,
+        default=None,
+        help="push, recorded-goal or reach (default: the run's task; push for --random)",
+    )
     p.add_argument("--device", default=None, help="auto | cpu | cuda (default: the run's)")
     return p
 
@@ -74,7 +81,7 @@ def run(argv: list[str] | None = None) -> int:
     if args.random:
         policy, env, about = (
             RandomPolicy(args.seed),
-            make_real_env(args.image_size, render_mode="rgb_array"),
+            make_real_env(args.image_size, render_mode="rgb_array", task=args.task or "push"),
             {},
         )
         video = Path(args.video) if args.video else None
@@ -87,7 +94,7 @@ def run(argv: list[str] | None = None) -> int:
         if not ckpt.is_file():
             raise ValueError(f"{run_dir}: no agent checkpoint yet ({ckpt} is missing)")
         policy = algo_class(cfg.algo).load(ckpt, device=cfg.device)
-        env = make_eval_env(cfg)
+        env = make_eval_env(cfg, task=args.task)
         video = Path(args.video) if args.video else run_dir / "videos" / "evaluate.mp4"
         about = {"run": str(run_dir), "algo": cfg.algo, "env": cfg.env, "obs": cfg.obs}
         about.update(reward=cfg.reward, checkpoint=cfg.checkpoint, timesteps=int(policy.num_timesteps))
@@ -98,11 +105,20 @@ def run(argv: list[str] | None = None) -> int:
         )
     finally:
         env.close()
-    result = {**summary, **about, "policy": "random" if args.random else "agent", "seed": args.seed}
+    task = args.task or ("push" if args.random else cfg.task)
+    result = {
+        **summary,
+        **about,
+        "task": task,
+        "policy": "random" if args.random else "agent",
+        "seed": args.seed,
+    }
     if frames is not None:
         result["video"] = str(write_episodes_video(video, frames))
+    lo, hi = result["ci95"]
     print(
-        f"real success rate {result['success_rate']:.3f} over {result['episodes']} episodes, "
+        f"task {task}: real success rate {result['success_rate']:.3f} (95% interval {lo:.2f}-{hi:.2f}) "
+        f"over {result['episodes']} episodes, "
         f"final distance {result['final_distance']:.3f} m"
         + (f"; video {result['video']}" if "video" in result else "")
     )

@@ -30,6 +30,7 @@ from agents.common import (
     prepare_run,
     train,
 )
+from worldmodel.envs.task import TASKS, TaskSpec
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,7 +59,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--head", default=None, help="object-position head file (default: the one beside --checkpoint)"
     )
     p.add_argument(
-        "--horizon", type=int, default=50, help="dream episode length (default 50, as the real env)"
+        "--horizon",
+        type=int,
+        default=None,
+        help="dream episode length (default the task's budget, as the real env: push 50, reach 30)",
+    )
+    p.add_argument(
+        "--task",
+        choices=TASKS,
+        default="push",
+        help="task trained in the dream and judged in the real sim: push, recorded-goal or reach "
+        "(default push)",
     )
     p.add_argument("--pool-size", type=int, default=64, help="dream start contexts drawn once (default 64)")
     p.add_argument(
@@ -103,10 +114,11 @@ def run(argv: list[str] | None = None) -> int:
             env="dream",
             obs=args.obs,
             reward=args.reward,
+            task=args.task,
             checkpoint=str(Path(args.checkpoint).resolve()),
             head=str(Path(args.head).resolve()) if args.head else None,
             dream={
-                "horizon": args.horizon,
+                "horizon": args.horizon or TaskSpec(name=args.task).budget,
                 "pool_size": args.pool_size,
                 "temperature": args.temperature,
                 "data": str(Path(args.data).resolve()) if args.data else None,
@@ -126,7 +138,7 @@ def run(argv: list[str] | None = None) -> int:
             f"{cfg.checkpoint}: the model makes {cfg.image_size}-px frames, too small for SB3's CnnPolicy "
             f"(>= {MIN_CNN_SIZE}); use --obs latent or a larger model"
         )
-    head = _head(cfg)
+    head = _head(cfg, model)
     cfg.save(out)
     return train(
         cfg,
@@ -138,14 +150,18 @@ def run(argv: list[str] | None = None) -> int:
     )
 
 
-def _head(cfg: RunConfig):
-    """The object-position head of a ``learned``-reward run (``None`` for ``goal-image``)."""
+def _head(cfg: RunConfig, model):
+    """The object-position head of a ``learned``-reward run: ``--head``, else the model's own state
+    head (``None``: the dream uses it), else the one stored for the checkpoint (``None`` for
+    ``goal-image``)."""
     from worldmodel.dynamics.heads import find_head, head_path_for, load_head
 
     if cfg.reward != "learned":
         return None
     if cfg.head is not None:
         return load_head(cfg.head)
+    if model.state_head is not None:
+        return None
     head = find_head(cfg.checkpoint)
     if head is None:
         raise ValueError(
@@ -165,6 +181,7 @@ def _dream(cfg: RunConfig, model, head):
         head=head,
         device=cfg.device,
         reward=cfg.reward,
+        task=cfg.task,
         obs=cfg.obs,
         image_size=cfg.image_size,
         latent_bound=cfg.latent_bound,

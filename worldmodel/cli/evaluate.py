@@ -1,5 +1,8 @@
 """``worldmodel eval CKPT --data DIR``: per-step PSNR/SSIM (best-of-N, mean-of-N) vs copy-last-frame,
-and bits per dimension for models with a likelihood (VideoFlow)."""
+and bits per dimension for models with a likelihood (VideoFlow); with a state head and data that
+records states, also the control diagnostics (``worldmodel.training.control``): dreamed end
+effector and pushed objects vs "nothing moves", and how the planner's objectives rank the recorded
+actions among other episodes'."""
 
 from __future__ import annotations
 
@@ -33,6 +36,30 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="truth | best | random sample video (.mp4/.gif; default: beside --json, else "
         "CKPT_eval.gif beside the checkpoint)",
     )
+    p.add_argument(
+        "--control",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="control diagnostics: state errors along open-loop dreams and the ranking of recorded "
+        "actions (default: on when the model has a state head or a head file and the data records "
+        "states; without a head only the pixel ranking runs)",
+    )
+    p.add_argument(
+        "--control-ks",
+        default="5,10,20",
+        metavar="K,K,...",
+        help="steps after the context at which the state errors are reported; the ranking uses "
+        "min(10, max K) (default 5,10,20)",
+    )
+    p.add_argument(
+        "--control-episodes", type=int, default=64, help="episodes of the split diagnosed (default 64)"
+    )
+    p.add_argument(
+        "--control-candidates",
+        type=int,
+        default=31,
+        help="other episodes' action sequences ranked against each recorded one (default 31)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -53,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
     data = open_dataset(
         args.data, split=args.split, seq_len=seq_len, random_offset=False, image_size=cfg.image_size
     )
+    control_plan = _control_plan(args, ckpt, model, data)
     zero_actions = not data.has_actions
     if zero_actions:
         print(f"worldmodel eval: {args.data} has no actions; rolling out with zero actions", file=sys.stderr)
@@ -82,6 +110,8 @@ def run(args: argparse.Namespace) -> int:
         temperature=args.temperature,
         zero_actions=zero_actions,
     )
+    if control_plan is not None:
+        report["control"] = _run_control(args, model, control_plan)
     if args.json:
         write_json_atomic(args.json, report)
     video = (
@@ -102,5 +132,126 @@ def run(args: argparse.Namespace) -> int:
     print(f"  copy last frame: PSNR {base['psnr_mean']:.2f} dB  SSIM {base['ssim_mean']:.4f}")
     if "bpp" in report:
         print(f"  bits per dimension: {report['bpp_mean']:.3f}")
+    if "control" in report:
+        print_control(report["control"])
     print(f"  video: {video}" + (f"  report: {args.json}" if args.json else ""))
     return 0
+
+
+def _parse_ks(text: str) -> tuple[int, ...]:
+    try:
+        ks = tuple(int(k) for k in text.split(",") if k.strip())
+    except ValueError:
+        raise ValueError(
+            f"--control-ks: expected comma-separated step counts like 5,10,20, got {text!r}"
+        ) from None
+    if not ks or min(ks) < 1:
+        raise ValueError(f"--control-ks: step counts must be >= 1, got {text!r}")
+    return ks
+
+
+def _control_plan(args: argparse.Namespace, ckpt: Path, model, data) -> dict | None:
+    """What the control diagnostics will run (``None``: skipped), decided before the slow PSNR part
+    so that bad flags fail at once. Auto mode (no ``--control`` / ``--no-control``) runs them when
+    there is a head and the data records states, on the ``--control-ks`` that fit the episodes."""
+    if args.control is False:
+        return None
+    explicit = args.control is True
+    ks = _parse_ks(args.control_ks)
+    if args.control_episodes < 1:
+        raise ValueError(f"--control-episodes must be >= 1, got {args.control_episodes}")
+    if args.control_candidates < 1:
+        raise ValueError(f"--control-candidates must be >= 1, got {args.control_candidates}")
+    if not data.has_actions:  # PNG folders: no actions, no states
+        if explicit:
+            raise ValueError(f"--control needs data with recorded actions and states; {args.data} has none")
+        return None
+    head, source = model.state_head, "model"
+    if head is None:
+        from worldmodel.dynamics.heads import find_head
+
+        head, source = find_head(ckpt), "file"
+    if head is None:
+        if not explicit:
+            return None
+        print(
+            f"worldmodel eval: {ckpt} has no state head (train with --set state_head=true or run "
+            "`worldmodel train-head`): control diagnostics rank by pixels only",
+            file=sys.stderr,
+        )
+        source = None
+    fit = tuple(k for k in ks if args.n_past + k <= data.episode_length)
+    if fit != ks:
+        longest = data.episode_length - args.n_past
+        if explicit or not fit:
+            if explicit:
+                raise ValueError(
+                    f"--control-ks: {args.n_past} context frames + {max(ks)} steps is longer than the "
+                    f"episodes of {args.data} ({data.episode_length} steps; at most {longest} steps)"
+                )
+            print(
+                f"worldmodel eval: episodes too short for --control-ks {args.control_ks}; skipped",
+                file=sys.stderr,
+            )
+            return None
+        print(
+            f"worldmodel eval: --control-ks beyond {longest} steps dropped (episode length)", file=sys.stderr
+        )
+    return {"ks": fit, "head": head, "head_source": source}
+
+
+def _run_control(args: argparse.Namespace, model, plan: dict) -> dict:
+    """The diagnostics on the first ``--control-episodes`` episodes of the split, windows from step 0."""
+    from worldmodel.data import open_dataset
+    from worldmodel.training.control import control_diagnostics
+
+    ks = plan["ks"]
+    window = args.n_past + max(max(ks), min(10, max(ks)))
+    data = open_dataset(
+        args.data, split=args.split, seq_len=window, random_offset=False, image_size=model.config.image_size
+    )
+    items = [data[i] for i in range(min(args.control_episodes, len(data)))]
+    result = control_diagnostics(
+        model,
+        items,
+        head=plan["head"],
+        ks=ks,
+        candidates=args.control_candidates,
+        seed=args.seed,
+        temperature=args.temperature,
+        context=args.n_past,
+        state_metrics=plan["head"] is not None,
+        max_rollouts=args.max_rollouts,
+    )
+    return {**result, "head": plan["head_source"]}
+
+
+def _fmt(value, spec: str = ".2f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def print_control(c: dict) -> None:
+    """The control diagnostics as a short table."""
+    print(
+        f"  control: {c['episodes']} episodes, {c['context']} context frames, dreams along the recorded "
+        "actions (errors in cm: dream / stays put)"
+    )
+    if c["per_k"]:
+        print(
+            f"    {'k':>4}  {'end effector':>15}  {'target object':>15}  {'targets':>7}  {'moved objects':>13}"
+        )
+        for k, row in c["per_k"].items():
+            ee = f"{_fmt(row['ee_error_cm'])} / {_fmt(row['ee_static_cm'])}"
+            tg = f"{_fmt(row['target_error_cm'])} / {_fmt(row['target_static_cm'])}"
+            print(f"    {k:>4}  {ee:>15}  {tg:>15}  {row['target_episodes']:>7}  {row['objects_moved']:>13}")
+    r = c["ranking"]
+    print(
+        f"    recorded actions vs {r['candidates']} other episodes' at k={r['k']} "
+        "(rank score: 1 = always best, 0.5 = chance):"
+    )
+    for name in ("learned", "pixels"):
+        if name in r:
+            s = r[name]
+            print(
+                f"    {name:>8}  rank {_fmt(s['rank_score'], '.3f')}  top-1 {_fmt(s['top1'], '.3f')}  ({s['episodes']} episodes)"
+            )

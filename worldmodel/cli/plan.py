@@ -44,7 +44,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--head",
         default=None,
-        help="object-head file (default: the model's own state head, else the checkpoint's CKPT_STEM.head.pt)",
+        help="object-head file (default: the model's own state head, else the checkpoint's "
+        "CKPT_STEM.head.pt)",
     )
     p.add_argument("--temperature", type=float, default=1.0, help="model sampling temperature (0: mean)")
     p.add_argument(
@@ -102,7 +103,9 @@ def _objective(args: argparse.Namespace, ckpt: Path, model):
             )
     if kind == "learned" or (kind == "auto" and head is not None):
         if head.feature_dim != model.feature_dim:
-            raise ValueError(f"--head: it reads {head.feature_dim} features, the model gives {model.feature_dim}")
+            raise ValueError(
+                f"--head: it reads {head.feature_dim} features, the model gives {model.feature_dim}"
+            )
         weight = args.reach_weight if args.learned_reach_weight is None else args.learned_reach_weight
         return "learned", LearnedReward(head, task=_spec(args), reach_weight=weight, **options)
     if args.task == "reach":
@@ -154,16 +157,8 @@ def _check_counts(args: argparse.Namespace) -> None:
         raise ValueError(f"--oracle-budget must be 0 (skip the oracle) or >= 2, got {args.oracle_budget}")
 
 
-def run(args: argparse.Namespace) -> int:
-    """Load the model, run the three agents on the same episodes, report one table."""
-    import torch
-
-    from worldmodel.dynamics import load
-    from worldmodel.envs.push_table import REST_ACTION
-    from worldmodel.planning import CEM, CEMConfig, MPCAgent, OracleAgent, RandomAgent, evaluate
-    from worldmodel.planning.oracle import SimOracle
-    from worldmodel.video import write_video
-
+def _check_args(args: argparse.Namespace) -> None:
+    """One-line errors naming the flag for counts and weights that make no sense."""
     for name in ("episodes", "population", "elites", "horizon", "iterations", "replan_every", "envs"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
@@ -179,6 +174,19 @@ def run(args: argparse.Namespace) -> int:
         args.max_steps = _spec(args).budget
     if args.max_steps < 1:
         raise ValueError(f"--max-steps must be >= 1, got {args.max_steps}")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Load the model, run the three agents on the same episodes, report one table."""
+    import torch
+
+    from worldmodel.dynamics import load
+    from worldmodel.envs.push_table import REST_ACTION
+    from worldmodel.planning import CEM, CEMConfig, MPCAgent, OracleAgent, RandomAgent, evaluate
+    from worldmodel.planning.oracle import SimOracle
+    from worldmodel.video import write_video
+
+    _check_args(args)
     if args.threads:
         torch.set_num_threads(args.threads)
     _check_counts(args)
@@ -241,9 +249,9 @@ def run(args: argparse.Namespace) -> int:
             print(f"{name:<8} {'(skipped: --oracle-budget 0)':>40}")
             continue
         cands = {"model": f"{args.population} ({kind})", "oracle": f"{args.oracle_budget} (simulated)"}
-        lo, hi = r["ci95"]
+        interval = "{:.2f}-{:.2f}".format(*r["ci95"])
         print(
-            f"{name:<8} {r['success_rate']:>8.2f} {f'{lo:.2f}-{hi:.2f}':>13} {100 * r['final_distance']:>16.2f} "
+            f"{name:<8} {r['success_rate']:>8.2f} {interval:>13} {100 * r['final_distance']:>16.2f} "
             f"{r['ms_per_action']:>15.1f} {r['episodes']:>9}  {cands.get(name, '-')}"
         )
     if args.json or args.video:

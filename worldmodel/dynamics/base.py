@@ -22,7 +22,6 @@ from torch import Tensor, nn
 
 from worldmodel.data.batch import Batch
 
-
 _POS_SCALE = 0.1  # metres: the state head's unit (PushTable's workspace is about ±0.2 m)
 _EE_MEAN = (0.0, 0.0, 0.08)  # the end effector's mean height above the table
 

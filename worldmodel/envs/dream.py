@@ -26,7 +26,8 @@ target's position at reset); distance, reward and success are then the task's
 (``worldmodel.envs.task``, ``task=push|recorded-goal|reach``), computed as the real env computes
 them: for ``push``, minus the target's xy distance (m) to the goal minus ``reach_weight`` times
 the end effector's distance to the target, ``is_success`` when the distance is below
-``success_tolerance`` (0.05 m). ``reward="goal-image"``: minus the distance between the dreamed frame and the goal image,
+``success_tolerance`` (0.05 m). ``reward="goal-image"``: minus the distance between the dreamed
+frame and the goal image,
 ``goal_distance="pixels"`` (RMS over pixels in [0, 1]) or ``"features"`` (L2 between the model's
 features of the two frames, each encoded alone with ``initial``); ``is_success`` below
 ``image_tolerance``. The only kind for real BAIR data, which has no object positions.
@@ -328,9 +329,7 @@ class DreamCore:
         return self.model.features(self.model.initial(frames[:, None], empty)).float()
 
     @torch.no_grad()
-    def score(
-        self, state: State, goal: Tensor, query: Tensor, pidx: Tensor
-    ) -> tuple[Tensor, Tensor, Tensor]:
+    def score(self, state: State, goal: Tensor, query: Tensor, pidx: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """``(distance (B,), reward (B,), target_pos (B, 3))`` of each row (see the module
         docstring); ``reward="learned"`` computes the task's distance and reward as the real env
         does (``worldmodel.envs.task``) on the head's predicted target and end effector."""

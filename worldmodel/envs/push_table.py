@@ -460,8 +460,10 @@ class PushTableEnv(gym.Env):
         The simulation state is left untouched."""
         m, d = self.model, self.data
         saved = self._physics_state()
+        saved_marker = d.mocap_pos[self._mocap_goal].copy()
         if self._goal_state is not None:
             mujoco.mj_setState(m, d, self._goal_state, _STATE_SPEC)
+            d.mocap_pos[self._mocap_goal] = saved_marker  # the recording had the push goal's disc
             self._update_arm_links()
             mujoco.mj_forward(m, d)
         elif self._spec.name != "reach":

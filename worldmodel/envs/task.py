@@ -161,7 +161,9 @@ def sample_push_goal(
     return goal
 
 
-def sample_reach_goal(spec: TaskSpec, rng: np.random.Generator, ee: np.ndarray, tries: int = 200) -> np.ndarray:
+def sample_reach_goal(
+    spec: TaskSpec, rng: np.random.Generator, ee: np.ndarray, tries: int = 200
+) -> np.ndarray:
     """A ``reach`` goal ``(3,)`` in the reach box, ``reach_min_distance`` from ``ee``."""
     low, high = np.asarray(spec.reach_low), np.asarray(spec.reach_high)
     goal = rng.uniform(low, high)

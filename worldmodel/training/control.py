@@ -1,0 +1,396 @@
+"""Control diagnostics: does the model's dream follow the actions, and does the planner's objective
+prefer what was actually done?
+
+PSNR and SSIM (``evaluate.py``) say how the frames look; a planner needs two other things. First,
+that the dreamed state follows the actions: the arm goes where the actions send it and the
+object it pushes moves with it. Second, that the objective the planner scores candidates with
+ranks the action sequence that really reached a goal above other plausible sequences. This
+module measures both on held-out recorded episodes, with the model run exactly as the planner
+and the dream run it (the inference copy, sampled prior, features only).
+
+Protocol, per episode (dataset items of at least ``context + max(ks)`` steps, windows from step 0):
+
+1. ``initial`` on the first ``context`` frames and the actions between them, then ``rollout``
+   along the recorded actions ``a_{c-1} ..`` (``c = context``; ``a_t`` drives ``x_t`` to
+   ``x_{t+1}``), sampling the prior from one seeded generator. Step ``k`` is the dreamed state of
+   frame ``c - 1 + k``, ``k`` steps after the last context frame.
+2. State errors at each ``k`` in ``ks``, read off the features by the state head (the model's
+   ``state_head`` or a separately trained ``ObjectHead``):
+
+   - ``ee_error_cm``: mean 3-D distance between the dreamed and the recorded end effector;
+     ``ee_static_cm``: the same for "the arm stays put" (its position at the last context frame).
+   - ``object_error_cm`` / ``object_static_cm``: mean xy distance (the tasks' distance) between
+     the head's answer for an object (queried with its position at the last context frame) and
+     its recorded position, over every (episode, present object) that moved more than
+     ``moved_threshold`` (xy) since the last context frame; ``objects_moved`` counts them. The
+     static baseline is "the object stays where it was", so only objects that moved are scored:
+     on still ones a head that never predicts motion is perfect.
+   - ``target_*``: the same for each episode's target, the object that moved most (xy) by step
+     ``k``, over the episodes whose target moved more than ``moved_threshold``
+     (``target_episodes``).
+   - ``*_ratio``: error over static baseline (below 1: the dream beats "nothing moves").
+
+3. Action ranking at step ``rank_k`` (``ranking``), the recorded-goal task of
+   ``worldmodel.envs.task``: for each episode whose target moved, the goal is the target's
+   recorded position ``rank_k`` steps after the context, the head's query its position at the
+   last context frame, and the goal image the recorded frame at that step. Candidates: the
+   episode's own ``rank_k`` recorded actions and those of up to ``candidates`` other episodes
+   over the same window (drawn with a seeded generator), scored by the planner's objectives on
+   the final step (``frames="last"``) with common random numbers: ``learned``
+   (``LearnedReward(head, task="recorded-goal")``, needs a head) and ``pixels``
+   (``GoalImage("pixels")``, needs none). Per objective: ``rank_score``, the mean over episodes
+   of the fraction of other candidates the recorded sequence beats (ties count one half, so 1.0
+   is always best and 0.5 is chance, also for a model that ignores its actions and ties
+   everything), ``top1``, the share of episodes where it is the best (a tie for best with ``t``
+   others counts ``1 / (t + 1)``), and ``episodes``. Data without ``objects`` (BAIR) has no
+   target, so nothing is ranked there (``episodes`` 0).
+
+The result is plain JSON: numbers, lists, dicts, and ``None`` where a value is undefined (no moved
+object, a zero baseline, no head); ``json.dumps`` would write NaN, which is not JSON.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from worldmodel.dynamics.base import LatentDynamics
+
+__all__ = ["control_diagnostics"]
+
+NO_HEAD = (
+    "has no state head and no head was passed; train with --set state_head=true or run "
+    "`worldmodel train-head`"
+)
+
+
+@torch.no_grad()
+def control_diagnostics(
+    model: LatentDynamics,
+    items: Sequence[dict[str, Tensor]],
+    *,
+    head: nn.Module | None = None,
+    ks: Sequence[int] = (5, 10, 20),
+    candidates: int = 31,
+    rank_k: int | None = None,
+    seed: int = 0,
+    temperature: float = 1.0,
+    context: int | None = None,
+    moved_threshold: float = 0.02,
+    state_metrics: bool = True,
+    reach_weight: float | None = None,
+    batch_size: int = 64,
+    max_rollouts: int = 512,
+) -> dict[str, Any]:
+    """State errors along open-loop dreams and the ranking of recorded actions (module docstring).
+
+    Args:
+        model: the world model (any device, left unchanged); rollouts run on ``for_inference(model)``.
+        items: held-out dataset items (a list or a ``Dataset``): ``frames`` uint8 ``(T, H, W, 3)``,
+            ``actions`` ``(T, A)``, ``states`` ``(T, >=3)`` (the end effector, metres) and, for the
+            object errors and the ranking, ``objects`` ``(T, K, 3)`` (NaN rows: absent);
+            ``T >= context + max(ks, rank_k)``. Windows are read from step 0.
+        head: an ``ObjectHead`` (or anything with its ``end_effector`` / ``__call__`` interface);
+            default ``model.state_head``.
+        ks: steps after the last context frame at which the state errors are reported.
+        candidates: other episodes' action sequences ranked against each recorded one (fewer when
+            there are fewer other episodes).
+        rank_k: horizon of the ranking (default ``min(10, max(ks))``).
+        seed: seeds the rollouts, the choice of candidates and the objectives' noise.
+        temperature: the prior's sampling temperature (0: its mean, no sampling).
+        context: context frames (default ``model.config.n_past``).
+        moved_threshold: an object counts as moved when its xy position changed by more than this
+            (metres) since the last context frame.
+        state_metrics: report the head's state errors and the learned ranking; ``False`` runs the
+            pixel ranking only (no head or ``states`` needed).
+        reach_weight: the learned objective's shaping weight (``None``: the task's).
+        batch_size: episodes per rollout and per objective call.
+        max_rollouts: most rollouts per model call inside the objectives.
+
+    Returns:
+        ``{"ks", "context", "rank_k", "episodes", "candidates", "temperature", "seed",
+        "moved_threshold_cm", "per_k": {"5": {...}, ...}, "ranking": {"k", "candidates",
+        "learned": {...}, "pixels": {...}}}``; ``per_k`` is empty and ``learned`` absent when
+        ``state_metrics`` is false.
+
+    Raises:
+        ValueError: bad ``ks``, ``rank_k``, ``candidates``, ``context``, ``moved_threshold`` or
+            ``temperature``; empty ``items`` or items too short for the windows; ``state_metrics``
+            with items that have no ``states`` or a model without a head.
+    """
+    from worldmodel.dynamics.inference import for_inference
+    from worldmodel.planning.objectives import GoalImage, LearnedReward
+
+    ks, context, rank_k = _check_args(model, ks, candidates, rank_k, context, moved_threshold, temperature)
+    items = [items[i] for i in range(len(items))]
+    if not items:
+        raise ValueError("items: no episodes to diagnose")
+    if batch_size < 1 or max_rollouts < 1:
+        raise ValueError(f"batch_size and max_rollouts must be >= 1, got {batch_size}, {max_rollouts}")
+    window = context + max(max(ks), rank_k)
+    for i, it in enumerate(items):
+        if "frames" not in it or "actions" not in it:
+            raise ValueError(f"items: episode {i} lacks frames or actions")
+        if len(it["frames"]) < window or len(it["actions"]) < window:
+            raise ValueError(
+                f"ks: windows of context + max(ks) = {context} + {window - context} = {window} steps, "
+                f"but episode {i} of items has {min(len(it['frames']), len(it['actions']))}"
+            )
+    if state_metrics:
+        head = model.state_head if head is None else head
+        if head is None:
+            raise ValueError(f"head: {type(model).__name__} {NO_HEAD}")
+        if not all("states" in it for it in items):
+            raise ValueError(
+                "items: no 'states' (recorded end-effector positions) in the data; the state "
+                "diagnostics need them (state_metrics=False runs the pixel ranking alone)"
+            )
+        fd = getattr(head, "feature_dim", None)
+        if fd is not None and fd != model.feature_dim:
+            raise ValueError(f"head: it reads {fd} features, the model gives {model.feature_dim}")
+    else:
+        head = None
+
+    n, c = len(items), context
+    frames = torch.stack([it["frames"][:window] for it in items])  # (n, W, H, W, 3) uint8
+    actions = torch.stack([it["actions"][:window] for it in items]).float()
+    states = torch.stack([it["states"][:window, :3] for it in items]).float() if head is not None else None
+    objects = (
+        torch.stack([it["objects"][:window] for it in items]).float()
+        if all("objects" in it for it in items)
+        else None
+    )
+
+    fast = for_inference(model)
+    dev = fast.device
+    reader = None if head is None else copy.deepcopy(head).to(dev).eval()
+    sample = temperature > 0
+
+    # --- open-loop dreams along the recorded actions: head readings at every k -------------------
+    per_k: dict[str, Any] = {}
+    if reader is not None:
+        has_ee = bool(getattr(reader, "has_end_effector", True))
+        steps = torch.tensor(ks) - 1
+        ee_pred = torch.full((n, len(ks), 3), math.nan)
+        obj_pred = None if objects is None else torch.full((n, len(ks), objects.shape[2], 3), math.nan)
+        gen = torch.Generator(dev).manual_seed(seed)
+        for i in range(0, n, batch_size):
+            j = min(i + batch_size, n)
+            state = fast.initial(frames[i:j, :c].to(dev), actions[i:j, : c - 1].to(dev))
+            _, feats = fast.rollout(
+                state,
+                actions[i:j, c - 1 : c - 1 + max(ks)].to(dev),
+                sample=sample,
+                temperature=temperature,
+                generator=gen,
+                decode=False,
+            )
+            f = feats[:, steps.to(dev)].float()  # (b, len(ks), F)
+            b = j - i
+            if has_ee:
+                ee_pred[i:j] = reader.end_effector(f.flatten(0, 1)).view(b, len(ks), 3).cpu()
+            if obj_pred is not None:
+                kk = objects.shape[2]
+                query = objects[i:j, c - 1]  # (b, K, 3)
+                present = torch.isfinite(query).all(-1)  # (b, K)
+                q = query.nan_to_num(0.0)[:, None].expand(b, len(ks), kk, 3)
+                fk = f[:, :, None].expand(-1, -1, kk, -1)
+                pos = reader(fk.flatten(0, 2), q.flatten(0, 2).to(dev)).view(b, len(ks), kk, 3).cpu()
+                obj_pred[i:j] = torch.where(present[:, None, :, None], pos, math.nan)
+        for ki, k in enumerate(ks):
+            per_k[str(k)] = _state_errors(
+                ee_pred[:, ki] if has_ee else None,
+                None if obj_pred is None else obj_pred[:, ki],
+                states,
+                objects,
+                c,
+                k,
+                moved_threshold,
+            )
+
+    # --- ranking the recorded actions among other episodes' --------------------------------------
+    m = min(candidates, n - 1)
+    ranking: dict[str, Any] = {"k": rank_k, "candidates": m}
+    if objects is not None:
+        target, moved = _target(objects, c, rank_k, moved_threshold)
+        eligible = torch.nonzero(moved).flatten()
+    else:
+        target, eligible = torch.zeros(n, dtype=torch.long), torch.zeros(0, dtype=torch.long)
+    if m == 0:
+        eligible = eligible[:0]
+    pick = torch.Generator().manual_seed(seed + 1)
+    others = torch.stack([_others(int(e), n, m, pick) for e in eligible]) if len(eligible) else None
+    options = {"frames": "last", "sample": sample, "temperature": temperature, "max_batch": max_rollouts}
+    objectives = {}
+    if reader is not None:
+        objectives["learned"] = LearnedReward(
+            reader, task="recorded-goal", reach_weight=reach_weight, **options
+        )
+    objectives["pixels"] = GoalImage("pixels", **options)
+    for name, objective in objectives.items():
+        gen = torch.Generator(dev).manual_seed(seed + 2)  # the same noise for every objective
+        scores = []
+        for i in range(0, len(eligible), batch_size):
+            ep = eligible[i : i + batch_size]
+            rows = torch.cat([ep[:, None], others[i : i + batch_size]], 1)  # (P, 1 + m): recorded first
+            cand = actions[rows, c - 1 : c - 1 + rank_k]  # (P, 1 + m, rank_k, A)
+            task = _task(objects, frames, target, ep, c, rank_k)
+            state = fast.initial(frames[ep, :c].to(dev), actions[ep, : c - 1].to(dev))
+            task = objective.prepare(fast, task)
+            scores.append(objective(fast, state, task, cand, gen).float().cpu())
+        ranking[name] = _rank(torch.cat(scores) if scores else torch.zeros(0, 1 + m))
+
+    return {
+        "ks": list(ks),
+        "context": c,
+        "rank_k": rank_k,
+        "episodes": n,
+        "candidates": m,
+        "temperature": float(temperature),
+        "seed": int(seed),
+        "moved_threshold_cm": 100.0 * float(moved_threshold),
+        "per_k": per_k,
+        "ranking": ranking,
+    }
+
+
+def _check_args(
+    model: LatentDynamics,
+    ks: Sequence[int],
+    candidates: int,
+    rank_k: int | None,
+    context: int | None,
+    moved_threshold: float,
+    temperature: float,
+) -> tuple[tuple[int, ...], int, int]:
+    """``(sorted unique ks, context, rank_k)`` or ``ValueError`` naming the bad argument."""
+    try:
+        ks = tuple(ks)
+    except TypeError:
+        raise ValueError(f"ks: expected a sequence of step counts, got {ks!r}") from None
+    if not ks:
+        raise ValueError("ks: empty; give at least one step count, e.g. (5, 10, 20)")
+    if not all(isinstance(k, int) and not isinstance(k, bool) and k >= 1 for k in ks):
+        raise ValueError(f"ks: step counts must be positive ints, got {list(ks)}")
+    ks = tuple(sorted(set(ks)))
+    if not isinstance(candidates, int) or candidates < 1:
+        raise ValueError(f"candidates: must be an int >= 1, got {candidates!r}")
+    context = int(model.config.n_past) if context is None else context
+    if not isinstance(context, int) or context < 1:
+        raise ValueError(f"context: must be an int >= 1, got {context!r}")
+    rank_k = min(10, max(ks)) if rank_k is None else rank_k
+    if not isinstance(rank_k, int) or rank_k < 1:
+        raise ValueError(f"rank_k: must be an int >= 1, got {rank_k!r}")
+    if not moved_threshold >= 0:
+        raise ValueError(f"moved_threshold: must be >= 0 (metres), got {moved_threshold}")
+    if not temperature >= 0:
+        raise ValueError(f"temperature: must be >= 0, got {temperature}")
+    return ks, context, rank_k
+
+
+def _num(x: float | Tensor) -> float | None:
+    """A float, or ``None`` for NaN/Inf (JSON has no NaN)."""
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def _mean_cm(d: Tensor) -> float | None:
+    """Mean of distances ``d`` (metres) in cm; ``None`` when empty."""
+    return _num(d.double().mean() * 100) if d.numel() else None
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b is not None and b > 0 else None
+
+
+def _xy(a: Tensor, b: Tensor) -> Tensor:
+    return torch.linalg.vector_norm(a[..., :2] - b[..., :2], dim=-1)
+
+
+def _target(objects: Tensor, c: int, k: int, threshold: float) -> tuple[Tensor, Tensor]:
+    """Per episode: the index of the object that moved most (xy) from frame ``c - 1`` to ``c - 1 +
+    k``, and whether it moved more than ``threshold``."""
+    disp = _xy(objects[:, c - 1 + k], objects[:, c - 1]).nan_to_num(-1.0)  # (n, K); absent: -1
+    best, target = disp.max(1)
+    return target, best > threshold
+
+
+def _state_errors(
+    ee_pred: Tensor | None,
+    obj_pred: Tensor | None,
+    states: Tensor,
+    objects: Tensor | None,
+    c: int,
+    k: int,
+    threshold: float,
+) -> dict[str, Any]:
+    """The per-k block: end-effector, moved-object and target errors against their static baselines."""
+    ee_true, ee_last = states[:, c - 1 + k], states[:, c - 1]
+    out: dict[str, Any] = {
+        "ee_error_cm": None
+        if ee_pred is None
+        else _mean_cm(torch.linalg.vector_norm(ee_pred - ee_true, dim=-1)),
+        "ee_static_cm": _mean_cm(torch.linalg.vector_norm(ee_last - ee_true, dim=-1)),
+    }
+    out["ee_ratio"] = _ratio(out["ee_error_cm"], out["ee_static_cm"])
+    if objects is None or obj_pred is None:
+        out.update(dict.fromkeys(("object_error_cm", "object_static_cm", "object_ratio")))
+        out.update(objects_moved=0, target_error_cm=None, target_static_cm=None, target_ratio=None)
+        out["target_episodes"] = 0
+        return out
+    last, now = objects[:, c - 1], objects[:, c - 1 + k]  # (n, K, 3)
+    static = _xy(last, now)  # NaN where absent
+    moved = torch.isfinite(static) & (static > threshold)
+    err = _xy(obj_pred, now)
+    out["object_error_cm"] = _mean_cm(err[moved])
+    out["object_static_cm"] = _mean_cm(static[moved])
+    out["object_ratio"] = _ratio(out["object_error_cm"], out["object_static_cm"])
+    out["objects_moved"] = int(moved.sum())
+    target, tmoved = _target(objects, c, k, threshold)
+    rows = torch.arange(len(target))
+    out["target_error_cm"] = _mean_cm(err[rows, target][tmoved])
+    out["target_static_cm"] = _mean_cm(static[rows, target][tmoved])
+    out["target_ratio"] = _ratio(out["target_error_cm"], out["target_static_cm"])
+    out["target_episodes"] = int(tmoved.sum())
+    return out
+
+
+def _others(e: int, n: int, m: int, gen: torch.Generator) -> Tensor:
+    """``m`` episodes other than ``e`` out of ``n``, drawn without replacement."""
+    perm = torch.randperm(n - 1, generator=gen)[:m]
+    return perm + (perm >= e).long()  # skip e
+
+
+def _task(objects: Tensor, frames: Tensor, target: Tensor, ep: Tensor, c: int, k: int):
+    """The recorded-goal task of episodes ``ep``: the target's position at ``c - 1 + k`` (goal) and
+    at ``c - 1`` (query), and the recorded frame at ``c - 1 + k`` (goal image)."""
+    from worldmodel.planning.objectives import Task
+
+    t = target[ep]
+    return Task(
+        goal_pos=objects[ep, c - 1 + k, t],
+        query=objects[ep, c - 1, t],
+        goal_image=frames[ep, c - 1 + k],
+    )
+
+
+def _rank(scores: Tensor) -> dict[str, Any]:
+    """``rank_score``, ``top1`` and ``episodes`` from scores ``(P, 1 + m)``, the recorded sequence
+    first (ties: one half for the rank score, shared for the top-1)."""
+    p = scores.shape[0]
+    if p == 0 or scores.shape[1] < 2:
+        return {"rank_score": None, "top1": None, "episodes": 0}
+    own, rest = scores[:, :1], scores[:, 1:]
+    beats = (own > rest).double().sum(1) + 0.5 * (own == rest).double().sum(1)
+    best = (own >= rest).all(1)
+    top1 = torch.where(best, 1.0 / (1 + (own == rest).double().sum(1)), 0.0)
+    return {
+        "rank_score": _num((beats / rest.shape[1]).mean()),
+        "top1": _num(top1.mean()),
+        "episodes": p,
+    }
