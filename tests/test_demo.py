@@ -39,29 +39,38 @@ def run(tmp_path_factory):
 
 
 def test_every_stage_writes_its_output(run):
-    written = ["data/manifest.json", "model/checkpoints/last.pt", "model/checkpoints/last.head.pt"]
-    written += ["eval.json", "eval.gif", "plan.json", "agent/checkpoints/last.zip", "agent_eval.json"]
+    written = ["data/manifest.json", "model/checkpoints/last.pt", "eval.json", "eval.gif"]
+    written += ["plan.json", "plan_recorded.json", "plan_reach.json"]
+    written += ["agent/checkpoints/last.zip", "agent_eval.json"]
     for path in written:
         assert (run / path).is_file(), path
-    plan = json.loads((run / "plan.json").read_text())
-    assert set(plan) == {"model", "oracle", "random"}
-    assert all(plan[k]["episodes"] == 1 for k in plan)
+    # The model plans and dreams with its own state head: no separate head file is trained.
+    assert not (run / "model/checkpoints/last.head.pt").exists()
+    for name, task in (
+        ("plan.json", "push"),
+        ("plan_recorded.json", "recorded-goal"),
+        ("plan_reach.json", "reach"),
+    ):
+        plan = json.loads((run / name).read_text())
+        assert plan["task"] == task
+        for agent in ("model", "oracle", "random"):
+            r = plan[agent]
+            assert r["episodes"] == 1 and r["successes"] == round(r["success_rate"])
+            lo, hi = r["ci95"]
+            assert lo <= r["success_rate"] <= hi and hi - lo > 0.5  # one episode: a wide interval
+        assert plan["model"]["objective"] == "learned"
     agent = json.loads((run / "agent_eval.json").read_text())
-    assert agent["episodes"] == 1 and 0.0 <= agent["success_rate"] <= 1.0
-    assert sorted(p.name for p in (run / ".stages").iterdir()) == sorted(
-        f"{k}.done" for k in ("collect", "train", "head", "eval", "plan", "agent", "agent-eval")
-    )
+    assert agent["episodes"] == 1 and agent["task"] == "reach" and len(agent["ci95"]) == 2
+    stages = ("collect", "train", "eval", "plan", "plan-recorded-goal", "plan-reach", "agent", "agent-eval")
+    assert sorted(p.name for p in (run / ".stages").iterdir()) == sorted(f"{k}.done" for k in stages)
 
 
 def test_report_has_the_figures(run):
     html = (run / "report.html").read_text()
     heads = re.findall(r"<h2>(.*?)</h2>", html)
-    assert heads[:4] == [
-        "World-model training",
-        "Prediction quality vs copy-last-frame",
-        "Learned reward: object-position head (held-out episodes)",
-        "Push-to-goal in the real simulator",
-    ]
+    assert heads[:2] == ["World-model training", "Prediction quality vs copy-last-frame"]
+    assert "Control in the real simulator" in heads
+    assert "the learned planner" in html and "the dream-trained agent" in html  # the plain verdicts
     assert html.count("<svg") >= 3  # training losses, PSNR and SSIM per step
     ev = json.loads((run / "eval.json").read_text())
     assert f"{ev['baseline']['psnr_mean']:.3g}" in html  # the table shows the measured baseline
@@ -79,7 +88,7 @@ def test_rerun_skips_finished_stages(run, capsys):
     capsys.readouterr()
     assert demo(run) == 0
     out = capsys.readouterr().out
-    assert out.count("done already") == 7
+    assert out.count("done already") == 8
 
 
 def test_other_settings_in_the_same_folder_are_refused(run, capsys):
@@ -98,7 +107,7 @@ def test_demo_runs_with_the_other_models(model, tmp_path):
     out = tmp_path / model
     assert demo(out, "--model", model, "--set=image_size=16") == 0
     plan = json.loads((out / "plan.json").read_text())
-    assert set(plan) == {"model", "oracle", "random"}
+    assert {"model", "oracle", "random", "task"} <= set(plan)
     assert json.loads((out / "agent_eval.json").read_text())["episodes"] == 1
     assert "not run" not in (out / "report.html").read_text()
 

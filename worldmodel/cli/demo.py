@@ -5,12 +5,15 @@ skipped next time, and the training stages resume their checkpoints, so an inter
 continues where it stopped; delete ``DIR`` to start over):
 
 1. collect BAIR-style pushing episodes in the sim             ``DIR/data``
-2. train a world model                                         ``DIR/model`` (checkpoints, TensorBoard)
-3. fit the object-position head (the dream's learned reward)   ``DIR/model/checkpoints/last.head.pt``
-4. evaluate it against the copy-last-frame baseline            ``DIR/eval.json``, ``DIR/eval.gif``
-5. plan with CEM in the real sim: model vs oracle vs random    ``DIR/plan.json``, ``DIR/plan.gif``
-6. train a PPO agent in the dream                              ``DIR/agent`` (SB3 zip, TensorBoard)
-7. evaluate the agent in the real sim                          ``DIR/agent_eval.json``, its video
+2. train a world model with its state head                    ``DIR/model`` (checkpoints, TensorBoard)
+3. fit a separate object-position head (only for a model       ``DIR/model/checkpoints/last.head.pt``
+   trained without ``state_head``; else the model's own is used)
+4. evaluate it against the copy-last-frame baseline, and the   ``DIR/eval.json``, ``DIR/eval.gif``
+   control diagnostics (dreamed arm and objects, action ranking)
+5. plan with CEM in the real sim, on every task of ``tasks``:  ``DIR/plan.json`` (push),
+   model vs oracle vs random                                   ``plan_recorded.json``, ``plan_reach.json``
+6. train a PPO agent in the dream on ``agent_task``            ``DIR/agent`` (SB3 zip, TensorBoard)
+7. evaluate the agent in the real sim on that task             ``DIR/agent_eval.json``, its video
 8. write the report                                            ``DIR/report.html``
 
 Profiles: ``--quick`` fits a 2-core CPU in under 15 minutes; without it the larger ``full``
@@ -31,6 +34,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from worldmodel.cli.demo_report import PLAN_FILES
 from worldmodel.files import write_json_atomic
 
 
@@ -47,13 +51,16 @@ class DemoConfig:
     model_set: tuple[str, ...] = ()
     """Extra model config overrides (``KEY=VALUE``, as ``worldmodel train --set``); ``()`` picks
     ``MODEL_SETS[model]``."""
+    state_head: bool = True
+    """Train the model's state head with it (``--set state_head=true``): the planner's and the
+    dream's learned reward read the arm and the objects off the model's own features."""
     episodes: int = 512
     """Episodes collected."""
     episode_len: int = 30
     """Frames per episode (BAIR has 30)."""
     workers: int = 2
     """Collection worker processes."""
-    train_steps: int = 3000
+    train_steps: int = 1500
     """World-model optimiser steps."""
     batch_size: int = 16
     """World-model batch size."""
@@ -63,13 +70,15 @@ class DemoConfig:
     """Test sequences scored."""
     eval_samples: int = 10
     """Samples per test sequence (best-of-N)."""
-    plan_episodes: int = 4
-    """Real-sim episodes per planner (model, oracle, random)."""
+    plan_episodes: int = 20
+    """Real-sim episodes per planner (model, oracle, random) and task."""
+    tasks: tuple[str, ...] = ("push", "recorded-goal", "reach")
+    """Tasks the planners are judged on (``worldmodel plan --task``)."""
     planner: str = "cem"
     """``cem`` or ``icem``."""
     plan_args: tuple[str, ...] = (
-        "--population", "100", "--elites", "10", "--horizon", "8", "--iterations", "3",
-        "--replan-every", "2", "--oracle-budget", "24", "--envs", "4", "--num-objects", "1",
+        "--population", "64", "--elites", "8", "--horizon", "6", "--iterations", "3",
+        "--replan-every", "3", "--oracle-budget", "16", "--envs", "10", "--num-objects", "1",
     )  # fmt: skip
     """Extra flags for ``worldmodel plan`` (budgets; see ``worldmodel plan --help``)."""
     agent_algo: str = "ppo"
@@ -80,12 +89,25 @@ class DemoConfig:
     """Dream transitions for the agent."""
     agent_envs: int = 64
     """Batched dream envs."""
-    agent_eval_episodes: int = 10
+    agent_task: str = "reach"
+    """Task the dream agent trains on and is judged on (``agents.train --task``)."""
+    agent_eval_episodes: int = 20
     """Real-sim episodes scoring the agent."""
     device: str = "auto"
     """auto | cpu | cuda."""
     seed: int = 0
     """Seed of every stage."""
+
+    def __post_init__(self) -> None:
+        from worldmodel.envs.task import TASKS
+
+        self.tasks = tuple(self.tasks)
+        bad = [t for t in (*self.tasks, self.agent_task) if t not in TASKS]
+        if bad or not self.tasks:
+            raise ValueError(f"--set tasks/agent_task: unknown task(s) {bad}; known: {', '.join(TASKS)}")
+        for name in ("episodes", "train_steps", "plan_episodes", "agent_eval_episodes"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--set {name}: must be >= 1, got {getattr(self, name)}")
 
     PROFILES = {  # noqa: RUF012 - class-level table of named configs, not a field
         "quick": {},
@@ -141,7 +163,7 @@ def demo_config(profile: str, model: str | None, sets: dict[str, Any]) -> DemoCo
     if unknown:
         raise ValueError(f"--set: unknown field(s) {', '.join(unknown)}; known: {', '.join(fields)}")
     for key, value in sets.items():
-        if key in ("plan_args", "model_set"):
+        if key in ("plan_args", "model_set", "tasks"):
             value = tuple(str(value).split()) if isinstance(value, str) else tuple(map(str, value))
         values[key] = value
     if not values.get("model_set") and values.get("image_size", 64) >= 64:
@@ -174,6 +196,12 @@ class Pipeline:
         done.parent.mkdir(parents=True, exist_ok=True)
         done.write_text(f"{self.timings[name]:.1f}\n")
         print(f"[{k}/{self.total}] {name}: {self.timings[name]:.0f} s", flush=True)
+
+    def model_sets(self) -> list[str]:
+        """``--set`` values of the training stage."""
+        c = self.cfg
+        state = ("state_head=true",) if c.state_head else ()
+        return [f"image_size={c.image_size}", *state, *c.model_set]
 
     @staticmethod
     def context_args(ckpt: Path, episode_len: int) -> list[Any]:
@@ -235,7 +263,7 @@ class Pipeline:
                 o / "model",
                 "--preset",
                 c.preset,
-                *(arg for kv in (f"image_size={c.image_size}", *c.model_set) for arg in ("--set", kv)),
+                *(arg for kv in self.model_sets() for arg in ("--set", kv)),
                 "--resume",  # an interrupted demo continues its training (fresh when none yet)
                 "--steps",
                 c.train_steps,
@@ -253,27 +281,28 @@ class Pipeline:
                 max(c.train_steps // 60, 1),
             ),
         )
-        self.stage(
-            3,
-            "train-head",
-            "head",
-            lambda: self.wm(
+        if not c.state_head:  # a model with a state head plans and dreams with its own
+            self.stage(
+                3,
                 "train-head",
-                ckpt,
-                "--data",
-                o / "data",
-                "--steps",
-                c.head_steps,
-                "--episodes",
-                c.episodes,
-                "--seed",
-                c.seed,
-                "--device",
-                c.device,
-                "--json",
-                o / "head.json",
-            ),
-        )
+                "head",
+                lambda: self.wm(
+                    "train-head",
+                    ckpt,
+                    "--data",
+                    o / "data",
+                    "--steps",
+                    c.head_steps,
+                    "--episodes",
+                    c.episodes,
+                    "--seed",
+                    c.seed,
+                    "--device",
+                    c.device,
+                    "--json",
+                    o / "head.json",
+                ),
+            )
         self.stage(
             4,
             "eval vs copy-last",
@@ -298,28 +327,31 @@ class Pipeline:
                 o / "eval.gif",
             ),
         )
-        self.stage(
-            5,
-            f"plan ({c.planner}) in the real sim",
-            "plan",
-            lambda: self.wm(
-                "plan",
-                ckpt,
-                "--episodes",
-                c.plan_episodes,
-                "--planner",
-                c.planner,
-                "--seed",
-                c.seed,
-                "--device",
-                c.device,
-                "--json",
-                o / "plan.json",
-                "--video",
-                o / "plan.gif",
-                *c.plan_args,
-            ),
-        )
+        for task in c.tasks:
+            self.stage(
+                5,
+                f"plan ({c.planner}) in the real sim: {task}",
+                "plan" if task == "push" else f"plan-{task}",
+                lambda task=task: self.wm(
+                    "plan",
+                    ckpt,
+                    "--task",
+                    task,
+                    "--episodes",
+                    c.plan_episodes,
+                    "--planner",
+                    c.planner,
+                    "--seed",
+                    c.seed,
+                    "--device",
+                    c.device,
+                    "--json",
+                    o / PLAN_FILES[task],
+                    "--video",
+                    o / PLAN_FILES[task].replace(".json", ".gif"),
+                    *c.plan_args,
+                ),
+            )
         self.stage(
             6,
             f"train {c.agent_algo.upper()} in the dream",
@@ -338,6 +370,8 @@ class Pipeline:
                 c.agent_obs,
                 "--reward",
                 "learned",
+                "--task",
+                c.agent_task,
                 "--out",
                 o / "agent",
                 "--resume",
@@ -354,6 +388,8 @@ class Pipeline:
             lambda: self.agents(
                 "evaluate",
                 o / "agent",
+                "--task",
+                c.agent_task,
                 "--episodes",
                 c.agent_eval_episodes,
                 "--json",

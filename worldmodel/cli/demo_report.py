@@ -130,37 +130,80 @@ def _head(rep: Report, out: Path) -> None:
     )
 
 
+PLAN_FILES = {"push": "plan.json", "recorded-goal": "plan_recorded.json", "reach": "plan_reach.json"}
+_AGENTS = (
+    ("model", "MPC with the world model"),
+    ("oracle", "MPC with the simulator"),
+    ("random", "random actions"),
+)
+
+
+def _interval(r: dict[str, Any]) -> str:
+    ci = r.get("ci95")
+    return f"{ci[0]:.2f}–{ci[1]:.2f}" if ci and None not in ci else "—"
+
+
+def verdict(policy: dict[str, Any] | None, random: dict[str, Any] | None) -> str:
+    """A plain sentence: does ``policy`` beat ``random`` (95 % intervals apart), and by how much."""
+    if not policy or not random:
+        return "not measured"
+    p, r = policy["success_rate"], random["success_rate"]
+    lo, hi = policy.get("ci95", [p, p])[0], random.get("ci95", [r, r])[1]
+    gap = f"{p:.2f} vs random {r:.2f} over {policy['episodes']} episodes"
+    if lo > hi:
+        return f"beats random ({gap}; the 95 % intervals do not overlap)"
+    if p > r:
+        return f"better than random but not clearly ({gap}; the 95 % intervals overlap)"
+    return f"does not beat random ({gap})"
+
+
 def _success(rep: Report, out: Path) -> None:
-    rep.heading("Push-to-goal in the real simulator")
-    rows = []
-    plan = _json(out / "plan.json") or {}
-    for key, label in (
-        ("model", "MPC with the world model"),
-        ("oracle", "MPC with the simulator"),
-        ("random", "random actions"),
-    ):
-        if plan.get(key):  # None when that agent was skipped (e.g. --oracle-budget 0)
-            r = plan[key]
-            rows.append(
-                [label, r["success_rate"], 100 * r["final_distance"], r.get("ms_per_action"), r["episodes"]]
-            )
+    rep.heading("Control in the real simulator")
+    plans = {task: _json(out / name) for task, name in PLAN_FILES.items()}
     agent = _json(out / "agent_eval.json")
-    if agent is not None:
-        rows.append(
-            [
-                "agent trained in the dream",
-                agent["success_rate"],
-                100 * agent["final_distance"],
-                None,
-                agent["episodes"],
-            ]
-        )
-    if not rows:
+    if not any(plans.values()) and agent is None:
         rep.paragraph("not run")
         return
-    rep.table(["policy", "success rate", "final distance (cm)", "planning ms/action", "episodes"], rows)
+    rows, verdicts = [], []
+    for task, plan in plans.items():
+        if not plan:
+            continue
+        for key, label in _AGENTS:
+            if plan.get(key):  # None when that agent was skipped (e.g. --oracle-budget 0)
+                r = plan[key]
+                rows.append(
+                    [
+                        task,
+                        label,
+                        r["success_rate"],
+                        _interval(r),
+                        100 * r["final_distance"],
+                        r.get("ms_per_action"),
+                    ]
+                )
+        verdicts.append(f"{task}: the learned planner {verdict(plan.get('model'), plan.get('random'))}.")
+    if agent is not None:
+        task = agent.get("task", "push")
+        rows.append(
+            [
+                task,
+                "agent trained in the dream",
+                agent["success_rate"],
+                _interval(agent),
+                100 * agent["final_distance"],
+                None,
+            ]
+        )
+        random = (plans.get(task) or {}).get("random")
+        verdicts.append(f"{task}: the dream-trained agent {verdict(agent, random)}.")
+    headers = ["task", "policy", "success rate", "95 % interval", "final distance (cm)", "planning ms/action"]
+    rep.table(headers, rows)
+    for line in verdicts:
+        rep.paragraph(line)
     for name, caption in (
-        ("plan.gif", "real episode | imagined plan"),
+        ("plan.gif", "push: real episode | imagined plan | goal"),
+        ("plan_recorded.gif", "recorded goal: real episode | imagined plan | goal"),
+        ("plan_reach.gif", "reach: real episode | imagined plan"),
         ("agent_eval.gif", "agent in the real sim"),
     ):
         if (gif := _rel(out, out / name)) is not None:
@@ -173,6 +216,57 @@ def _success(rep: Report, out: Path) -> None:
             dict(title="agent success in training", xlabel="dream timesteps", ylabel="rate"),
             "Periodic evaluations of the agent while it trained in the dream (agent/eval.jsonl).",
         )
+
+
+def _diagnostics(rep: Report, out: Path) -> None:
+    """The control diagnostics of ``worldmodel eval`` (``eval.json["control"]``)."""
+    control = (_json(out / "eval.json") or {}).get("control")
+    if not control:
+        return
+    rep.heading("Why it plans as it does: dreamed arm and objects under the recorded actions")
+    rows = []
+    for k, d in sorted(control.get("per_k", {}).items(), key=lambda kv: int(kv[0])):
+        rows.append(
+            [
+                int(k),
+                d.get("ee_error_cm"),
+                d.get("ee_static_cm"),
+                d.get("target_error_cm"),
+                d.get("target_static_cm"),
+                d.get("target_episodes"),
+            ]
+        )
+    rep.table(
+        [
+            "k",
+            "arm error (cm)",
+            "arm stays put (cm)",
+            "target error (cm)",
+            "target stays put (cm)",
+            "episodes",
+        ],
+        rows,
+    )
+    ranking = control.get("ranking") or {}
+    if ranking:
+        rep.table(
+            [
+                f"planner cost (k = {ranking.get('k', '?')})",
+                "rank score (0.5 = chance)",
+                "recorded best",
+                "episodes",
+            ],
+            [
+                [name, r.get("rank_score"), r.get("top1"), r.get("episodes")]
+                for name, r in ranking.items()
+                if isinstance(r, dict)
+            ],
+        )
+    rep.paragraph(
+        "The model is rolled from held-out contexts with the recorded actions; its state head reads the "
+        "end effector and the objects off the dreamed features. Rank score: how often the planner's cost "
+        "prefers the recorded actions over other episodes' actions for reaching the recorded outcome."
+    )
 
 
 def _agent_curves(path: Path) -> dict[str, tuple[list[float], list[float]]]:
@@ -197,6 +291,7 @@ def build_report(out: Path, config: dict[str, Any], timings: dict[str, float]) -
     _training(rep, out)
     _evaluation(rep, out)
     _head(rep, out)
+    _diagnostics(rep, out)
     _success(rep, out)
     rep.heading("Run")
     rep.table(["stage", "seconds"], [[k, v] for k, v in timings.items() if math.isfinite(v)])

@@ -42,14 +42,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="control diagnostics: state errors along open-loop dreams and the ranking of recorded "
         "actions (default: on when the model has a state head or a head file and the data records "
-        "states; without a head only the pixel ranking runs)",
+        "states; --control without a head: the pixel ranking only)",
     )
     p.add_argument(
         "--control-ks",
         default="5,10,20",
         metavar="K,K,...",
         help="steps after the context at which the state errors are reported; the ranking uses "
-        "min(10, max K) (default 5,10,20)",
+        "the largest K (default 5,10,20)",
     )
     p.add_argument(
         "--control-episodes", type=int, default=64, help="episodes of the split diagnosed (default 64)"
@@ -169,8 +169,15 @@ def _control_plan(args: argparse.Namespace, ckpt: Path, model, data) -> dict | N
     head, source = model.state_head, "model"
     if head is None:
         from worldmodel.dynamics.heads import find_head
+        from worldmodel.errors import CheckpointError
 
-        head, source = find_head(ckpt), "file"
+        try:
+            head, source = find_head(ckpt), "file"
+        except CheckpointError as err:
+            if explicit:
+                raise
+            print(f"worldmodel eval: control diagnostics skipped: {err}", file=sys.stderr)
+            return None
     if head is None:
         if not explicit:
             return None
@@ -180,23 +187,20 @@ def _control_plan(args: argparse.Namespace, ckpt: Path, model, data) -> dict | N
             file=sys.stderr,
         )
         source = None
-    fit = tuple(k for k in ks if args.n_past + k <= data.episode_length)
+    longest = data.episode_length - args.n_past
+    fit = tuple(k for k in ks if k <= longest)
     if fit != ks:
-        longest = data.episode_length - args.n_past
-        if explicit or not fit:
-            if explicit:
-                raise ValueError(
-                    f"--control-ks: {args.n_past} context frames + {max(ks)} steps is longer than the "
-                    f"episodes of {args.data} ({data.episode_length} steps; at most {longest} steps)"
-                )
-            print(
-                f"worldmodel eval: episodes too short for --control-ks {args.control_ks}; skipped",
-                file=sys.stderr,
+        if explicit:
+            raise ValueError(
+                f"--control-ks: {args.n_past} context frames + {max(ks)} steps is longer than the "
+                f"episodes of {args.data} ({data.episode_length} steps: k <= {longest})"
             )
-            return None
+        what = "skipped" if not fit else f"steps beyond {longest} dropped"
         print(
-            f"worldmodel eval: --control-ks beyond {longest} steps dropped (episode length)", file=sys.stderr
+            f"worldmodel eval: episodes too short for --control-ks {args.control_ks}: {what}", file=sys.stderr
         )
+        if not fit:
+            return None
     return {"ks": fit, "head": head, "head_source": source}
 
 
@@ -206,7 +210,7 @@ def _run_control(args: argparse.Namespace, model, plan: dict) -> dict:
     from worldmodel.training.control import control_diagnostics
 
     ks = plan["ks"]
-    window = args.n_past + max(max(ks), min(10, max(ks)))
+    window = args.n_past + max(ks)  # the ranking's horizon is max(ks) too
     data = open_dataset(
         args.data, split=args.split, seq_len=window, random_offset=False, image_size=model.config.image_size
     )
@@ -237,21 +241,19 @@ def print_control(c: dict) -> None:
         "actions (errors in cm: dream / stays put)"
     )
     if c["per_k"]:
-        print(
-            f"    {'k':>4}  {'end effector':>15}  {'target object':>15}  {'targets':>7}  {'moved objects':>13}"
-        )
+        head = ("k", "end effector", "target object", "targets", "moved objects")
+        print("    {:>4}  {:>15}  {:>15}  {:>7}  {:>13}".format(*head))
         for k, row in c["per_k"].items():
             ee = f"{_fmt(row['ee_error_cm'])} / {_fmt(row['ee_static_cm'])}"
             tg = f"{_fmt(row['target_error_cm'])} / {_fmt(row['target_static_cm'])}"
             print(f"    {k:>4}  {ee:>15}  {tg:>15}  {row['target_episodes']:>7}  {row['objects_moved']:>13}")
     r = c["ranking"]
     print(
-        f"    recorded actions vs {r['candidates']} other episodes' at k={r['k']} "
+        f"    recorded actions vs {c['candidates']} other episodes' at k={c['rank_k']} "
         "(rank score: 1 = always best, 0.5 = chance):"
     )
     for name in ("learned", "pixels"):
         if name in r:
             s = r[name]
-            print(
-                f"    {name:>8}  rank {_fmt(s['rank_score'], '.3f')}  top-1 {_fmt(s['top1'], '.3f')}  ({s['episodes']} episodes)"
-            )
+            rank, top1 = _fmt(s["rank_score"], ".3f"), _fmt(s["top1"], ".3f")
+            print(f"    {name:>8}  rank {rank}  top-1 {top1}  ({s['episodes']} episodes)")

@@ -100,7 +100,8 @@ def control_diagnostics(
         ks: steps after the last context frame at which the state errors are reported.
         candidates: other episodes' action sequences ranked against each recorded one (fewer when
             there are fewer other episodes).
-        rank_k: horizon of the ranking (default ``min(10, max(ks))``).
+        rank_k: horizon of the ranking (default ``max(ks)``: in collected data the scripted pushes
+            start some 15 steps in, so windows from step 0 rarely see a target move by step 10).
         seed: seeds the rollouts, the choice of candidates and the objectives' noise.
         temperature: the prior's sampling temperature (0: its mean, no sampling).
         context: context frames (default ``model.config.n_past``).
@@ -113,10 +114,10 @@ def control_diagnostics(
         max_rollouts: most rollouts per model call inside the objectives.
 
     Returns:
-        ``{"ks", "context", "rank_k", "episodes", "candidates", "temperature", "seed",
-        "moved_threshold_cm", "per_k": {"5": {...}, ...}, "ranking": {"k", "candidates",
-        "learned": {...}, "pixels": {...}}}``; ``per_k`` is empty and ``learned`` absent when
-        ``state_metrics`` is false.
+        ``{"ks", "context", "rank_k", "episodes", "candidates" (other sequences per ranked
+        episode), "temperature", "seed", "moved_threshold_cm", "per_k": {"5": {...}, ...},
+        "ranking": {"learned": {...}, "pixels": {...}}}``; ``per_k`` is empty and ``learned``
+        absent when ``state_metrics`` is false. ``ranking`` holds one block per objective only.
 
     Raises:
         ValueError: bad ``ks``, ``rank_k``, ``candidates``, ``context``, ``moved_threshold`` or
@@ -124,108 +125,169 @@ def control_diagnostics(
             with items that have no ``states`` or a model without a head.
     """
     from worldmodel.dynamics.inference import for_inference
-    from worldmodel.planning.objectives import GoalImage, LearnedReward
 
     ks, context, rank_k = _check_args(model, ks, candidates, rank_k, context, moved_threshold, temperature)
+    if batch_size < 1 or max_rollouts < 1:
+        raise ValueError(f"batch_size and max_rollouts must be >= 1, got {batch_size}, {max_rollouts}")
+    head = _resolve_head(model, head) if state_metrics else None
+    ep = _episodes(items, context + max(max(ks), rank_k), context, with_states=head is not None)
+
+    fast = for_inference(model)
+    reader = None if head is None else copy.deepcopy(head).to(fast.device).eval()
+    run = {"temperature": temperature, "seed": seed, "batch_size": batch_size}
+    per_k = {} if reader is None else _dream_errors(fast, reader, ep, ks, context, moved_threshold, **run)
+    ranking = _ranking(
+        fast, reader, ep, context, rank_k, candidates, moved_threshold, reach_weight, max_rollouts, **run
+    )
+    return {
+        "ks": list(ks),
+        "context": context,
+        "rank_k": rank_k,
+        "episodes": len(ep["frames"]),
+        "candidates": min(candidates, len(ep["frames"]) - 1),
+        "temperature": float(temperature),
+        "seed": int(seed),
+        "moved_threshold_cm": 100.0 * float(moved_threshold),
+        "per_k": per_k,
+        "ranking": ranking,
+    }
+
+
+def _resolve_head(model: LatentDynamics, head: nn.Module | None) -> nn.Module:
+    """``head``, else the model's ``state_head``; ``ValueError`` naming ``head`` if neither fits."""
+    head = model.state_head if head is None else head
+    if head is None:
+        raise ValueError(f"head: {type(model).__name__} {NO_HEAD}")
+    fd = getattr(head, "feature_dim", None)
+    if fd is not None and fd != model.feature_dim:
+        raise ValueError(f"head: it reads {fd} features, the model gives {model.feature_dim}")
+    return head
+
+
+def _episodes(
+    items: Sequence[dict[str, Tensor]], window: int, context: int, *, with_states: bool
+) -> dict[str, Tensor | None]:
+    """The first ``window`` steps of every item, stacked: ``frames`` uint8 ``(n, W, H, W, 3)``,
+    ``actions`` ``(n, W, A)``, ``states`` ``(n, W, 3)`` (when ``with_states``) and ``objects``
+    ``(n, W, K, 3)`` (``None`` unless every item has them)."""
     items = [items[i] for i in range(len(items))]
     if not items:
         raise ValueError("items: no episodes to diagnose")
-    if batch_size < 1 or max_rollouts < 1:
-        raise ValueError(f"batch_size and max_rollouts must be >= 1, got {batch_size}, {max_rollouts}")
-    window = context + max(max(ks), rank_k)
     for i, it in enumerate(items):
         if "frames" not in it or "actions" not in it:
             raise ValueError(f"items: episode {i} lacks frames or actions")
-        if len(it["frames"]) < window or len(it["actions"]) < window:
+        length = min(len(it["frames"]), len(it["actions"]))
+        if length < window:
             raise ValueError(
                 f"ks: windows of context + max(ks) = {context} + {window - context} = {window} steps, "
-                f"but episode {i} of items has {min(len(it['frames']), len(it['actions']))}"
+                f"but episode {i} of items has {length}"
             )
-    if state_metrics:
-        head = model.state_head if head is None else head
-        if head is None:
-            raise ValueError(f"head: {type(model).__name__} {NO_HEAD}")
-        if not all("states" in it for it in items):
-            raise ValueError(
-                "items: no 'states' (recorded end-effector positions) in the data; the state "
-                "diagnostics need them (state_metrics=False runs the pixel ranking alone)"
-            )
-        fd = getattr(head, "feature_dim", None)
-        if fd is not None and fd != model.feature_dim:
-            raise ValueError(f"head: it reads {fd} features, the model gives {model.feature_dim}")
-    else:
-        head = None
+    if with_states and not all("states" in it for it in items):
+        raise ValueError(
+            "items: no 'states' (recorded end-effector positions) in the data; the state "
+            "diagnostics need them (state_metrics=False runs the pixel ranking alone)"
+        )
+    has_objects = all("objects" in it for it in items)
+    return {
+        "frames": torch.stack([it["frames"][:window] for it in items]),
+        "actions": torch.stack([it["actions"][:window] for it in items]).float(),
+        "states": torch.stack([it["states"][:window, :3] for it in items]).float() if with_states else None,
+        "objects": torch.stack([it["objects"][:window] for it in items]).float() if has_objects else None,
+    }
 
-    n, c = len(items), context
-    frames = torch.stack([it["frames"][:window] for it in items])  # (n, W, H, W, 3) uint8
-    actions = torch.stack([it["actions"][:window] for it in items]).float()
-    states = torch.stack([it["states"][:window, :3] for it in items]).float() if head is not None else None
-    objects = (
-        torch.stack([it["objects"][:window] for it in items]).float()
-        if all("objects" in it for it in items)
-        else None
-    )
 
-    fast = for_inference(model)
-    dev = fast.device
-    reader = None if head is None else copy.deepcopy(head).to(dev).eval()
-    sample = temperature > 0
+def _dream_errors(
+    fast: LatentDynamics,
+    reader: nn.Module,
+    ep: dict[str, Tensor | None],
+    ks: tuple[int, ...],
+    c: int,
+    threshold: float,
+    *,
+    temperature: float,
+    seed: int,
+    batch_size: int,
+) -> dict[str, Any]:
+    """``per_k``: the head's readings of the dreams along the recorded actions vs the records."""
+    frames, actions, objects = ep["frames"], ep["actions"], ep["objects"]
+    n, dev = len(frames), fast.device
+    has_ee = bool(getattr(reader, "has_end_effector", True))
+    steps = (torch.tensor(ks) - 1).to(dev)
+    ee_pred = torch.full((n, len(ks), 3), math.nan)
+    obj_pred = None if objects is None else torch.full((n, len(ks), objects.shape[2], 3), math.nan)
+    gen = torch.Generator(dev).manual_seed(seed)
+    for i in range(0, n, batch_size):
+        j = min(i + batch_size, n)
+        b = j - i
+        state = fast.initial(frames[i:j, :c].to(dev), actions[i:j, : c - 1].to(dev))
+        _, feats = fast.rollout(
+            state,
+            actions[i:j, c - 1 : c - 1 + max(ks)].to(dev),
+            sample=temperature > 0,
+            temperature=temperature,
+            generator=gen,
+            decode=False,
+        )
+        f = feats[:, steps].float()  # (b, len(ks), F): the states k steps after the context
+        if has_ee:
+            ee_pred[i:j] = reader.end_effector(f.flatten(0, 1)).view(b, len(ks), 3).cpu()
+        if obj_pred is not None:
+            kk = objects.shape[2]
+            query = objects[i:j, c - 1]  # (b, K, 3): every object where the dream starts
+            present = torch.isfinite(query).all(-1)
+            q = query.nan_to_num(0.0)[:, None].expand(b, len(ks), kk, 3).to(dev)
+            fk = f[:, :, None].expand(-1, -1, kk, -1)
+            pos = reader(fk.flatten(0, 2), q.flatten(0, 2)).view(b, len(ks), kk, 3).cpu()
+            obj_pred[i:j] = torch.where(present[:, None, :, None], pos, math.nan)
+    return {
+        str(k): _state_errors(
+            ee_pred[:, i] if has_ee else None,
+            None if obj_pred is None else obj_pred[:, i],
+            ep["states"],
+            objects,
+            c,
+            k,
+            threshold,
+        )
+        for i, k in enumerate(ks)
+    }
 
-    # --- open-loop dreams along the recorded actions: head readings at every k -------------------
-    per_k: dict[str, Any] = {}
-    if reader is not None:
-        has_ee = bool(getattr(reader, "has_end_effector", True))
-        steps = torch.tensor(ks) - 1
-        ee_pred = torch.full((n, len(ks), 3), math.nan)
-        obj_pred = None if objects is None else torch.full((n, len(ks), objects.shape[2], 3), math.nan)
-        gen = torch.Generator(dev).manual_seed(seed)
-        for i in range(0, n, batch_size):
-            j = min(i + batch_size, n)
-            state = fast.initial(frames[i:j, :c].to(dev), actions[i:j, : c - 1].to(dev))
-            _, feats = fast.rollout(
-                state,
-                actions[i:j, c - 1 : c - 1 + max(ks)].to(dev),
-                sample=sample,
-                temperature=temperature,
-                generator=gen,
-                decode=False,
-            )
-            f = feats[:, steps.to(dev)].float()  # (b, len(ks), F)
-            b = j - i
-            if has_ee:
-                ee_pred[i:j] = reader.end_effector(f.flatten(0, 1)).view(b, len(ks), 3).cpu()
-            if obj_pred is not None:
-                kk = objects.shape[2]
-                query = objects[i:j, c - 1]  # (b, K, 3)
-                present = torch.isfinite(query).all(-1)  # (b, K)
-                q = query.nan_to_num(0.0)[:, None].expand(b, len(ks), kk, 3)
-                fk = f[:, :, None].expand(-1, -1, kk, -1)
-                pos = reader(fk.flatten(0, 2), q.flatten(0, 2).to(dev)).view(b, len(ks), kk, 3).cpu()
-                obj_pred[i:j] = torch.where(present[:, None, :, None], pos, math.nan)
-        for ki, k in enumerate(ks):
-            per_k[str(k)] = _state_errors(
-                ee_pred[:, ki] if has_ee else None,
-                None if obj_pred is None else obj_pred[:, ki],
-                states,
-                objects,
-                c,
-                k,
-                moved_threshold,
-            )
 
-    # --- ranking the recorded actions among other episodes' --------------------------------------
+def _ranking(
+    fast: LatentDynamics,
+    reader: nn.Module | None,
+    ep: dict[str, Tensor | None],
+    c: int,
+    k: int,
+    candidates: int,
+    threshold: float,
+    reach_weight: float | None,
+    max_rollouts: int,
+    *,
+    temperature: float,
+    seed: int,
+    batch_size: int,
+) -> dict[str, Any]:
+    """``ranking``: the recorded actions among other episodes', by the planner's objectives."""
+    from worldmodel.planning.objectives import GoalImage, LearnedReward
+
+    frames, actions, objects = ep["frames"], ep["actions"], ep["objects"]
+    n, dev = len(frames), fast.device
     m = min(candidates, n - 1)
-    ranking: dict[str, Any] = {"k": rank_k, "candidates": m}
-    if objects is not None:
-        target, moved = _target(objects, c, rank_k, moved_threshold)
+    out: dict[str, Any] = {}
+    if objects is not None and m > 0:
+        target, moved = _target(objects, c, k, threshold)
         eligible = torch.nonzero(moved).flatten()
     else:
         target, eligible = torch.zeros(n, dtype=torch.long), torch.zeros(0, dtype=torch.long)
-    if m == 0:
-        eligible = eligible[:0]
     pick = torch.Generator().manual_seed(seed + 1)
-    others = torch.stack([_others(int(e), n, m, pick) for e in eligible]) if len(eligible) else None
-    options = {"frames": "last", "sample": sample, "temperature": temperature, "max_batch": max_rollouts}
+    others = [_others(int(e), n, m, pick) for e in eligible]
+    options = {
+        "frames": "last",
+        "sample": temperature > 0,
+        "temperature": temperature,
+        "max_batch": max_rollouts,
+    }
     objectives = {}
     if reader is not None:
         objectives["learned"] = LearnedReward(
@@ -233,30 +295,16 @@ def control_diagnostics(
         )
     objectives["pixels"] = GoalImage("pixels", **options)
     for name, objective in objectives.items():
-        gen = torch.Generator(dev).manual_seed(seed + 2)  # the same noise for every objective
+        gen = torch.Generator(dev).manual_seed(seed + 2)  # every objective sees the same noise
         scores = []
         for i in range(0, len(eligible), batch_size):
-            ep = eligible[i : i + batch_size]
-            rows = torch.cat([ep[:, None], others[i : i + batch_size]], 1)  # (P, 1 + m): recorded first
-            cand = actions[rows, c - 1 : c - 1 + rank_k]  # (P, 1 + m, rank_k, A)
-            task = _task(objects, frames, target, ep, c, rank_k)
-            state = fast.initial(frames[ep, :c].to(dev), actions[ep, : c - 1].to(dev))
-            task = objective.prepare(fast, task)
-            scores.append(objective(fast, state, task, cand, gen).float().cpu())
-        ranking[name] = _rank(torch.cat(scores) if scores else torch.zeros(0, 1 + m))
-
-    return {
-        "ks": list(ks),
-        "context": c,
-        "rank_k": rank_k,
-        "episodes": n,
-        "candidates": m,
-        "temperature": float(temperature),
-        "seed": int(seed),
-        "moved_threshold_cm": 100.0 * float(moved_threshold),
-        "per_k": per_k,
-        "ranking": ranking,
-    }
+            rows = eligible[i : i + batch_size]
+            cand = torch.cat([rows[:, None], torch.stack(others[i : i + batch_size])], 1)  # recorded first
+            state = fast.initial(frames[rows, :c].to(dev), actions[rows, : c - 1].to(dev))
+            task = objective.prepare(fast, _task(objects, frames, target, rows, c, k))
+            scores.append(objective(fast, state, task, actions[cand, c - 1 : c - 1 + k], gen).float().cpu())
+        out[name] = _rank(torch.cat(scores) if scores else torch.zeros(0, 1 + m))
+    return out
 
 
 def _check_args(
@@ -283,7 +331,7 @@ def _check_args(
     context = int(model.config.n_past) if context is None else context
     if not isinstance(context, int) or context < 1:
         raise ValueError(f"context: must be an int >= 1, got {context!r}")
-    rank_k = min(10, max(ks)) if rank_k is None else rank_k
+    rank_k = max(ks) if rank_k is None else rank_k
     if not isinstance(rank_k, int) or rank_k < 1:
         raise ValueError(f"rank_k: must be an int >= 1, got {rank_k!r}")
     if not moved_threshold >= 0:
