@@ -258,3 +258,21 @@ def test_eval_cli_writes_a_control_section(tmp_path, capsys):
     assert main([*common, "--json", str(report)]) == 0
     c = json.loads(report.read_text())["control"]
     assert c["head"] == "file" and c["ranking"]["learned"]["episodes"] > 0
+
+
+def test_moving_windows_start_where_the_objects_move():
+    from worldmodel.training.control import _moving_start
+
+    # One object still for 12 steps, then 1 cm a step in x: over k = 4 steps after a 2-frame
+    # context, the windows that start at 11 or later see 4 cm; the earliest of them is chosen.
+    t = torch.arange(30, dtype=torch.float32)
+    x = torch.clamp(t - 12, min=0) * 0.01
+    objects = torch.stack([x, torch.zeros(30), torch.zeros(30)], -1)[:, None].repeat(1, 2, 1)
+    objects[:, 1] = math.nan  # an absent slot is ignored
+    assert _moving_start(objects, window=6, context=2, k=4) == 11
+    assert _moving_start(torch.zeros(30, 1, 3), window=6, context=2, k=4) == 0  # nothing moves: step 0
+
+
+def test_windows_must_be_start_or_moving(episodes):
+    with pytest.raises(ValueError, match="windows must be"):
+        control_diagnostics(SceneModel(episodes), episodes, ks=(5,), windows="middle")

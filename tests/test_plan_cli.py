@@ -26,10 +26,13 @@ def test_plan_reports_model_oracle_and_random(tmp_path, capsys):
     out = capsys.readouterr().out
     assert all(name in out for name in ("model", "oracle", "random", "success"))
     result = json.loads(report.read_text())
-    assert set(result) == {"model", "oracle", "random"}
-    for entry in result.values():
-        assert {"success_rate", "final_distance", "ms_per_action", "episodes"} <= set(entry)
-        assert entry["episodes"] == 2 and 0 <= entry["success_rate"] <= 1
+    assert set(result) == {"model", "oracle", "random", "task", "max_steps"}
+    assert result["task"] == "push" and result["max_steps"] == 6
+    for entry in (result[k] for k in ("model", "oracle", "random")):
+        assert {"success_rate", "final_distance", "ms_per_action", "episodes", "ci95"} <= set(entry)
+        assert entry["episodes"] == 2 and entry["successes"] == round(2 * entry["success_rate"])
+        lo, hi = entry["ci95"]
+        assert lo <= entry["success_rate"] <= hi
         assert 0 < entry["final_distance"] < 0.5  # metres on a 44 cm table
     assert result["model"]["objective"] == "learned"
     assert result["model"]["ms_per_action"] > result["random"]["ms_per_action"]

@@ -205,15 +205,16 @@ def _control_plan(args: argparse.Namespace, ckpt: Path, model, data) -> dict | N
 
 
 def _run_control(args: argparse.Namespace, model, plan: dict) -> dict:
-    """The diagnostics on the first ``--control-episodes`` episodes of the split, windows from step 0."""
+    """The diagnostics on the first ``--control-episodes`` episodes of the split, each on the window
+    where its objects move most (``windows="moving"``)."""
     from worldmodel.data import open_dataset
     from worldmodel.training.control import control_diagnostics
 
     ks = plan["ks"]
-    window = args.n_past + max(ks)  # the ranking's horizon is max(ks) too
-    data = open_dataset(
-        args.data, split=args.split, seq_len=window, random_offset=False, image_size=model.config.image_size
-    )
+    size = model.config.image_size
+    probe = open_dataset(args.data, split=args.split, seq_len=args.n_past + max(ks), random_offset=False)
+    length = int(probe.spec["episode_length"])  # whole episodes: the window is chosen per episode
+    data = open_dataset(args.data, split=args.split, seq_len=length, random_offset=False, image_size=size)
     items = [data[i] for i in range(min(args.control_episodes, len(data)))]
     result = control_diagnostics(
         model,
@@ -226,6 +227,7 @@ def _run_control(args: argparse.Namespace, model, plan: dict) -> dict:
         context=args.n_past,
         state_metrics=plan["head"] is not None,
         max_rollouts=args.max_rollouts,
+        windows="moving",
     )
     return {**result, "head": plan["head_source"]}
 

@@ -8,7 +8,13 @@ ranks the action sequence that really reached a goal above other plausible seque
 module measures both on held-out recorded episodes, with the model run exactly as the planner
 and the dream run it (the inference copy, sampled prior, features only).
 
-Protocol, per episode (dataset items of at least ``context + max(ks)`` steps, windows from step 0):
+Protocol, per episode (dataset items of at least ``context + max(ks)`` steps). Windows start at
+step 0 (``windows="start"``) or, with ``windows="moving"`` (what ``worldmodel eval`` uses), where
+the episode's objects move most: the start ``s`` that maximises the largest xy displacement of
+any object from frame ``s + context - 1`` to frame ``s + context - 1 + rank_k``. The scripted
+pushes of collected data begin some 15 steps in, so windows from step 0 rarely see an object move
+by step 10; choosing the window by the recorded objects is fair to every model (it reads no
+prediction) and puts the diagnostics where the task is.
 
 1. ``initial`` on the first ``context`` frames and the actions between them, then ``rollout``
    along the recorded actions ``a_{c-1} ..`` (``c = context``; ``a_t`` drives ``x_t`` to
@@ -86,6 +92,7 @@ def control_diagnostics(
     reach_weight: float | None = None,
     batch_size: int = 64,
     max_rollouts: int = 512,
+    windows: str = "start",
 ) -> dict[str, Any]:
     """State errors along open-loop dreams and the ranking of recorded actions (module docstring).
 
@@ -112,6 +119,8 @@ def control_diagnostics(
         reach_weight: the learned objective's shaping weight (``None``: the task's).
         batch_size: episodes per rollout and per objective call.
         max_rollouts: most rollouts per model call inside the objectives.
+        windows: ``"start"`` (from step 0) or ``"moving"`` (where the objects move most; see the
+            module docstring).
 
     Returns:
         ``{"ks", "context", "rank_k", "episodes", "candidates" (other sequences per ranked
@@ -130,7 +139,12 @@ def control_diagnostics(
     if batch_size < 1 or max_rollouts < 1:
         raise ValueError(f"batch_size and max_rollouts must be >= 1, got {batch_size}, {max_rollouts}")
     head = _resolve_head(model, head) if state_metrics else None
-    ep = _episodes(items, context + max(max(ks), rank_k), context, with_states=head is not None)
+    if windows not in ("start", "moving"):
+        raise ValueError(f"windows must be 'start' or 'moving', got {windows!r}")
+    length = context + max(max(ks), rank_k)
+    ep = _episodes(
+        items, length, context, with_states=head is not None, moving=(windows == "moving") and rank_k
+    )
 
     fast = for_inference(model)
     reader = None if head is None else copy.deepcopy(head).to(fast.device).eval()
@@ -148,6 +162,7 @@ def control_diagnostics(
         "temperature": float(temperature),
         "seed": int(seed),
         "moved_threshold_cm": 100.0 * float(moved_threshold),
+        "windows": windows,
         "per_k": per_k,
         "ranking": ranking,
     }
@@ -165,11 +180,12 @@ def _resolve_head(model: LatentDynamics, head: nn.Module | None) -> nn.Module:
 
 
 def _episodes(
-    items: Sequence[dict[str, Tensor]], window: int, context: int, *, with_states: bool
+    items: Sequence[dict[str, Tensor]], window: int, context: int, *, with_states: bool, moving: int = 0
 ) -> dict[str, Tensor | None]:
-    """The first ``window`` steps of every item, stacked: ``frames`` uint8 ``(n, W, H, W, 3)``,
-    ``actions`` ``(n, W, A)``, ``states`` ``(n, W, 3)`` (when ``with_states``) and ``objects``
-    ``(n, W, K, 3)`` (``None`` unless every item has them)."""
+    """``window`` steps of every item, stacked: ``frames`` uint8 ``(n, W, H, W, 3)``, ``actions``
+    ``(n, W, A)``, ``states`` ``(n, W, 3)`` (when ``with_states``) and ``objects`` ``(n, W, K, 3)``
+    (``None`` unless every item has them). From step 0, or with ``moving = k > 0`` from the start
+    where the objects move most over ``k`` steps after the context (``_moving_start``)."""
     items = [items[i] for i in range(len(items))]
     if not items:
         raise ValueError("items: no episodes to diagnose")
@@ -188,12 +204,32 @@ def _episodes(
             "diagnostics need them (state_metrics=False runs the pixel ranking alone)"
         )
     has_objects = all("objects" in it for it in items)
+    starts = [
+        _moving_start(it["objects"].float(), window, context, moving) if moving and has_objects else 0
+        for it in items
+    ]
+    cut = [slice(s, s + window) for s in starts]
     return {
-        "frames": torch.stack([it["frames"][:window] for it in items]),
-        "actions": torch.stack([it["actions"][:window] for it in items]).float(),
-        "states": torch.stack([it["states"][:window, :3] for it in items]).float() if with_states else None,
-        "objects": torch.stack([it["objects"][:window] for it in items]).float() if has_objects else None,
+        "frames": torch.stack([it["frames"][c] for it, c in zip(items, cut, strict=True)]),
+        "actions": torch.stack([it["actions"][c] for it, c in zip(items, cut, strict=True)]).float(),
+        "states": torch.stack([it["states"][c, :3] for it, c in zip(items, cut, strict=True)]).float()
+        if with_states
+        else None,
+        "objects": torch.stack([it["objects"][c] for it, c in zip(items, cut, strict=True)]).float()
+        if has_objects
+        else None,
     }
+
+
+def _moving_start(objects: Tensor, window: int, context: int, k: int) -> int:
+    """The window start ``s`` whose largest object displacement (xy) from frame ``s + context - 1``
+    to ``s + context - 1 + k`` is largest (the earliest on ties); ``objects`` ``(T, K, 3)``."""
+    last = objects.shape[0] - window
+    a = objects[context - 1 : context - 1 + last + 1, :, :2]
+    b = objects[context - 1 + k : context - 1 + k + last + 1, :, :2]
+    moved = torch.nan_to_num((b - a).norm(dim=-1), nan=0.0).amax(dim=-1)  # (last + 1,)
+    best = moved >= moved.max() - 1e-6  # float rounding must not pick a later window of the same motion
+    return int(torch.nonzero(best)[0])
 
 
 def _dream_errors(
