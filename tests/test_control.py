@@ -254,6 +254,9 @@ def test_eval_cli_writes_a_control_section(tmp_path, capsys):
     common[1] = str(bare)
     assert main([*common, "--json", str(report)]) == 0
     assert "control" not in json.loads(report.read_text())
+    assert main([*common, "--control"]) == 2  # asked for state diagnostics without a head: one line
+    err = capsys.readouterr().err
+    assert "--control" in err and "no state head" in err and "Traceback" not in err
     save_head(ObjectHead(model.feature_dim, hidden=8), head_path_for(bare))
     assert main([*common, "--json", str(report)]) == 0
     c = json.loads(report.read_text())["control"]

@@ -239,3 +239,13 @@ def test_kill9_then_resume_matches_uninterrupted_run(tmp_path):
     a = read(tmp_path / "a" / "checkpoints" / "last.pt")["weights"]
     b = read(ckpt)["weights"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_state_head_on_data_without_states_is_a_one_line_error(tmp_path, capsys):
+    data = _png_data(tmp_path / "data")
+    out = tmp_path / "run"
+    args = ["train", "svg-lp", "--preset", "tiny", "--data", str(data), "--out", str(out), "--steps", "2"]
+    assert main([*args, "--set", "state_head=true", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "state_head" in err and "records no states" in err and "Traceback" not in err
+    assert not (out / "checkpoints").exists()  # refused before anything was written

@@ -181,12 +181,10 @@ def _control_plan(args: argparse.Namespace, ckpt: Path, model, data) -> dict | N
     if head is None:
         if not explicit:
             return None
-        print(
-            f"worldmodel eval: {ckpt} has no state head (train with --set state_head=true or run "
-            "`worldmodel train-head`): control diagnostics rank by pixels only",
-            file=sys.stderr,
+        raise ValueError(
+            f"--control: {ckpt} has no state head and no head file, and the state diagnostics read the "
+            "arm and the objects off one (train with --set state_head=true or run `worldmodel train-head`)"
         )
-        source = None
     longest = data.episode_length - args.n_past
     fit = tuple(k for k in ks if k <= longest)
     if fit != ks:

@@ -133,6 +133,11 @@ def run(args: argparse.Namespace) -> int:
             f"worldmodel train: frames resized to {config.image_size}px for this model config",
             file=sys.stderr,
         )
+    if config.state_head and not data.has_actions:  # PNG folders: no actions, no states
+        raise ValueError(
+            f"--set state_head=true: {args.data} records no states (end-effector positions) to train "
+            "the state head on; train without it"
+        )
     if not data.has_actions:
         say(f"worldmodel train: {args.data} has no actions; training with zero actions", file=sys.stderr)
         data = ZeroActions(data, config.action_dim)

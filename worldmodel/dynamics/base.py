@@ -12,6 +12,7 @@ then takes the next action and produces the next frame.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
@@ -192,6 +193,10 @@ class LatentDynamics(nn.Module, ABC):
         Why open-loop: PlaNet and Dreamer train their reward heads with the model so the latent
         keeps what the task needs; a head on teacher-forced (posterior) features would teach the
         posterior, while the dream and the planner run the prior on the model's own predictions.
+        BatchNorm layers run on their running statistics during this rollout (and do not update
+        them), as they do in the dream: with batch statistics of one predicted frame per row the
+        head would learn features that the eval-mode model never produces (measured: a head
+        trained that way was worse than "the object stays put" in eval mode).
 
         Returns ``(loss, metrics)``: ``state_ee_cm`` and ``state_obj_cm`` (RMS errors in cm).
         """
@@ -205,11 +210,12 @@ class LatentDynamics(nn.Module, ABC):
         c = self.config
         frames, actions = batch["frames"], batch["actions"].to(self.device, torch.float32)
         k, t = c.n_past, frames.shape[1]
-        state = self.initial(frames[:, :k].to(self.device), actions[:, : k - 1])
-        feats = [self.features(state)]
-        for i in range(k - 1, t - 1):
-            state = self.step(state, actions[:, i])
-            feats.append(self.features(state))
+        with _norms_frozen(self):
+            state = self.initial(frames[:, :k].to(self.device), actions[:, : k - 1])
+            feats = [self.features(state)]
+            for i in range(k - 1, t - 1):
+                state = self.step(state, actions[:, i])
+                feats.append(self.features(state))
         f = torch.stack(feats, 1).float()  # (B, S, F) for frames k-1 .. t-1
         head = self.state_head
         ee_true = batch["states"][:, k - 1 :, :3].to(f)
@@ -397,6 +403,19 @@ class LatentDynamics(nn.Module, ABC):
     def config_dict(self) -> dict[str, Any]:
         """The config as plain Python types (what a checkpoint stores)."""
         return _plain(dataclasses.asdict(self.config))
+
+
+@contextlib.contextmanager
+def _norms_frozen(module: nn.Module):
+    """BatchNorm layers of ``module`` in eval mode (running statistics, not updated) inside."""
+    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training]
+    for m in norms:
+        m.eval()
+    try:
+        yield
+    finally:
+        for m in norms:
+            m.train()
 
 
 def _plain(value: Any) -> Any:
