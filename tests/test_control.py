@@ -77,7 +77,7 @@ class TrueHead(nn.Module):
 
     feature_dim, has_end_effector = 15, True
 
-    def end_effector(self, f: torch.Tensor) -> torch.Tensor:
+    def end_effector(self, f: torch.Tensor, start: torch.Tensor | None = None) -> torch.Tensor:
         return f[:, :3]
 
     def forward(self, f: torch.Tensor, query: torch.Tensor) -> torch.Tensor:

@@ -30,7 +30,9 @@ def test_every_model_trains_its_state_head_and_keeps_it_in_the_checkpoint(name, 
     head_grads = [p.grad for p in model.state_head.parameters()]
     assert all(g is not None and torch.isfinite(g).all() for g in head_grads)
     assert any(float(g.abs().sum()) > 0 for g in head_grads)
-    # The state loss reaches the world model too: it shapes what the latent keeps.
+    # The state loss reaches the world model too: it shapes what the latent keeps (after one step:
+    # the head's last layers start at zero, "nothing moved", which passes no gradient back yet).
+    torch.optim.SGD(model.state_head.parameters(), lr=0.1).step()
     model.zero_grad()
     state_loss, _ = model.state_loss(batch)
     state_loss.backward()

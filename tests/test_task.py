@@ -24,7 +24,7 @@ class TruthHead(torch.nn.Module):
     def forward(self, features, query):
         return features[:, 3:6]
 
-    def end_effector(self, features):
+    def end_effector(self, features, start=None):
         return features[:, :3]
 
 
@@ -71,7 +71,7 @@ def test_dream_scores_with_the_same_reward():
         def forward(self, features, query):
             return query + features[:, :3]  # any function of the features will do
 
-        def end_effector(self, features):
+        def end_effector(self, features, start=None):
             return features[:, 3:6]
 
     core.head = Head()

@@ -165,7 +165,8 @@ class LatentDynamics(nn.Module, ABC):
         """Create ``state_head`` when the config asks for it; subclasses call this at the end of
         ``__init__``, once ``feature_dim`` is known.
 
-        The head is an ``ObjectHead`` (``dynamics/heads.py``): ``end_effector(features)`` and
+        The head is an ``ObjectHead`` (``dynamics/heads.py``): ``end_effector(features, start)``,
+        the gripper relative to where it was when the rollout started (proprioception), and
         ``head(features, query)``, the object that was at ``query`` when the rollout started. Its
         normalisers are fixed to PushTable's workspace (positions in metres, about ±0.2), so they
         need no data pass and a checkpoint holds everything.
@@ -174,7 +175,7 @@ class LatentDynamics(nn.Module, ABC):
             return
         from worldmodel.dynamics.heads import ObjectHead  # heads imports this module
 
-        head = ObjectHead(self.feature_dim, self.config.state_hidden, end_effector=True)
+        head = ObjectHead(self.feature_dim, self.config.state_hidden, end_effector=True, ee_relative=True)
         head.pos_scale.fill_(_POS_SCALE)
         head.ee_mean.copy_(torch.tensor(_EE_MEAN))
         head.ee_scale.fill_(_POS_SCALE)
@@ -219,7 +220,8 @@ class LatentDynamics(nn.Module, ABC):
         f = torch.stack(feats, 1).float()  # (B, S, F) for frames k-1 .. t-1
         head = self.state_head
         ee_true = batch["states"][:, k - 1 :, :3].to(f)
-        ee_err = (head.end_effector(f.flatten(0, 1)).view_as(ee_true) - ee_true) / _POS_SCALE
+        ee_start = ee_true[:, :1].expand_as(ee_true).flatten(0, 1)
+        ee_err = (head.end_effector(f.flatten(0, 1), ee_start).view_as(ee_true) - ee_true) / _POS_SCALE
         loss = ee_err.pow(2).sum(-1).mean()
         metrics = {"state_ee_cm": ee_err.detach().pow(2).sum(-1).mean().sqrt() * 100 * _POS_SCALE}
         if "objects" in batch:

@@ -56,6 +56,7 @@ REWARDS = ("learned", "goal-image")
 OBS_TYPES = ("pixels", "latent")
 GOAL_DISTANCES = ("pixels", "features")
 MAX_OBJECTS = 4  # PushTable's object slots (worldmodel.envs.scene.MAX_OBJECTS; no MuJoCo import here)
+_POOL_KEYS = ("frames", "actions", "objects", "ee", "goal", "target", "goal_image")
 
 
 @dataclasses.dataclass
@@ -189,7 +190,8 @@ class DreamCore:
     """Model, start-context pool and the batched operations both dream envs use.
 
     Pool tensors (leading ``P``, on ``device``): ``frames`` uint8 ``(P, T0, H, W, 3)``, ``actions``
-    ``(P, T0-1, A)``, ``objects`` ``(P, K, 3)`` at the last context frame (NaN: absent), ``goal``
+    ``(P, T0-1, A)``, ``objects`` ``(P, K, 3)`` at the last context frame (NaN: absent), ``ee``
+    ``(P, 3)`` the end effector there (the state head reads the arm relative to it), ``goal``
     ``(P, 3)`` (NaN: none stored), ``target`` ``(P,)`` (-1: none), ``goal_image`` uint8
     ``(P, H, W, 3)``; ``state`` the ``initial`` state of every entry; ``obs0`` its observation
     (NumPy, for same-step resets without a device round trip).
@@ -247,6 +249,12 @@ class DreamCore:
             raise ValueError(
                 f"{cfg.data}: reward='learned' needs object positions, the data has none "
                 "(real BAIR data): use reward='goal-image'"
+            )
+        relative = self.head is not None and getattr(self.head, "ee_relative", False)
+        if relative and (cfg.task == "reach" or cfg.reach_weight > 0) and not np.isfinite(pool["ee"]).all():
+            raise ValueError(
+                f"{cfg.data}: the state head reads the arm relative to its recorded position and this "
+                "data records none: use reward='goal-image' (or reach_weight=0 for the object tasks)"
             )
         self._num_objects = np.isfinite(pool["objects"]).all(-1).sum(-1)
         self._has_task = (pool["target"] >= 0) & np.isfinite(pool["goal"]).all(-1)
@@ -338,7 +346,7 @@ class DreamCore:
             feats = self.model.features(state).float()
             pos = self.head(feats, query)
             if self.head.has_end_effector:
-                ee = self.head.end_effector(feats)
+                ee = self.head.end_effector(feats, self.pool["ee"][pidx])
             else:  # reach_weight == 0 and an object task (checked at set-up): ee is unused
                 ee = pos
             dist = tasks.distance(self.spec, pos, ee, goal)
@@ -389,7 +397,7 @@ def _sim_pool(cfg: DreamConfig, context: int) -> dict[str, np.ndarray]:
     from worldmodel.envs.push_table import PushTableEnv
 
     env = PushTableEnv(image_size=cfg.image_size, task=cfg.task)
-    out: dict[str, list] = {k: [] for k in ("frames", "actions", "objects", "goal", "target", "goal_image")}
+    out: dict[str, list] = {k: [] for k in _POOL_KEYS}
     try:
         for i in range(cfg.pool_size):
             env_seed, policy_seed = np.random.SeedSequence(cfg.pool_seed, spawn_key=(i,)).generate_state(2)
@@ -397,12 +405,14 @@ def _sim_pool(cfg: DreamConfig, context: int) -> dict[str, np.ndarray]:
                 obs, info = env.reset(seed=int(env_seed))
                 ep = {"frames": np.stack([obs] * context), "actions": np.stack([REST_ACTION] * context)}
                 ep["objects"] = _pad_objects(info["object_pos"])[None]
+                ep["states"] = np.asarray(info["ee_pos"], np.float32)[None]
                 ep["goal"], ep["target"] = info["goal_pos"], np.array(info["target"], np.int64)
             else:
                 ep = rollout(env, RandomPushPolicy(int(policy_seed)), context, int(env_seed))
             out["frames"].append(ep["frames"])
             out["actions"].append(ep["actions"][: context - 1])
             out["objects"].append(ep["objects"][-1])
+            out["ee"].append(ep["states"][-1, :3])
             out["goal"].append(ep["goal"])
             out["target"].append(ep["target"])
             out["goal_image"].append(env.render_goal())
@@ -422,7 +432,7 @@ def _data_pool(cfg: DreamConfig, context: int) -> dict[str, np.ndarray]:
         raise ValueError(f"{cfg.data}: the dream needs actions in the data (PNG folders have none)")
     rng = np.random.default_rng(cfg.pool_seed)
     picks = rng.permutation(len(ds))[: cfg.pool_size] if len(ds) > cfg.pool_size else np.arange(len(ds))
-    out: dict[str, list] = {k: [] for k in ("frames", "actions", "objects", "goal", "target", "goal_image")}
+    out: dict[str, list] = {k: [] for k in _POOL_KEYS}
     for i in picks:
         item = ds[int(i)]
         frames = item["frames"].numpy()
@@ -432,6 +442,8 @@ def _data_pool(cfg: DreamConfig, context: int) -> dict[str, np.ndarray]:
         if "objects" in item:
             objects = item["objects"].numpy()[context - 1]
         out["objects"].append(_pad_objects(objects))
+        states = item["states"].numpy()[context - 1, :3] if "states" in item else np.full(3, np.nan)
+        out["ee"].append(states)
         goal, target = _episode_task(item)
         out["goal"].append(goal)
         out["target"].append(target)
@@ -457,6 +469,7 @@ def _stack(out: dict[str, list]) -> dict[str, np.ndarray]:
     arrays = {k: np.stack(v) for k, v in out.items()}
     arrays["actions"] = arrays["actions"].astype(np.float32)
     arrays["objects"] = arrays["objects"].astype(np.float32)
+    arrays["ee"] = arrays["ee"].astype(np.float32)
     arrays["goal"] = arrays["goal"].astype(np.float32)
     arrays["target"] = arrays["target"].astype(np.int64)
     return arrays

@@ -482,6 +482,11 @@ class PushTableEnv(gym.Env):
             self._renderer = None
 
     # ------------------------------------------------------------------ state for planners
+    def proprioception(self) -> np.ndarray:
+        """The end effector's position now, float32 ``(3,)`` (what a robot knows of its own arm;
+        planners read it at every plan, as BAIR records ``endeffector_pos``)."""
+        return self._ee_pos().astype(np.float32)
+
     def get_state(self) -> dict[str, np.ndarray]:
         """Everything needed to restore the episode exactly (physics and per-episode parameters)."""
         obj = self._objects

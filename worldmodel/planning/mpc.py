@@ -111,9 +111,15 @@ class TaskSource:
             goal_pos=torch.as_tensor(np.asarray(info["goal_pos"], np.float32))[None],
             query=torch.as_tensor(query)[None],
         )
+        if "ee_pos" in info:
+            task.ee_start = torch.as_tensor(np.asarray(info["ee_pos"], np.float32))[None]
         if goal_image:
             task.goal_image = torch.as_tensor(np.asarray(self._call(i, "render_goal")))[None]
         return task
+
+    def proprioception(self, i: int) -> np.ndarray:
+        """Env ``i``'s end-effector position now, float32 ``(3,)`` (``PushTableEnv.proprioception``)."""
+        return np.asarray(self._call(i, "proprioception"), np.float32).reshape(3)
 
     def sim_state(self, i: int) -> dict:
         """Env ``i``'s simulator state (``PushTableEnv.get_state``)."""
@@ -385,6 +391,8 @@ class MPCAgent(PlanningAgent):
     def _plan(self, envs: list[int], obs: np.ndarray) -> Tensor:
         state = self.anchor(envs)
         task = Task.cat([self._slots[i].task for i in envs])
+        if getattr(self.objective, "needs_ee_start", False):
+            task.ee_start = self._ee_now(envs).to(self.model.device)
         model, objective, gen = self.model, self.objective, self.generator
         result = self.planner.optimize(
             lambda cand: objective(model, state, task, cand, gen),
@@ -396,6 +404,21 @@ class MPCAgent(PlanningAgent):
             j = envs.index(0)
             self._to_imagine = (state[j : j + 1], result.actions[j : j + 1])
         return result.actions
+
+    def _ee_now(self, envs: list[int]) -> Tensor:
+        """The gripper's position at the anchor, ``(P, 3)``: proprioception read from the attached
+        env at every plan (the arm's state, not the objects': those the model reads from pixels);
+        a task given by hand keeps its ``ee_start``."""
+        rows = []
+        for i in envs:
+            manual = self._manual.get(i)
+            if manual is not None and manual.ee_start is not None and self.source is None:
+                rows.append(manual.ee_start.reshape(3).float().cpu())
+            elif self.source is not None:
+                rows.append(torch.from_numpy(self.source.proprioception(i)))
+            else:
+                raise RuntimeError("the objective reads the arm's position: attach the agent to an env")
+        return torch.stack(rows)
 
     @torch.no_grad()
     def imagine(self, state: State, actions: Tensor) -> np.ndarray:

@@ -47,14 +47,17 @@ class Task:
     """What a planning problem aims at, batched over ``P`` problems (fields may be None).
 
     ``goal_pos`` ``(P, 3)`` goal of the target object (m); ``query`` ``(P, 3)`` the target's position
-    at the start of the episode (the ``ObjectHead``'s query); ``goal_image`` uint8 ``(P, H, W, 3)``;
-    ``goal_features`` ``(P, F)`` filled in by ``GoalImage.prepare``.
+    at the start of the episode (the ``ObjectHead``'s query); ``ee_start`` ``(P, 3)`` the gripper's
+    position at the state planned from (proprioception, for heads that read the arm relative to
+    it); ``goal_image`` uint8 ``(P, H, W, 3)``; ``goal_features`` ``(P, F)`` filled in by
+    ``GoalImage.prepare``.
     """
 
     goal_pos: Tensor | None = None
     query: Tensor | None = None
     goal_image: Tensor | None = None
     goal_features: Tensor | None = None
+    ee_start: Tensor | None = None
 
     def _map(self, fn) -> Task:
         values = {f.name: getattr(self, f.name) for f in _fields(self)}
@@ -233,10 +236,17 @@ class LearnedReward(Objective):
                 "end-effector branch (train the model with state_head=true, or retrain the head)"
             )
         self.head, self.has_ee = head.eval(), bool(has_ee)
+        self.needs_ee_start = bool(getattr(head, "ee_relative", False)) and (
+            self.reach_weight > 0 or not self.spec.uses_objects
+        )
 
     def prepare(self, model: LatentDynamics, task: Task) -> Task:
         if task.goal_pos is None or (self.spec.uses_objects and task.query is None):
             raise ValueError("task: LearnedReward needs goal_pos and query (the target's start position)")
+        if self.needs_ee_start and task.ee_start is None:
+            raise ValueError(
+                "task: this head reads the arm relative to its start; LearnedReward needs ee_start"
+            )
         self.head.to(model.device)
         return task.to(model.device)
 
@@ -244,7 +254,12 @@ class LearnedReward(Objective):
         b, h, f = outputs.shape
         feats = outputs.reshape(b * h, f).float()
         goal = task.goal_pos[problem].float()[:, None, :]
-        ee = self.head.end_effector(feats).view(b, h, -1) if self.has_ee else None
+        ee = None
+        if self.has_ee and (self.reach_weight > 0 or not self.spec.uses_objects):
+            start = (
+                None if task.ee_start is None else task.ee_start[problem].float().repeat_interleave(h, dim=0)
+            )
+            ee = self.head.end_effector(feats, start).view(b, h, -1)
         pos = ee
         if self.spec.uses_objects:
             query = task.query[problem].float().repeat_interleave(h, dim=0)

@@ -265,8 +265,9 @@ def _dream_errors(
             decode=False,
         )
         f = feats[:, steps].float()  # (b, len(ks), F): the states k steps after the context
-        if has_ee:
-            ee_pred[i:j] = reader.end_effector(f.flatten(0, 1)).view(b, len(ks), 3).cpu()
+        if has_ee:  # the arm's start (proprioception) for heads that read it relative to it
+            start = ep["states"][i:j, c - 1].to(dev)[:, None].expand(b, len(ks), 3).flatten(0, 1)
+            ee_pred[i:j] = reader.end_effector(f.flatten(0, 1), start).view(b, len(ks), 3).cpu()
         if obj_pred is not None:
             kk = objects.shape[2]
             query = objects[i:j, c - 1]  # (b, K, 3): every object where the dream starts
@@ -337,7 +338,10 @@ def _ranking(
             rows = eligible[i : i + batch_size]
             cand = torch.cat([rows[:, None], torch.stack(others[i : i + batch_size])], 1)  # recorded first
             state = fast.initial(frames[rows, :c].to(dev), actions[rows, : c - 1].to(dev))
-            task = objective.prepare(fast, _task(objects, frames, target, rows, c, k))
+            task = _task(objects, frames, target, rows, c, k)
+            if ep["states"] is not None:
+                task.ee_start = ep["states"][rows, c - 1]
+            task = objective.prepare(fast, task)
             scores.append(objective(fast, state, task, actions[cand, c - 1 : c - 1 + k], gen).float().cpu())
         out[name] = _rank(torch.cat(scores) if scores else torch.zeros(0, 1 + m))
     return out
