@@ -186,6 +186,8 @@ class LatentObservation(gym.Wrapper):
             the model's training window ``model.config.seq_len``.
         latent_bound: clip, as the dream's ``latent_bound``.
         dtype: the dream's ``DreamConfig.dtype`` (``"auto"``: bf16 on CUDA for SVG, else float32).
+        task_obs: the dream's ``DreamConfig.task_obs``: append the true end effector (the env's
+            ``ee_pos``, proprioception) and the episode's goal (``goal_pos``), ``(F + 6,)``.
     """
 
     def __init__(
@@ -196,8 +198,11 @@ class LatentObservation(gym.Wrapper):
         window: int | None = None,
         latent_bound: float = 10.0,
         dtype: str = "auto",
+        task_obs: bool = False,
     ) -> None:
         super().__init__(env)
+        self.task_obs = bool(task_obs)
+        self._task = np.zeros(6, np.float32)
         # The same inference copy and dtype as the dream's (DreamConfig.dtype), so a latent
         # policy sees the features it was trained on, bf16 rounding included.
         self.model = for_inference(model, dtype=resolve_dtype(model, dtype, model.device))
@@ -206,12 +211,13 @@ class LatentObservation(gym.Wrapper):
         self.window = max(int(window), self.context)
         self.latent_bound = float(latent_bound)
         b = self.latent_bound
-        self.observation_space = gym.spaces.Box(-b, b, (model.feature_dim,), np.float32)
+        self.observation_space = gym.spaces.Box(-b, b, (model.feature_dim + 6 * self.task_obs,), np.float32)
         self._frames: list[np.ndarray] = []
         self._actions: list[np.ndarray] = []
 
     def reset(self, **kwargs: Any) -> tuple[np.ndarray, dict]:
         frame, info = self.env.reset(**kwargs)
+        self._note(info)
         self._frames = [frame] * self.context
         self._actions = [REST_ACTION] * (self.context - 1)  # the first frame held still
         return self._encode(), info
@@ -219,11 +225,16 @@ class LatentObservation(gym.Wrapper):
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
         a = np.clip(np.asarray(action, np.float32).reshape(4), -1.0, 1.0)
         frame, reward, terminated, truncated, info = self.env.step(a)
+        self._note(info)
         w = self.window
         self._frames = [*self._frames, frame][-w:]
         actions = [*self._actions, a]
         self._actions = actions[max(0, len(actions) - (w - 1)) :]
         return self._encode(), reward, terminated, truncated, info
+
+    def _note(self, info: dict) -> None:
+        if self.task_obs:
+            self._task = np.concatenate([info["ee_pos"], info["goal_pos"]]).astype(np.float32)
 
     def _encode(self) -> np.ndarray:
         import torch
@@ -237,9 +248,11 @@ class LatentObservation(gym.Wrapper):
                 if actions
                 else torch.zeros(1, 0, 4, device=dev)
             )
-            feats = self.model.features(self.model.initial(x, a)).float()
+            feats = self.model.features(self.model.initial(x, a)).float()[0].cpu().numpy()
+        if self.task_obs:
+            feats = np.concatenate([feats, self._task])
         b = self.latent_bound
-        return feats.clamp(-b, b)[0].cpu().numpy()
+        return np.clip(feats, -b, b).astype(np.float32)
 
 
 def make_real_env(
@@ -266,7 +279,8 @@ def make_real_env(
         window = cfg.latent_window if cfg is not None else None
         bound = cfg.latent_bound if cfg is not None else 10.0
         dtype = cfg.dream.get("dtype", "auto") if cfg is not None else "auto"
-        env = LatentObservation(env, model, window=window, latent_bound=bound, dtype=dtype)
+        task_obs = bool(cfg.dream.get("task_obs", False)) if cfg is not None else False
+        env = LatentObservation(env, model, window=window, latent_bound=bound, dtype=dtype, task_obs=task_obs)
     return env
 
 

@@ -71,6 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="task trained in the dream and judged in the real sim: push, recorded-goal or reach "
         "(default push)",
     )
+    p.add_argument(
+        "--task-obs",
+        action="store_true",
+        help="--obs latent: append the end effector (dreamed by the state head; proprioception in the "
+        "real sim) and the episode's goal to the features (the goal is not in the pixels for reach)",
+    )
     p.add_argument("--pool-size", type=int, default=64, help="dream start contexts drawn once (default 64)")
     p.add_argument(
         "--temperature", type=float, default=1.0, help="scale of the model's sampling noise (default 1)"
@@ -123,6 +129,7 @@ def run(argv: list[str] | None = None) -> int:
                 "temperature": args.temperature,
                 "data": str(Path(args.data).resolve()) if args.data else None,
                 "goal_distance": args.goal_distance,
+                "task_obs": args.task_obs,
             },
             latent_window=args.latent_window,
             latent_bound=args.latent_bound,

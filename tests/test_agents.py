@@ -211,6 +211,22 @@ def test_latent_observation_is_the_models_reading_of_real_frames(model):
     env.close()
 
 
+def test_latent_task_observation_appends_the_true_arm_and_the_goal(model):
+    env = LatentObservation(gym.make(worldmodel.PUSH_TABLE_ID, task="reach"), model, task_obs=True)
+    plain = LatentObservation(gym.make(worldmodel.PUSH_TABLE_ID, task="reach"), model)
+    f = model.feature_dim
+    assert env.observation_space.shape == (f + 6,)
+    obs, info = env.reset(seed=2)
+    ref, _ = plain.reset(seed=2)
+    np.testing.assert_allclose(obs[:f], ref, atol=1e-6)
+    np.testing.assert_allclose(obs[f:], np.concatenate([info["ee_pos"], info["goal_pos"]]), atol=1e-6)
+    a = np.array([1.0, 0.0, 0.0, -1.0], np.float32)
+    obs, _, _, _, info = env.step(a)
+    np.testing.assert_allclose(obs[f : f + 3], info["ee_pos"], atol=1e-6)  # proprioception, updated
+    env.close()
+    plain.close()
+
+
 def test_latent_observation_encodes_with_the_dreams_dtype(model):
     """A bf16 dream's latent policy reads real frames through the same bf16 copy of the model."""
     envs = {

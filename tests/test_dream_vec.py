@@ -23,11 +23,12 @@ def model():
     return noisy_tiny_svg(64)
 
 
-@pytest.fixture(scope="module", params=["pixels", "latent", "pixels bfloat16"])
+@pytest.fixture(scope="module", params=["pixels", "latent", "pixels bfloat16", "latent task_obs"])
 def core(request, model):
-    obs, *dtype = request.param.split()
+    obs, *extra = request.param.split()
+    dtype = "bfloat16" if "bfloat16" in extra else "float32"
     cfg = DreamConfig(
-        reward="learned", obs=obs, pool_size=6, horizon=3, dtype=dtype[0] if dtype else "float32"
+        reward="learned", obs=obs, pool_size=6, horizon=3, dtype=dtype, task_obs="task_obs" in extra
     )
     return DreamCore(model, cfg, head=identity_head(model), device="cpu")
 
@@ -152,3 +153,22 @@ def test_ppo_runs_in_the_dream(model, obs):
     agent.learn(total_timesteps=256)
     assert agent.num_timesteps >= 256
     assert len(agent.ep_info_buffer) > 0  # VecMonitor saw episodes end
+
+
+def test_task_observation_ends_with_the_dreamed_arm_and_the_goal(model):
+    cfg = DreamConfig(reward="learned", obs="latent", task_obs=True, task="reach", pool_size=4, horizon=2)
+    core = DreamCore(model, cfg, head=identity_head(model), device="cpu")
+    vec = DreamVecEnv(core, 2)
+    f = model.feature_dim
+    assert vec.observation_space.shape == (f + 6,)
+    vec.seed(3)
+    obs = vec.reset()
+    assert obs.shape == (2, f + 6)
+    np.testing.assert_allclose(obs[:, -3:], vec._batch.goal.numpy(), atol=1e-6)  # the episode's goal
+    obs, reward, _, infos = vec.step(np.zeros((2, 4), np.float32))
+    # reach: the reward is minus the distance from the dreamed arm (in the observation) to the goal
+    dist = np.linalg.norm(obs[:, f : f + 3] - obs[:, -3:], axis=1)
+    np.testing.assert_allclose(-reward, dist, atol=1e-5)
+    np.testing.assert_allclose([i["distance"] for i in infos], dist, atol=1e-5)
+    with pytest.raises(ValueError, match="task_obs"):
+        DreamConfig(task_obs=True, obs="pixels")

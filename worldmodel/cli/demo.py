@@ -372,6 +372,7 @@ class Pipeline:
                 "learned",
                 "--task",
                 c.agent_task,
+                *(["--task-obs"] if c.agent_obs == "latent" and c.state_head else []),
                 "--out",
                 o / "agent",
                 "--resume",

@@ -98,6 +98,11 @@ class DreamConfig:
     """``goal-image``: success below this distance."""
     latent_bound: float = 10.0
     """``latent`` observations are clipped to ±this (SVG features are tanh outputs, in [-1, 1])."""
+    task_obs: bool = False
+    """``obs="latent"``, ``reward="learned"``: append the dreamed end effector (the state head's
+    reading) and the episode's goal to the features, ``(F + 6,)``, a goal-conditioned observation
+    (the goal is not in the pixels for ``reach``); in the real env ``agents.common.LatentObservation``
+    appends the true end effector (proprioception) and goal."""
     image_size: int = 64
     """Observation size; must equal the model's (64 gives PushTable's spaces)."""
     channels_last: bool = True
@@ -130,6 +135,8 @@ class DreamConfig:
         self.task_spec()  # validates the task's fields
         if self.task != "push" and self.reward != "learned":
             raise ValueError(f"task={self.task!r} needs reward='learned' (goal images score push only)")
+        if self.task_obs and (self.obs != "latent" or self.reward != "learned"):
+            raise ValueError("task_obs=True needs obs='latent' and reward='learned' (a state head)")
 
     def task_spec(self) -> TaskSpec:
         """The task these options describe."""
@@ -235,7 +242,7 @@ class DreamCore:
                     f"gives {self.model.feature_dim}"
                 )
             needs_ee = cfg.task == "reach" or cfg.reach_weight > 0
-            if needs_ee and not self.head.has_end_effector:
+            if (needs_ee or cfg.task_obs) and not self.head.has_end_effector:
                 raise ValueError(
                     f"{self.where}: task={cfg.task!r} with reach_weight={cfg.reach_weight} needs a head "
                     "with an end-effector branch (retrain it on data with states, or pass reach_weight=0)"
@@ -272,7 +279,8 @@ class DreamCore:
                 goal_feats.append(self.frame_features(p["goal_image"][i : i + chunk]))
         self.pool_state = State.cat(states)
         self.goal_features = torch.cat(goal_feats) if goal_feats else None
-        self.obs0 = self.observe(self.pool_state).cpu().numpy()
+        self.obs0 = self.observe(self.pool_state, torch.arange(len(p["frames"]), device=self.device))
+        self.obs0 = self.obs0.cpu().numpy()  # without the goal part: a reset appends it (with_goal)
         self.obs_shape = self.obs0.shape[1:]
 
     def observation_space(self) -> spaces.Box:
@@ -280,7 +288,7 @@ class DreamCore:
         if cfg.obs == "pixels":
             return spaces.Box(0, 255, (cfg.image_size, cfg.image_size, 3), np.uint8)
         b = float(cfg.latent_bound)
-        return spaces.Box(-b, b, (self.model.feature_dim,), np.float32)
+        return spaces.Box(-b, b, (self.model.feature_dim + 6 * cfg.task_obs,), np.float32)
 
     # --- episodes -----------------------------------------------------------------------------
     def draw(self, rng: np.random.Generator) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
@@ -323,12 +331,24 @@ class DreamCore:
         return frames_to_uint8(self.model.decode(state))
 
     @torch.no_grad()
-    def observe(self, state: State) -> Tensor:
-        """Observations on the device: uint8 frames or clipped float32 features."""
+    def observe(self, state: State, pidx: Tensor | None = None, goal: Tensor | None = None) -> Tensor:
+        """Observations on the device: uint8 frames or clipped float32 features; with ``task_obs``
+        the head's end effector (rows' pool entries ``pidx``) and ``goal`` (when given) follow."""
         if self.config.obs == "pixels":
             return self.frames(state)
         b = self.config.latent_bound
-        return self.model.features(state).float().clamp(-b, b)
+        feats = self.model.features(state).float()
+        if self.config.task_obs:
+            ee = self.head.end_effector(feats, self.pool["ee"][pidx])
+            feats = torch.cat([feats, ee, *([] if goal is None else [goal.float()])], dim=1)
+        return feats.clamp(-b, b)
+
+    def with_goal(self, obs: np.ndarray, goal: np.ndarray) -> np.ndarray:
+        """``obs0`` rows ``(..., D)`` with the episode's goal ``(..., 3)`` appended (``task_obs``)."""
+        if not self.config.task_obs:
+            return obs
+        b = self.config.latent_bound
+        return np.concatenate([obs, np.clip(goal, -b, b)], axis=-1).astype(np.float32)
 
     @torch.no_grad()
     def frame_features(self, frames: Tensor) -> Tensor:
@@ -538,7 +558,7 @@ class DreamEnv(gym.Env):
         self._seed = int(key[0])
         self._t = 0
         self._state = core.start(self._pidx)
-        return self.core.obs0[idx].copy(), self._info()
+        return core.with_goal(core.obs0[idx].copy(), goal), self._info()
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
         if self._state is None:
@@ -547,7 +567,7 @@ class DreamEnv(gym.Env):
         counter = torch.tensor([self._t], device=self.core.device)
         self._state = self.core.step(self._state, a, self._key, counter, self._seed + self._t)
         self._t += 1
-        obs = self.core.observe(self._state)[0].cpu().numpy()
+        obs = self.core.observe(self._state, self._pidx, self._goal)[0].cpu().numpy()
         info = self._info()
         truncated = self._t >= self.config.horizon
         return obs, self._reward, False, bool(truncated), info

@@ -54,7 +54,7 @@ class _Batch:
                 self.rngs[i] = seeding.np_random(int(s))[0]
         rows = np.arange(self.n)
         self.state = self.core.start(self._begin(rows))
-        return self.core.obs0[self.pidx_np].copy()
+        return self.core.with_goal(self.core.obs0[self.pidx_np].copy(), self.goal.cpu().numpy())
 
     def _begin(self, rows: np.ndarray) -> torch.Tensor:
         """Draw new episodes for ``rows`` (a host loop over resetting envs only); returns pool indices."""
@@ -82,7 +82,7 @@ class _Batch:
         self.counters += 1
         self.t += 1
         dist, reward, _ = core.score(self.state, self.goal, self.query, self.pidx)
-        obs = core.observe(self.state).cpu().numpy()
+        obs = core.observe(self.state, self.pidx, self.goal).cpu().numpy()
         dist, reward = torch.stack([dist.float(), reward.float()]).cpu().numpy()
         truncated = self.t >= core.config.horizon
         done_rows = np.flatnonzero(truncated)
@@ -103,7 +103,8 @@ class _Batch:
             mask = torch.zeros(self.n, dtype=torch.bool, device=core.device)
             mask[torch.as_tensor(done_rows, device=core.device)] = True
             self.state = self.state.where(mask, core.start(self.pidx))  # one batched gather + select
-            obs[done_rows] = core.obs0[self.pidx_np[done_rows]]
+            goals = self.goal[torch.as_tensor(done_rows, device=core.device)].cpu().numpy()
+            obs[done_rows] = core.with_goal(core.obs0[self.pidx_np[done_rows]], goals)
         return out
 
     def images(self) -> list[np.ndarray]:
