@@ -38,6 +38,11 @@ Deviations from the reference, deliberate:
   reference's "approx posterior" rollout), ``sample=True`` draws it as the reference does.
 - One Adam over all parameters instead of one per module (identical updates: Adam is
   per-parameter and all five reference optimisers share lr and betas).
+
+State head (our extension, off by default; ``state_head=True``): an end-effector and object-
+position head trained with the model on its own open-loop rollouts along the recorded actions
+(``LatentDynamics.state_loss``, added to this model's loss), so the latent keeps the arm and the
+objects that the task is about; see ``dynamics/base.py``.
 """
 
 from __future__ import annotations

@@ -77,6 +77,12 @@ where given, rows not starting a clip ignore theirs; ``sample=False`` uses ``z =
 ``features`` is the encoder code of the current frame, average-pooled to
 ``feature_pool × feature_pool`` and flattened; the unconditional model has no encoder and uses
 the frame average-pooled to 4 × 4 instead.
+
+State head (our extension, off by default; ``state_head=True``): an end-effector and object-
+position head trained with the model on its own open-loop rollouts along the recorded actions
+(``LatentDynamics.state_loss``, added to this model's loss: the generator's, with the
+generator's optimiser), so the latent keeps the arm and the objects that the task is about; see
+``dynamics/base.py``.
 """
 
 from __future__ import annotations

@@ -62,6 +62,11 @@ Deviations from the reference, deliberate:
   after 400 steps; see ``glow.EdgeConv3d``).
 - The linear learning-rate warm-up lives in the optimiser (``WarmupAdam``; the trainer needs no
   scheduler); the logged ``lr`` is the base rate.
+
+State head (our extension, off by default; ``state_head=True``): an end-effector and object-
+position head trained with the model on its own open-loop rollouts along the recorded actions
+(``LatentDynamics.state_loss``, added to this model's loss in bits per dimension), so the latent
+keeps the arm and the objects that the task is about; see ``dynamics/base.py``.
 """
 
 from __future__ import annotations
