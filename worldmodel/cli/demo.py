@@ -90,7 +90,7 @@ class DemoConfig:
     )  # fmt: skip
     """Extra flags for ``agents.train`` (SB3 settings; with its defaults, 128 steps per env per
     rollout, 100k steps are only 12 PPO updates and the agent learned nothing in the dream)."""
-    agent_timesteps: int = 200_000
+    agent_timesteps: int = 400_000
     """Dream transitions for the agent."""
     agent_envs: int = 64
     """Batched dream envs."""
