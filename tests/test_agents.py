@@ -312,3 +312,15 @@ def test_every_flag_is_explained_and_random_baseline_runs(tmp_path):
     result = json.loads(out.read_text())
     assert result["policy"] == "random" and result["episodes"] == 2
     assert 0.0 < result["final_distance"] < 0.7
+
+
+def test_evaluate_takes_the_task(tmp_path):
+    out = tmp_path / "reach.json"
+    assert evaluate_script.run(["--random", "--task", "reach", "--episodes", "2", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["task"] == "reach" and result["episodes"] == 2
+    assert all(row["length"] == 30 for row in result["per_episode"])  # the reach budget
+    lo, hi = result["ci95"]
+    assert result["successes"] == round(2 * result["success_rate"]) and lo <= result["success_rate"] <= hi
+    with pytest.raises(SystemExit):  # argparse: one line naming the choices
+        evaluate_script.run(["--random", "--task", "juggle"])

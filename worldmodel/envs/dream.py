@@ -140,12 +140,7 @@ class DreamConfig:
 
     def task_spec(self) -> TaskSpec:
         """The task these options describe."""
-        return TaskSpec(
-            name=self.task,
-            success_tolerance=self.success_tolerance,
-            reach_tolerance=self.reach_tolerance,
-            reach_weight=self.reach_weight,
-        )
+        return TaskSpec.of(self)
 
 
 # ------------------------------------------------------------------------------------- the core

@@ -96,15 +96,7 @@ class PushTableConfig:
 
     def task_spec(self) -> TaskSpec:
         """The task these settings describe (``worldmodel.envs.task``)."""
-        return TaskSpec(
-            name=self.task,
-            success_tolerance=self.success_tolerance,
-            goal_area=self.goal_area,
-            goal_min_distance=self.goal_min_distance,
-            reach_tolerance=self.reach_tolerance,
-            reach_weight=self.reach_weight,
-            recorded_k=self.recorded_k,
-        )
+        return TaskSpec.of(self)
 
 
 @dataclass

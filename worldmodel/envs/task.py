@@ -92,6 +92,13 @@ class TaskSpec:
         if not 1 <= int(self.recorded_k) <= 100:
             raise ValueError(f"recorded_k must be in 1..100, got {self.recorded_k}")
 
+    @classmethod
+    def of(cls, config: Any) -> TaskSpec:
+        """The task an env's or a dream's config describes: its ``task`` (the name) and every
+        field of ``TaskSpec`` that the config also has (the others keep their defaults)."""
+        names = {f.name for f in dataclasses.fields(cls)} - {"name"}
+        return cls(name=config.task, **{n: getattr(config, n) for n in names if hasattr(config, n)})
+
     @property
     def tolerance(self) -> float:
         """The success threshold on ``distance``."""

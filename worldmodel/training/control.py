@@ -58,6 +58,7 @@ object, a zero baseline, no head); ``json.dumps`` would write NaN, which is not 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -73,6 +74,15 @@ NO_HEAD = (
     "has no state head and no head was passed; train with --set state_head=true or run "
     "`worldmodel train-head`"
 )
+
+
+@dataclasses.dataclass(frozen=True)
+class _Run:
+    """How the dreams are sampled and batched (shared by the state errors and the ranking)."""
+
+    temperature: float
+    seed: int
+    batch_size: int
 
 
 @torch.no_grad()
@@ -148,10 +158,10 @@ def control_diagnostics(
 
     fast = for_inference(model)
     reader = None if head is None else copy.deepcopy(head).to(fast.device).eval()
-    run = {"temperature": temperature, "seed": seed, "batch_size": batch_size}
-    per_k = {} if reader is None else _dream_errors(fast, reader, ep, ks, context, moved_threshold, **run)
+    run = _Run(temperature=float(temperature), seed=int(seed), batch_size=int(batch_size))
+    per_k = {} if reader is None else _dream_errors(fast, reader, ep, ks, context, moved_threshold, run)
     ranking = _ranking(
-        fast, reader, ep, context, rank_k, candidates, moved_threshold, reach_weight, max_rollouts, **run
+        fast, reader, ep, context, rank_k, candidates, moved_threshold, reach_weight, max_rollouts, run
     )
     return {
         "ks": list(ks),
@@ -232,6 +242,11 @@ def _moving_start(objects: Tensor, window: int, context: int, k: int) -> int:
     return int(torch.nonzero(best)[0])
 
 
+def _unpack(ep: dict[str, Tensor | None], fast: LatentDynamics):
+    """``frames``, ``actions``, ``objects``, the episode count and the model's device."""
+    return ep["frames"], ep["actions"], ep["objects"], len(ep["frames"]), fast.device
+
+
 def _dream_errors(
     fast: LatentDynamics,
     reader: nn.Module,
@@ -239,14 +254,11 @@ def _dream_errors(
     ks: tuple[int, ...],
     c: int,
     threshold: float,
-    *,
-    temperature: float,
-    seed: int,
-    batch_size: int,
+    run: _Run,
 ) -> dict[str, Any]:
     """``per_k``: the head's readings of the dreams along the recorded actions vs the records."""
-    frames, actions, objects = ep["frames"], ep["actions"], ep["objects"]
-    n, dev = len(frames), fast.device
+    temperature, seed, batch_size = run.temperature, run.seed, run.batch_size
+    frames, actions, objects, n, dev = _unpack(ep, fast)
     has_ee = bool(getattr(reader, "has_end_effector", True))
     steps = (torch.tensor(ks) - 1).to(dev)
     ee_pred = torch.full((n, len(ks), 3), math.nan)
@@ -300,16 +312,13 @@ def _ranking(
     threshold: float,
     reach_weight: float | None,
     max_rollouts: int,
-    *,
-    temperature: float,
-    seed: int,
-    batch_size: int,
+    run: _Run,
 ) -> dict[str, Any]:
     """``ranking``: the recorded actions among other episodes', by the planner's objectives."""
     from worldmodel.planning.objectives import GoalImage, LearnedReward
 
-    frames, actions, objects = ep["frames"], ep["actions"], ep["objects"]
-    n, dev = len(frames), fast.device
+    temperature, seed, batch_size = run.temperature, run.seed, run.batch_size
+    frames, actions, objects, n, dev = _unpack(ep, fast)
     m = min(candidates, n - 1)
     out: dict[str, Any] = {}
     if objects is not None and m > 0:
