@@ -58,6 +58,11 @@ class DemoConfig:
     """Episodes collected."""
     episode_len: int = 30
     """Frames per episode (BAIR has 30)."""
+    push_probability: float = 1.0
+    """Share of collected episodes with a deliberate push (``collect --push-probability``).
+    Contact-rich data: with 1.0 instead of collect's 0.5, the same model's dreamed target error at
+    10 steps fell from 6.9 to 5.7 cm (stays put 8.3), the arm's from 3.1 to 2.3 cm, and the
+    recorded-goal planner went from 1/20 to 2/20 (measured on the same held-out episodes)."""
     workers: int = 2
     """Collection worker processes."""
     train_steps: int = 1500
@@ -260,6 +265,8 @@ class Pipeline:
                 c.image_size,
                 "--workers",
                 c.workers,
+                "--push-probability",
+                c.push_probability,
                 "--seed",
                 c.seed,
             ),

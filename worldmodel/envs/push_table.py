@@ -390,7 +390,7 @@ class PushTableEnv(gym.Env):
             if moved[t0, target] >= spec.min_move:
                 break
         else:
-            raise RuntimeError(
+            raise ValueError(
                 f"recorded-goal: no window of {k} steps moved an object by {spec.min_move} m in "
                 f"{attempts} recorded episodes (lower recorded_k or success_tolerance)"
             )
