@@ -153,7 +153,7 @@ def verdict(policy: dict[str, Any] | None, random: dict[str, Any] | None) -> str
     if lo > hi:
         return f"beats random ({gap}; the 95 % intervals do not overlap)"
     if p > r:
-        return f"better than random but not clearly ({gap}; the 95 % intervals overlap)"
+        return f"is better than random but not clearly ({gap}; the 95 % intervals overlap)"
     return f"does not beat random ({gap})"
 
 
