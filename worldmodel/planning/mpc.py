@@ -119,7 +119,14 @@ class TaskSource:
 
     def proprioception(self, i: int) -> np.ndarray:
         """Env ``i``'s end-effector position now, float32 ``(3,)`` (``PushTableEnv.proprioception``)."""
-        return np.asarray(self._call(i, "proprioception"), np.float32).reshape(3)
+        try:
+            value = self._call(i, "proprioception")
+        except AttributeError:
+            raise ValueError(
+                f"env {i}: the objective's head reads the arm relative to its position at the plan, "
+                "and this env has no proprioception() (PushTableEnv has it)"
+            ) from None
+        return np.asarray(value, np.float32).reshape(3)
 
     def sim_state(self, i: int) -> dict:
         """Env ``i``'s simulator state (``PushTableEnv.get_state``)."""
