@@ -240,9 +240,24 @@ def test_eval_cli_writes_a_control_section(tmp_path, capsys):
     assert {"ee_error_cm", "ee_static_cm", "target_error_cm", "target_static_cm", "objects_moved"} <= set(row)
     assert row["ee_error_cm"] > 0 and row["ee_static_cm"] > 0 and row["target_episodes"] > 0
     assert c["candidates"] == 3 and set(c["ranking"]) == {"learned", "pixels"}
+    # The CLI reports exactly what the library computes on the same episodes, windows and seed.
+    full = open_dataset(data, split="train", seq_len=24, random_offset=False)
+    direct = control_diagnostics(
+        dynamics.load(ckpt, device="cpu"),
+        [full[i] for i in range(len(full))],
+        ks=(2, 21),
+        candidates=3,
+        seed=0,
+        context=2,
+        windows="moving",
+    )
+    assert c["per_k"] == direct["per_k"] and c["ranking"] == direct["ranking"]
     for name in ("learned", "pixels"):
         s = c["ranking"][name]
-        assert s["episodes"] == row["target_episodes"] and 0 <= s["rank_score"] <= 1 and 0 <= s["top1"] <= 1
+        assert s["episodes"] == row["target_episodes"]
+        # 3 others per episode, ties count one half: the rank score is a multiple of 1 / (6 episodes)
+        units = s["rank_score"] * 6 * s["episodes"]
+        assert units == pytest.approx(round(units), abs=1e-6)
     assert main([*common, "--no-control", "--json", str(report)]) == 0
     assert "control" not in json.loads(report.read_text())
     assert main([*common, "--control-ks", "23"]) == 0  # auto mode: too long for 24-step episodes, skipped
