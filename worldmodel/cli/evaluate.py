@@ -42,7 +42,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="control diagnostics: state errors along open-loop dreams and the ranking of recorded "
         "actions (default: on when the model has a state head or a head file and the data records "
-        "states; --control without a head: the pixel ranking only)",
+        "states; --control without a head is an error)",
     )
     p.add_argument(
         "--control-ks",
@@ -199,7 +199,7 @@ def _control_plan(args: argparse.Namespace, ckpt: Path, model, data) -> dict | N
         )
         if not fit:
             return None
-    return {"ks": fit, "head": head, "head_source": source}
+    return {"ks": fit, "head": head, "head_source": source, "episode_length": data.episode_length}
 
 
 def _run_control(args: argparse.Namespace, model, plan: dict) -> dict:
@@ -208,10 +208,8 @@ def _run_control(args: argparse.Namespace, model, plan: dict) -> dict:
     from worldmodel.data import open_dataset
     from worldmodel.training.control import control_diagnostics
 
-    ks = plan["ks"]
-    size = model.config.image_size
-    probe = open_dataset(args.data, split=args.split, seq_len=args.n_past + max(ks), random_offset=False)
-    length = int(probe.spec["episode_length"])  # whole episodes: the window is chosen per episode
+    ks, size = plan["ks"], model.config.image_size
+    length = int(plan["episode_length"])  # whole episodes: the window is chosen per episode
     data = open_dataset(args.data, split=args.split, seq_len=length, random_offset=False, image_size=size)
     items = [data[i] for i in range(min(args.control_episodes, len(data)))]
     result = control_diagnostics(
@@ -223,7 +221,6 @@ def _run_control(args: argparse.Namespace, model, plan: dict) -> dict:
         seed=args.seed,
         temperature=args.temperature,
         context=args.n_past,
-        state_metrics=plan["head"] is not None,
         max_rollouts=args.max_rollouts,
         windows="moving",
     )

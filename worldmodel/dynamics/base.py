@@ -213,11 +213,8 @@ class LatentDynamics(nn.Module, ABC):
         k, t = c.n_past, frames.shape[1]
         with _norms_frozen(self):
             state = self.initial(frames[:, :k].to(self.device), actions[:, : k - 1])
-            feats = [self.features(state)]
-            for i in range(k - 1, t - 1):
-                state = self.step(state, actions[:, i])
-                feats.append(self.features(state))
-        f = torch.stack(feats, 1).float()  # (B, S, F) for frames k-1 .. t-1
+            _, ahead = self.rollout(state, actions[:, k - 1 : t - 1], decode=False)
+        f = torch.cat([self.features(state)[:, None], ahead], 1).float()  # (B, S, F): frames k-1 .. t-1
         head = self.state_head
         ee_true = batch["states"][:, k - 1 :, :3].to(f)
         ee_start = ee_true[:, :1].expand_as(ee_true).flatten(0, 1)

@@ -236,8 +236,7 @@ class DreamCore:
                     f"{self.where}: head expects {self.head.feature_dim} features, the model "
                     f"gives {self.model.feature_dim}"
                 )
-            needs_ee = cfg.task == "reach" or cfg.reach_weight > 0
-            if (needs_ee or cfg.task_obs) and not self.head.has_end_effector:
+            if (self._reads_ee(cfg) or cfg.task_obs) and not self.head.has_end_effector:
                 raise ValueError(
                     f"{self.where}: task={cfg.task!r} with reach_weight={cfg.reach_weight} needs a head "
                     "with an end-effector branch (retrain it on data with states, or pass reach_weight=0)"
@@ -253,7 +252,7 @@ class DreamCore:
                 "(real BAIR data): use reward='goal-image'"
             )
         relative = self.head is not None and getattr(self.head, "ee_relative", False)
-        if relative and (cfg.task == "reach" or cfg.reach_weight > 0) and not np.isfinite(pool["ee"]).all():
+        if relative and self._reads_ee(cfg) and not np.isfinite(pool["ee"]).all():
             raise ValueError(
                 f"{cfg.data}: the state head reads the arm relative to its recorded position and this "
                 "data records none: use reward='goal-image' (or reach_weight=0 for the object tasks)"
@@ -265,6 +264,11 @@ class DreamCore:
         self._build_pool_states()
 
     # --- set-up -------------------------------------------------------------------------------
+    @staticmethod
+    def _reads_ee(cfg: DreamConfig) -> bool:
+        """Whether the learned reward reads the gripper (reach, or the object tasks' shaping)."""
+        return cfg.task == "reach" or cfg.reach_weight > 0
+
     @torch.no_grad()
     def _build_pool_states(self, chunk: int = 256) -> None:
         p, states, goal_feats = self.pool, [], []

@@ -193,7 +193,7 @@ class PushTableEnv(gym.Env):
         self._goal_quat = np.array([1.0, 0.0, 0.0, 0.0])
         self._spec = config.task_spec()
         self._goal_state: np.ndarray | None = None  # recorded-goal: the physics at the goal step
-        self._recorded: dict | None = None
+        self._recorded: np.ndarray | None = None  # recorded-goal: the actions from start to goal
         self._has_reset = False
 
     # ------------------------------------------------------------------ model bookkeeping
@@ -375,16 +375,14 @@ class PushTableEnv(gym.Env):
             policy = RandomPushPolicy(int(rng.integers(2**31)), push_probability=1.0, config=self.config)
             info = self._info()
             policy.reset(info)
-            states, positions, quats, actions = [self.get_state()], [self._object_poses()[0]], [], []
+            states, poses, actions = [self.get_state()], [self._object_poses()], []
             for _ in range(length):
                 actions.append(policy(info))
                 self._simulate(actions[-1])
                 info = self._info()
                 states.append(self.get_state())
-                pos, quat = self._object_poses()
-                positions.append(pos)
-                quats.append(quat)
-            pos = np.stack(positions)  # (length + 1, n, 3)
+                poses.append(self._object_poses())
+            pos = np.stack([p for p, _ in poses])  # (length + 1, n, 3)
             moved = np.linalg.norm(pos[k:, :, :2] - pos[: len(pos) - k, :, :2], axis=-1)  # (windows, n)
             t0, target = np.unravel_index(int(np.argmax(moved)), moved.shape)
             if moved[t0, target] >= spec.min_move:
@@ -396,19 +394,19 @@ class PushTableEnv(gym.Env):
             )
         start = dict(states[t0])
         start.update(target=np.array(target, np.int64), goal_pos=pos[t0 + k, target].astype(np.float64))
-        start["goal_quat"] = quats[t0 + k - 1][target].astype(np.float64)
+        start["goal_quat"] = poses[t0 + k][1][target].astype(np.float64)
         self._goal_state = states[t0 + k]["physics"]
         self.set_state(start)
         self.data.mocap_pos[self._mocap_goal] = (self._goal[0], self._goal[1], 0.0)
         mujoco.mj_forward(self.model, self.data)
-        self._recorded = {"start": int(t0), "actions": np.stack(actions[t0 : t0 + k]).astype(np.float32)}
+        self._recorded = np.stack(actions[t0 : t0 + k]).astype(np.float32)
 
     def recorded_actions(self) -> np.ndarray:
         """``recorded-goal``: the recorded actions ``(recorded_k, 4)`` that lead from this episode's
         start to its goal (replaying them in the sim reaches it exactly: the oracle check)."""
         if self._recorded is None:
             raise RuntimeError("recorded_actions() needs a recorded-goal episode (task='recorded-goal')")
-        return self._recorded["actions"].copy()
+        return self._recorded.copy()
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
         if not self._has_reset:
@@ -418,7 +416,7 @@ class PushTableEnv(gym.Env):
             raise ValueError(f"action must be 4 finite floats (dx, dy, dz, gripper), got {action!r}")
         self._simulate(a)
         info = self._info()
-        return self._render_frame(), self._reward(info), False, False, info
+        return self._render_frame(), self._reward(), False, False, info
 
     def _simulate(self, action: np.ndarray) -> None:
         """One control step of physics (no rendering); ``action`` finite ``(4,)``."""
@@ -558,7 +556,7 @@ class PushTableEnv(gym.Env):
     def _info(self) -> dict[str, Any]:
         d = self.data
         objects = d.xpos[self._obj_body[: self._num_objects]].astype(np.float32)
-        target = objects[self._target].astype(np.float64)
+        target = d.xpos[self._obj_body[self._target]]  # float64, as the reward reads it
         ee = self._ee_pos()
         distance = float(tasks.distance(self._spec, target, ee, self._goal))
         return {
@@ -571,10 +569,11 @@ class PushTableEnv(gym.Env):
             "is_success": bool(distance < self._spec.tolerance),
         }
 
-    def _reward(self, info: dict[str, Any]) -> float:
-        """The task's reward (``worldmodel.envs.task.reward``) for the state ``info`` describes."""
-        target = np.asarray(info["object_pos"][info["target"]], np.float64)
-        return float(tasks.reward(self._spec, target, np.asarray(info["ee_pos"], np.float64), self._goal))
+    def _reward(self) -> float:
+        """The task's reward (``worldmodel.envs.task.reward``) now, from the same float64 state as
+        ``info["distance"]``."""
+        target = self.data.xpos[self._obj_body[self._target]]
+        return float(tasks.reward(self._spec, target, self._ee_pos(), self._goal))
 
     def _render_frame(self) -> np.ndarray:
         if self._renderer is None:

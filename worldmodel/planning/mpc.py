@@ -111,7 +111,7 @@ class TaskSource:
             goal_pos=torch.as_tensor(np.asarray(info["goal_pos"], np.float32))[None],
             query=torch.as_tensor(query)[None],
         )
-        if "ee_pos" in info:
+        if "ee_pos" in info:  # the arm at the episode's start; every plan then reads it anew (_ee_now)
             task.ee_start = torch.as_tensor(np.asarray(info["ee_pos"], np.float32))[None]
         if goal_image:
             task.goal_image = torch.as_tensor(np.asarray(self._call(i, "render_goal")))[None]
@@ -419,10 +419,10 @@ class MPCAgent(PlanningAgent):
         rows = []
         for i in envs:
             manual = self._manual.get(i)
-            if manual is not None and manual.ee_start is not None and self.source is None:
-                rows.append(manual.ee_start.reshape(3).float().cpu())
-            elif self.source is not None:
+            if self.source is not None:
                 rows.append(torch.from_numpy(self.source.proprioception(i)))
+            elif manual is not None and manual.ee_start is not None:
+                rows.append(manual.ee_start.reshape(3).float().cpu())
             else:
                 raise RuntimeError("the objective reads the arm's position: attach the agent to an env")
         return torch.stack(rows)

@@ -230,15 +230,14 @@ class LearnedReward(Objective):
         if not w >= 0:
             raise ValueError(f"reach_weight must be >= 0, got {reach_weight}")
         self.reach_weight = w if self.spec.uses_objects else 0.0
-        if (self.reach_weight > 0 or not self.spec.uses_objects) and not has_ee:
+        self.uses_ee = self.reach_weight > 0 or not self.spec.uses_objects  # reads the gripper
+        if self.uses_ee and not has_ee:
             raise ValueError(
                 f"task {self.spec.name!r} with reach_weight {self.reach_weight} needs a head with an "
                 "end-effector branch (train the model with state_head=true, or retrain the head)"
             )
-        self.head, self.has_ee = head.eval(), bool(has_ee)
-        self.needs_ee_start = bool(getattr(head, "ee_relative", False)) and (
-            self.reach_weight > 0 or not self.spec.uses_objects
-        )
+        self.head = head.eval()
+        self.needs_ee_start = self.uses_ee and bool(getattr(head, "ee_relative", False))
 
     def prepare(self, model: LatentDynamics, task: Task) -> Task:
         if task.goal_pos is None or (self.spec.uses_objects and task.query is None):
@@ -255,7 +254,7 @@ class LearnedReward(Objective):
         feats = outputs.reshape(b * h, f).float()
         goal = task.goal_pos[problem].float()[:, None, :]
         ee = None
-        if self.has_ee and (self.reach_weight > 0 or not self.spec.uses_objects):
+        if self.uses_ee:
             start = (
                 None if task.ee_start is None else task.ee_start[problem].float().repeat_interleave(h, dim=0)
             )

@@ -340,19 +340,21 @@ def _ranking(
             reader, task="recorded-goal", reach_weight=reach_weight, **options
         )
     objectives["pixels"] = GoalImage("pixels", **options)
-    for name, objective in objectives.items():
-        gen = torch.Generator(dev).manual_seed(seed + 2)  # every objective sees the same noise
-        scores = []
-        for i in range(0, len(eligible), batch_size):
-            rows = eligible[i : i + batch_size]
-            cand = torch.cat([rows[:, None], torch.stack(others[i : i + batch_size])], 1)  # recorded first
-            state = fast.initial(frames[rows, :c].to(dev), actions[rows, : c - 1].to(dev))
-            task = _task(objects, frames, target, rows, c, k)
-            if ep["states"] is not None:
-                task.ee_start = ep["states"][rows, c - 1]
-            task = objective.prepare(fast, task)
-            scores.append(objective(fast, state, task, actions[cand, c - 1 : c - 1 + k], gen).float().cpu())
-        out[name] = _rank(torch.cat(scores) if scores else torch.zeros(0, 1 + m))
+    gens = {name: torch.Generator(dev).manual_seed(seed + 2) for name in objectives}  # the same noise
+    scores: dict[str, list[Tensor]] = {name: [] for name in objectives}
+    for i in range(0, len(eligible), batch_size):
+        rows = eligible[i : i + batch_size]
+        cand = torch.cat([rows[:, None], torch.stack(others[i : i + batch_size])], 1)  # recorded first
+        state = fast.initial(frames[rows, :c].to(dev), actions[rows, : c - 1].to(dev))  # once per chunk
+        task = _task(objects, frames, target, rows, c, k)
+        if ep["states"] is not None:
+            task.ee_start = ep["states"][rows, c - 1]
+        for name, objective in objectives.items():
+            ready = objective.prepare(fast, task)
+            scored = objective(fast, state, ready, actions[cand, c - 1 : c - 1 + k], gens[name])
+            scores[name].append(scored.float().cpu())
+    for name, rows_scores in scores.items():
+        out[name] = _rank(torch.cat(rows_scores) if rows_scores else torch.zeros(0, 1 + m))
     return out
 
 
