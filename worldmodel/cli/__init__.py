@@ -12,6 +12,7 @@ import argparse
 import importlib
 import sys
 
+from worldmodel.cli.flags import OneLineParser
 from worldmodel.perf import keep_freed_memory
 
 # name -> (module, one-line help)
@@ -28,7 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 def build_parser() -> argparse.ArgumentParser:
     """The full parser with every available sub-command."""
-    parser = argparse.ArgumentParser(prog="worldmodel", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="worldmodel", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module_name, help_text) in COMMANDS.items():
         try:

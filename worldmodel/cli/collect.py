@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from worldmodel.cli.flags import int_at_least, nonneg_int, positive_int, probability
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Flags of ``worldmodel collect``."""
@@ -15,33 +17,42 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         required=True,
         help="dataset folder; re-running with the same settings resumes an interrupted collection",
     )
-    p.add_argument("--episodes", type=int, required=True, help="number of episodes (sequences) to collect")
-    p.add_argument("--seq-len", type=int, default=30, help="steps per episode (default 30, as BAIR)")
+    p.add_argument(
+        "--episodes", type=positive_int, required=True, help="number of episodes (sequences) to collect"
+    )
+    p.add_argument(
+        "--seq-len", type=int_at_least(2), default=30, help="steps per episode (default 30, as BAIR)"
+    )
     p.add_argument(
         "--workers",
-        type=int,
+        type=nonneg_int,
         default=1,
         help="worker processes, each writing whole shards (default 1; 0 = in this process)",
     )
     p.add_argument(
         "--seed",
-        type=int,
+        type=nonneg_int,
         default=0,
         help="master seed; the bytes written depend only on it and the settings, not on --workers",
     )
-    p.add_argument("--image-size", type=int, default=64, help="frame height and width in pixels (default 64)")
     p.add_argument(
-        "--num-objects", type=int, default=None, help="objects per episode (default: random 1..4 per episode)"
+        "--image-size", type=int_at_least(8), default=64, help="frame height and width in pixels (default 64)"
+    )
+    p.add_argument(
+        "--num-objects",
+        type=positive_int,
+        default=None,
+        help="objects per episode (default: random 1..4 per episode)",
     )
     p.add_argument(
         "--push-probability",
-        type=float,
+        type=probability,
         default=0.5,
         help="share of episodes that deliberately push through an object (default 0.5)",
     )
     p.add_argument(
         "--episodes-per-shard",
-        type=int,
+        type=positive_int,
         default=None,
         help="episodes per shard file (default ceil(episodes/32), at most 100)",
     )

@@ -115,6 +115,12 @@ class DemoConfig:
         bad = [t for t in (*self.tasks, self.agent_task) if t not in TASKS]
         if bad or not self.tasks:
             raise ValueError(f"--set tasks/agent_task: unknown task(s) {bad}; known: {', '.join(TASKS)}")
+        from worldmodel.dynamics.registry import available
+
+        if self.model not in available():  # before any data is collected
+            raise ValueError(
+                f"--model: unknown world model {self.model!r}; choose one of {', '.join(available())}"
+            )
         for name in ("episodes", "train_steps", "plan_episodes", "agent_eval_episodes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--set {name}: must be >= 1, got {getattr(self, name)}")

@@ -7,9 +7,11 @@ actions among other episodes'."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
+from worldmodel.cli.flags import int_at_least, nonneg_float, nonneg_int, positive_int
 from worldmodel.files import write_json_atomic
 
 
@@ -17,17 +19,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     """Flags of ``worldmodel eval``."""
     p.add_argument("checkpoint", help="checkpoint file (e.g. RUN/checkpoints/last.pt)")
     p.add_argument("--data", required=True, help="dataset folder; its test split is scored")
-    p.add_argument("--samples", type=int, default=100, help="samples per sequence (best-of-N; default 100)")
-    p.add_argument("--n-past", type=int, default=2, help="context frames (default 2)")
-    p.add_argument("--n-future", type=int, default=28, help="predicted, scored frames (default 28)")
-    p.add_argument("--sequences", type=int, default=None, help="score only the first N test sequences")
-    p.add_argument("--split", default="test", help="dataset split (default test)")
-    p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     p.add_argument(
-        "--temperature", type=float, default=1.0, help="sampling temperature (0: the mean; default 1)"
+        "--samples", type=positive_int, default=100, help="samples per sequence (best-of-N; default 100)"
+    )
+    p.add_argument("--n-past", type=positive_int, default=2, help="context frames (default 2)")
+    p.add_argument("--n-future", type=positive_int, default=28, help="predicted, scored frames (default 28)")
+    p.add_argument(
+        "--sequences", type=positive_int, default=None, help="score only the first N test sequences"
+    )
+    p.add_argument("--split", default="test", help="dataset split (default test)")
+    p.add_argument("--seed", type=nonneg_int, default=0, help="sampling seed (default 0)")
+    p.add_argument(
+        "--temperature", type=nonneg_float, default=1.0, help="sampling temperature (0: the mean; default 1)"
     )
     p.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
-    p.add_argument("--max-rollouts", type=int, default=512, help="rollouts per batched call (default 512)")
+    p.add_argument(
+        "--max-rollouts", type=positive_int, default=512, help="rollouts per batched call (default 512)"
+    )
     p.add_argument("--json", default=None, metavar="FILE", help="write the report as JSON")
     p.add_argument(
         "--video",
@@ -52,11 +60,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "the largest K (default 5,10,20)",
     )
     p.add_argument(
-        "--control-episodes", type=int, default=64, help="episodes of the split diagnosed (default 64)"
+        "--control-episodes",
+        type=int_at_least(2),
+        default=64,
+        help="episodes of the split diagnosed (default 64)",
     )
     p.add_argument(
         "--control-candidates",
-        type=int,
+        type=positive_int,
         default=31,
         help="other episodes' action sequences ranked against each recorded one (default 31)",
     )
@@ -112,15 +123,6 @@ def run(args: argparse.Namespace) -> int:
     )
     if control_plan is not None:
         report["control"] = _run_control(args, model, control_plan)
-    if args.json:
-        write_json_atomic(args.json, report)
-    video = (
-        Path(args.video)
-        if args.video
-        else (Path(args.json).with_suffix(".gif") if args.json else ckpt.with_name(f"{ckpt.stem}_eval.gif"))
-    )
-    write_video(video, comparison_video(result.videos), fps=4)
-
     base = report["baseline"]
     mean = report["mean_of_n"]
     print(
@@ -134,8 +136,26 @@ def run(args: argparse.Namespace) -> int:
         print(f"  bits per dimension: {report['bpp_mean']:.3f}")
     if "control" in report:
         print_control(report["control"])
-    print(f"  video: {video}" + (f"  report: {args.json}" if args.json else ""))
+    # The scores are out before any side file is written: a video that cannot be written (a
+    # read-only folder, a full disk) is then an error that loses nothing.
+    if args.json:
+        write_json_atomic(args.json, report)
+        print(f"  report: {args.json}")
+    video = _video_path(args, ckpt)
+    write_video(video, comparison_video(result.videos), fps=4)
+    print(f"  video: {video}")
     return 0
+
+
+def _video_path(args: argparse.Namespace, ckpt: Path) -> Path:
+    """``--video``, else beside ``--json``, else ``CKPT_eval.gif`` beside the checkpoint when that
+    folder is writable, else in the current folder."""
+    if args.video:
+        return Path(args.video)
+    if args.json:
+        return Path(args.json).with_suffix(".gif")
+    beside = ckpt.with_name(f"{ckpt.stem}_eval.gif")
+    return beside if os.access(beside.parent, os.W_OK) else Path.cwd() / beside.name
 
 
 def _parse_ks(text: str) -> tuple[int, ...]:
@@ -158,10 +178,6 @@ def _control_plan(args: argparse.Namespace, ckpt: Path, model, data) -> dict | N
         return None
     explicit = args.control is True
     ks = _parse_ks(args.control_ks)
-    if args.control_episodes < 1:
-        raise ValueError(f"--control-episodes must be >= 1, got {args.control_episodes}")
-    if args.control_candidates < 1:
-        raise ValueError(f"--control-candidates must be >= 1, got {args.control_candidates}")
     if not data.has_actions:  # PNG folders: no actions, no states
         if explicit:
             raise ValueError(f"--control needs data with recorded actions and states; {args.data} has none")

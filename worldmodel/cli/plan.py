@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from pathlib import Path
 
+from worldmodel.cli.flags import int_at_least, nonneg_float, nonneg_int, positive_int
 from worldmodel.envs.task import TASKS
 from worldmodel.files import write_json_atomic
 
@@ -24,15 +24,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--recorded-k steps later) or reach (the gripper to a point above the table); default push",
     )
     p.add_argument(
-        "--recorded-k", type=int, default=20, help="recorded-goal: steps to the goal (default 20; budget 2k)"
+        "--recorded-k",
+        type=int_at_least(1, 100),
+        default=20,
+        help="recorded-goal: steps to the goal (default 20; budget 2k)",
     )
-    p.add_argument("--episodes", type=int, default=4, help="episodes per agent (default 4)")
+    p.add_argument("--episodes", type=positive_int, default=4, help="episodes per agent (default 4)")
     p.add_argument("--planner", choices=("cem", "icem"), default="cem", help="cem or icem (default cem)")
-    p.add_argument("--population", type=int, default=400, help="model candidates per iteration (default 400)")
-    p.add_argument("--elites", type=int, default=40, help="elites (default 40)")
-    p.add_argument("--horizon", type=int, default=10, help="planning horizon in steps (default 10)")
-    p.add_argument("--iterations", type=int, default=3, help="CEM iterations per plan (default 3)")
-    p.add_argument("--replan-every", type=int, default=1, help="actions executed per plan (default 1)")
+    p.add_argument(
+        "--population", type=int_at_least(2), default=400, help="model candidates per iteration (default 400)"
+    )
+    p.add_argument("--elites", type=positive_int, default=40, help="elites (default 40)")
+    p.add_argument("--horizon", type=positive_int, default=10, help="planning horizon in steps (default 10)")
+    p.add_argument("--iterations", type=positive_int, default=3, help="CEM iterations per plan (default 3)")
+    p.add_argument(
+        "--replan-every", type=positive_int, default=1, help="actions executed per plan (default 1)"
+    )
     p.add_argument(
         "--objective",
         choices=OBJECTIVES,
@@ -47,37 +54,43 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="object-head file (default: the model's own state head, else the checkpoint's "
         "CKPT_STEM.head.pt)",
     )
-    p.add_argument("--temperature", type=float, default=1.0, help="model sampling temperature (0: mean)")
+    p.add_argument(
+        "--temperature", type=nonneg_float, default=1.0, help="model sampling temperature (0: mean)"
+    )
     p.add_argument(
         "--oracle-budget",
-        type=int,
+        type=nonneg_int,
         default=32,
         help="oracle candidates per iteration, each simulated (default 32; 0 skips the oracle)",
     )
     p.add_argument(
         "--reach-weight",
-        type=float,
+        type=nonneg_float,
         default=0.5,
         help="oracle cost: weight of the end-effector-to-object distance (the task's shaping; default 0.5)",
     )
     p.add_argument(
         "--learned-reach-weight",
-        type=float,
+        type=nonneg_float,
         default=None,
         help="the same shaping for the learned objective, from the head's end-effector branch "
         "(default: --reach-weight, the task's reward)",
     )
     p.add_argument(
         "--max-steps",
-        type=int,
+        type=positive_int,
         default=None,
         help="steps per episode (default the task's budget: push 50, recorded-goal 2k, reach 30)",
     )
-    p.add_argument("--envs", type=int, default=1, help="envs planned together as one batch (default 1)")
-    p.add_argument("--num-objects", type=int, default=None, help="objects per episode (default 1-4)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the episodes and the planners (default 0)")
+    p.add_argument(
+        "--envs", type=positive_int, default=1, help="envs planned together as one batch (default 1)"
+    )
+    p.add_argument("--num-objects", type=positive_int, default=None, help="objects per episode (default 1-4)")
+    p.add_argument(
+        "--seed", type=nonneg_int, default=0, help="seed of the episodes and the planners (default 0)"
+    )
     p.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--json", default=None, metavar="FILE", help="write the results as JSON")
     p.add_argument(
         "--video",
@@ -88,24 +101,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _objective(args: argparse.Namespace, ckpt: Path, model):
-    from worldmodel.dynamics.heads import find_head, load_head
+    from worldmodel.dynamics.heads import select_head
     from worldmodel.planning import GoalImage, LearnedReward
 
     options = {"temperature": args.temperature, "sample": args.temperature > 0}
     kind = args.objective
-    head = load_head(args.head) if args.head else model.state_head
-    if kind in ("auto", "learned") and head is None:
-        head = find_head(ckpt)
+    head = None
+    if args.head or kind in ("auto", "learned"):
+        # --head, else the model's own state head, else the checkpoint's; refused when stale or
+        # fitted to another model (a different feature size).
+        head, _ = select_head(ckpt, model, args.head)
         if head is None and (kind == "learned" or args.task == "reach"):
             raise ValueError(
                 f"{ckpt}: --objective learned (and --task reach) needs a state head: train the model with "
                 "--set state_head=true or run `worldmodel train-head`"
             )
     if kind == "learned" or (kind == "auto" and head is not None):
-        if head.feature_dim != model.feature_dim:
-            raise ValueError(
-                f"--head: it reads {head.feature_dim} features, the model gives {model.feature_dim}"
-            )
         weight = args.reach_weight if args.learned_reach_weight is None else args.learned_reach_weight
         return "learned", LearnedReward(head, task=_spec(args), reach_weight=weight, **options)
     if args.task == "reach":
@@ -158,22 +169,9 @@ def _check_counts(args: argparse.Namespace) -> None:
 
 
 def _check_args(args: argparse.Namespace) -> None:
-    """One-line errors naming the flag for counts and weights that make no sense."""
-    for name in ("episodes", "population", "elites", "horizon", "iterations", "replan_every", "envs"):
-        if getattr(args, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    if args.oracle_budget < 0:
-        raise ValueError(f"--oracle-budget must be >= 0, got {args.oracle_budget}")
-    if not 1 <= args.recorded_k <= 100:
-        raise ValueError(f"--recorded-k must be in 1..100, got {args.recorded_k}")
-    for name in ("reach_weight", "learned_reach_weight", "temperature"):
-        value = getattr(args, name)
-        if value is not None and not (math.isfinite(value) and value >= 0):
-            raise ValueError(f"--{name.replace('_', '-')} must be a finite number >= 0, got {value}")
+    """What the flags' types cannot say alone: the default episode length is the task's."""
     if args.max_steps is None:
         args.max_steps = _spec(args).budget
-    if args.max_steps < 1:
-        raise ValueError(f"--max-steps must be >= 1, got {args.max_steps}")
 
 
 def run(args: argparse.Namespace) -> int:

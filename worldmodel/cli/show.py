@@ -5,19 +5,23 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from worldmodel.cli.flags import nonneg_int, positive_float, positive_int
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Flags of ``worldmodel show``."""
     p.add_argument("data", type=Path, help="dataset folder (collected shards, BAIR download or PNG folders)")
     p.add_argument("--out", type=Path, required=True, help="video file to write: .mp4 or .gif")
     p.add_argument("--split", default="train", help="split to show (default train)")
-    p.add_argument("--num", type=int, default=16, help="number of sequences (default 16)")
-    p.add_argument("--ncols", type=int, default=4, help="grid columns (default 4)")
-    p.add_argument("--fps", type=float, default=10.0, help="frames per second (default 10)")
-    p.add_argument("--seq-len", type=int, default=None, help="steps to show (default: whole episodes)")
+    p.add_argument("--num", type=positive_int, default=16, help="number of sequences (default 16)")
+    p.add_argument("--ncols", type=positive_int, default=4, help="grid columns (default 4)")
+    p.add_argument("--fps", type=positive_float, default=10.0, help="frames per second (default 10)")
+    p.add_argument(
+        "--seq-len", type=positive_int, default=None, help="steps to show (default: whole episodes)"
+    )
     p.add_argument(
         "--seed",
-        type=int,
+        type=nonneg_int,
         default=None,
         help="pick sequences at random with this seed (default: the first --num)",
     )
@@ -31,8 +35,6 @@ def run(args: argparse.Namespace) -> int:
     from worldmodel.data import open_dataset
     from worldmodel.video import grid, write_video
 
-    if args.num < 1 or args.ncols < 1 or args.fps <= 0:
-        raise ValueError("--num and --ncols must be >= 1 and --fps > 0")
     probe = open_dataset(args.data, split=args.split, seq_len=1, random_offset=False)
     seq_len = args.seq_len or probe.episode_length
     ds = open_dataset(args.data, split=args.split, seq_len=seq_len, random_offset=False)

@@ -15,23 +15,40 @@ from typing import Any
 
 import torch
 
+from worldmodel.cli.flags import nonneg_int, positive_float, positive_int
 from worldmodel.dynamics.checkpoint import read
 from worldmodel.dynamics.registry import available, build_config, resolve
 
 # TrainConfig fields settable from the command line: flag -> (field, type, help)
 _TRAIN_FLAGS: dict[str, tuple[str, Any, str]] = {
-    "--steps": ("steps", int, "total optimiser steps (default 1000; a resumed run continues up to it)"),
-    "--batch-size": ("batch_size", int, "sequences per step over all processes (default: the model's)"),
-    "--lr": ("lr", float, "learning rate of every optimiser (default: the model's preset)"),
-    "--log-every": ("log_every", int, "steps between scalar logs (default 50)"),
-    "--ckpt-every": ("ckpt_every", int, "steps between checkpoints RUN/checkpoints/last.pt (default 1000)"),
-    "--keep-every": ("keep_every", int, "also keep step_XXXXXXX.pt every this many steps"),
-    "--sample-every": ("sample_every", int, "steps between sample grids/videos; 0 disables (default 1000)"),
-    "--workers": ("num_workers", int, "DataLoader worker processes (default 0)"),
-    "--seed": ("seed", int, "seed of data order, initial weights and noise (default 0)"),
+    "--steps": (
+        "steps",
+        positive_int,
+        "total optimiser steps (default 1000; a resumed run continues up to it)",
+    ),
+    "--batch-size": (
+        "batch_size",
+        positive_int,
+        "sequences per step over all processes (default: the model's)",
+    ),
+    "--lr": ("lr", positive_float, "learning rate of every optimiser (default: the model's preset)"),
+    "--log-every": ("log_every", positive_int, "steps between scalar logs (default 50)"),
+    "--ckpt-every": (
+        "ckpt_every",
+        positive_int,
+        "steps between checkpoints RUN/checkpoints/last.pt (default 1000)",
+    ),
+    "--keep-every": ("keep_every", positive_int, "also keep step_XXXXXXX.pt every this many steps"),
+    "--sample-every": (
+        "sample_every",
+        nonneg_int,
+        "steps between sample grids/videos; 0 disables (default 1000)",
+    ),
+    "--workers": ("num_workers", nonneg_int, "DataLoader worker processes (default 0)"),
+    "--seed": ("seed", nonneg_int, "seed of data order, initial weights and noise (default 0)"),
     "--device": ("device", str, "auto | cpu | cuda | cuda:N (default auto)"),
     "--amp": ("amp", str, "bf16 | none | auto (default auto: bf16 on CUDA)"),
-    "--grad-clip": ("grad_clip", float, "clip each optimiser's gradient norm (default: none)"),
+    "--grad-clip": ("grad_clip", positive_float, "clip each optimiser's gradient norm (default: none)"),
 }
 
 
@@ -132,6 +149,11 @@ def run(args: argparse.Namespace) -> int:
         say(
             f"worldmodel train: frames resized to {config.image_size}px for this model config",
             file=sys.stderr,
+        )
+    if args.batch_size is not None and args.batch_size > len(data):
+        raise ValueError(
+            f"--batch-size {args.batch_size} is larger than the {len(data)} training windows of "
+            f"{args.data}; use at most {len(data)}"
         )
     if config.state_head and not data.has_actions:  # PNG folders: no actions, no states
         raise ValueError(

@@ -135,6 +135,20 @@ class DynamicsConfig:
     state_hidden: int = 128
     """Hidden width of the state head's MLPs."""
 
+    def __post_init__(self) -> None:
+        """Checks every model shares; subclasses call it first, then check their own fields."""
+        for name in ("channels", "n_past", "n_future", "batch_size", "state_hidden"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.action_dim < 0 or self.state_weight < 0:
+            raise ValueError(
+                f"action_dim and state_weight must be >= 0, got {self.action_dim} and {self.state_weight}"
+            )
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise ValueError(f"betas must be two numbers in [0, 1), got {self.betas}")
+
     @property
     def seq_len(self) -> int:
         """Window length the trainer samples: ``n_past + n_future``."""

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import math
+import types
+import typing
 from typing import Any
 
 from worldmodel.dynamics.base import DynamicsConfig, LatentDynamics
@@ -71,7 +74,52 @@ def build_config(name: str, preset: str | None = None, **overrides: Any) -> Dyna
     for key, value in values.items():  # lists from JSON/checkpoints back to tuples
         if isinstance(value, list) and isinstance(fields[key].default, tuple):
             values[key] = tuple(value)
+    hints = typing.get_type_hints(config_class)
+    for key, value in values.items():
+        if not _fits(value, hints.get(key, Any)):
+            raise ValueError(f"{name} config field {key} must be {_describe(hints[key])}, got {value!r}")
     return config_class(**values)
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    """Whether ``value`` is of the declared field type (numbers finite; an int is a float)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, a) for a in args)
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if hint is str:
+        return isinstance(value, str)
+    if origin is tuple:
+        if not isinstance(value, tuple):
+            return False
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(_fits(v, args[0]) for v in value)
+        return len(value) == len(args) and all(_fits(v, a) for v, a in zip(value, args, strict=True))
+    if origin is typing.Literal:
+        return value in args
+    return True
+
+
+def _describe(hint: Any) -> str:
+    """``int`` → "a whole number", ``tuple[float, float]`` → "2 numbers (a,b)"..."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in args)
+    if origin is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            return f"a comma-separated list of {_describe(args[0])}s"
+        return f"{len(args)} comma-separated values ({', '.join(_describe(a) for a in args)})"
+    names = {bool: "true or false", int: "a whole number", float: "a finite number", str: "a word"}
+    return names.get(hint, "None" if hint is type(None) else str(hint))
 
 
 def make(name: str, preset: str | None = None, **overrides: Any) -> LatentDynamics:

@@ -140,6 +140,7 @@ class SVGConfig(DynamicsConfig):
     }
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.encoder not in ENCODERS:
             raise ValueError(f"encoder must be one of {', '.join(ENCODERS)}, got {self.encoder!r}")
         if self.prior not in _PRIORS:

@@ -183,6 +183,7 @@ class VGANConfig(DynamicsConfig):
     n_future: int = 31
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         s = self.image_size
         if s < 8 or s & (s - 1):
             raise ValueError(f"image_size must be a power of two >= 8 for VGAN, got {s}")

@@ -186,6 +186,7 @@ class VideoFlowConfig(DynamicsConfig):
     }
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.coupling not in ("affine", "additive"):
             raise ValueError(f"coupling must be 'affine' or 'additive', got {self.coupling!r}")
         for name in ("activation", "latent_activation"):
