@@ -22,16 +22,30 @@ in its length; ``window`` allows it). The dream's state after ``t`` steps has in
 distributions agree only as far as the model is accurate. (2) At the reset the sim has one frame
 while ``initial`` needs ``n_past``: the first frame is repeated with ``REST_ACTION`` (no motion,
 fingers open).
+
+Loading a run executes nothing from it. ``RUN/checkpoints/last.zip`` is written by SB3's
+``model.save`` (so SB3's own ``PPO.load``/``SAC.load`` still open it, at the risk of whoever calls
+them: SB3 unpickles parts of it), but the scripts never load it that way. ``load_agent`` rebuilds the
+algorithm from ``RUN/config.json`` and reads the zip with ``zipfile``: the weight entries
+(``policy.pth``, the optimizers', ``pytorch_variables.pth``) with ``torch.load(weights_only=True)``,
+which accepts tensors and plain containers only, and of the ``data`` entry (JSON) only the step,
+update and episode counters; its cloudpickled ``:serialized:`` values are never decoded. SAC's
+replay buffer is stored as arrays (``RUN/checkpoints/replay_buffer.npz``, read with
+``allow_pickle=False``); a ``replay_buffer.pkl`` of an older run is never read.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import dataclasses
+import io
 import json
 import os
 import sys
 import time
+import warnings
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -43,6 +57,13 @@ import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 
 import worldmodel
+from worldmodel.cli.flags import (
+    nonneg_float,
+    nonneg_int,
+    positive_float,
+    positive_int,
+    probability,
+)
 from worldmodel.dynamics.inference import for_inference
 from worldmodel.envs.dream import resolve_dtype
 from worldmodel.envs.push_table import REST_ACTION
@@ -103,15 +124,28 @@ class RunConfig:
             raise ValueError(f"--obs must be one of {', '.join(OBS_TYPES)}, got {self.obs!r}")
         if self.reward is not None and self.reward not in REWARDS:
             raise ValueError(f"--reward must be one of {', '.join(REWARDS)}, got {self.reward!r}")
-        for name in ("timesteps", "num_envs", "eval_episodes"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
-        if self.eval_every < 0 or self.video_episodes < 0:
-            raise ValueError("--eval-every and --video-episodes must be >= 0")
         if self.task not in TASKS:
             raise ValueError(f"--task must be one of {', '.join(TASKS)}, got {self.task!r}")
-        if self.latent_window is not None and self.latent_window < 1:
-            raise ValueError(f"--latent-window must be >= 1, got {self.latent_window}")
+        # The numbers: the same checks as the flags that set them (a hand-edited config.json too).
+        for name, typ in (
+            ("timesteps", positive_int),
+            ("num_envs", positive_int),
+            ("image_size", positive_int),
+            ("seed", nonneg_int),
+            ("eval_every", nonneg_int),
+            ("eval_episodes", positive_int),
+            ("video_episodes", nonneg_int),
+            ("latent_window", positive_int),
+            ("latent_bound", positive_float),
+        ):
+            _check_number(name, getattr(self, name), typ)
+        for name in ("dream", "hyper"):
+            if not isinstance(getattr(self, name), dict):
+                raise ValueError(f"{name} must be a JSON object, got {getattr(self, name)!r}")
+        for name, typ in DREAM_NUMBERS.items():
+            _check_number(f"dream.{name}", self.dream.get(name), typ)
+        for key, typ, _, _ in HYPER_FLAGS.values():
+            _check_number(f"hyper.{key}", self.hyper.get(key), typ)
 
     def save(self, run: Path) -> Path:
         """Write ``RUN/config.json`` atomically."""
@@ -139,6 +173,21 @@ class RunConfig:
             return cls(**{k: v for k, v in d.items() if k in known})
         except TypeError as err:
             raise ValueError(f"{path}: incomplete run config ({err})") from None
+        except ValueError as err:
+            raise ValueError(f"{path}: {err}") from None
+
+
+def _check_number(name: str, value: Any, typ: Callable[[str], Any]) -> None:
+    """``value`` (``None``: unset, allowed) must pass the flag's ``argparse`` type ``typ``; a float
+    where a whole number belongs, a bool or a string fails as its text would on the command line."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{name} must be a number, got {value!r}")
+    try:
+        typ(repr(value))
+    except argparse.ArgumentTypeError as err:
+        raise ValueError(f"{name} {err}") from None
 
 
 atomic_write_text = write_text_atomic  # the name the scripts use
@@ -161,6 +210,15 @@ def policy_name(obs: str) -> str:
 
 def checkpoint_path(run: str | os.PathLike) -> Path:
     return Path(run) / "checkpoints" / "last.zip"
+
+
+def replay_buffer_path(run: str | os.PathLike) -> Path:
+    """SAC's replay buffer beside the checkpoint, as arrays (see ``save_replay_buffer``)."""
+    return Path(run) / "checkpoints" / "replay_buffer.npz"
+
+
+OLD_REPLAY_BUFFER = "replay_buffer.pkl"
+"""SB3's pickled buffer, written by earlier versions: never read (a pickle can run code)."""
 
 
 # ------------------------------------------------------------------------------ world models
@@ -462,13 +520,216 @@ def save_agent(model, run: Path) -> Path:
     return path
 
 
-def save_replay_buffer(model, run: Path) -> None:
-    """Off-policy runs: the replay buffer beside the checkpoint (atomic), so resume keeps it."""
-    if hasattr(model, "replay_buffer") and model.replay_buffer is not None:
-        path = run / "checkpoints" / "replay_buffer.pkl"
-        tmp = path.with_name(f".replay_buffer.tmp-{os.getpid()}.pkl")
-        model.save_replay_buffer(tmp)
-        os.replace(tmp, path)
+# ----------------------------------------------------------------------- loading an agent
+AGENT_COUNTERS = ("num_timesteps", "_n_updates", "_episode_num")
+"""The numbers taken from ``last.zip``'s ``data`` entry (all else there is the run's config)."""
+BUFFER_ARRAYS = ("observations", "next_observations", "actions", "rewards", "dones", "timeouts")
+"""The ``ReplayBuffer`` arrays in ``replay_buffer.npz`` (``next_observations`` unless SB3 shares it
+with ``observations``), each up to its filled part, with ``pos`` and ``full``."""
+
+
+def build_agent(cfg: RunConfig, env, device: str | None = None):
+    """A new SB3 algorithm of the run's config on ``env``.
+
+    ``env``: the training ``VecEnv``, or a ``gym.Env`` to act in only (evaluation): it is wrapped in
+    a ``DummyVecEnv`` and SAC's replay buffer shrunk to one transition. An SB3 refusal of the
+    settings is a ``ValueError``."""
+    from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
+
+    cls = algo_class(cfg.algo)
+    kwargs = sb3_kwargs(cfg)
+    if device is not None:
+        kwargs["device"] = device
+    acting_only = not isinstance(env, VecEnv)
+    if acting_only:
+        env = DummyVecEnv([lambda e=env: e])
+        if cfg.algo == "sac":
+            kwargs["buffer_size"] = 1
+    try:
+        with warnings.catch_warnings():
+            if acting_only:  # e.g. PPO's batch size against n_steps of one env: no learning here
+                warnings.simplefilter("ignore")
+            return cls(policy_name(cfg.obs), env, **kwargs)
+    except (AssertionError, ValueError, TypeError) as err:
+        raise ValueError(f"SB3's {cls.__name__} refuses the run's settings: {_one_line(err)}") from None
+
+
+def load_agent(cfg: RunConfig, path: str | os.PathLike, env, device: str | None = None):
+    """The agent saved in ``path`` (a ``last.zip``), without executing anything from it.
+
+    ``build_agent(cfg, env, device)``, then from the zip (read with ``zipfile``): the state dicts
+    its class saves (``policy.pth``, the optimizers') and ``pytorch_variables.pth`` (SAC's
+    ``log_ent_coef``), each through ``torch.load(weights_only=True)`` and checked against the
+    rebuilt model (names, shapes); from the ``data`` entry, parsed as plain JSON, only the counters
+    ``AGENT_COUNTERS`` (whole numbers). Any failure is a one-line ``ValueError`` naming the file."""
+    model = build_agent(cfg, env, device)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            _read_agent_zip(model, archive)
+    except (OSError, zipfile.BadZipFile, zipfile.LargeZipFile, EOFError) as err:
+        raise ValueError(f"{path}: not a readable agent checkpoint ({_one_line(err)})") from None
+    except _BadAgent as err:
+        raise ValueError(f"{path}: {err}") from None
+    return model
+
+
+class _BadAgent(Exception):
+    pass
+
+
+def _read_agent_zip(model, archive: zipfile.ZipFile) -> None:
+    zipped = _AgentZip(model, archive)
+    state_names, variable_names = model._get_torch_save_params()
+    params = {}
+    for name in state_names:
+        params[name] = zipped.tensors(f"{name}.pth")
+        if not isinstance(params[name], dict):
+            raise _BadAgent(f"{name}.pth is not a state dict")
+    try:
+        model.set_parameters(params, exact_match=True, device=model.device)
+    except (RuntimeError, ValueError, KeyError, TypeError, AttributeError, IndexError) as err:
+        raise _BadAgent(f"its weights do not fit the run's config ({_one_line(err)})") from None
+    _check_optimizer_state(model, state_names)
+    if variable_names:
+        _copy_variables(model, zipped.tensors("pytorch_variables.pth"), variable_names)
+    try:
+        data = json.loads(zipped.entry("data"))  # plain JSON: ":serialized:" values stay strings
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise _BadAgent(f"its data entry is not JSON ({_one_line(err)})") from None
+    if not isinstance(data, dict) or "num_timesteps" not in data:
+        raise _BadAgent("its data entry holds no num_timesteps")
+    for key in AGENT_COUNTERS:
+        value = data.get(key, 0)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise _BadAgent(f"its data entry's {key} is not a whole number >= 0: {value!r}")
+        setattr(model, key, value)
+
+
+class _AgentZip:
+    """The entries of an SB3 zip, tensors read with ``torch.load(weights_only=True)`` only."""
+
+    def __init__(self, model, archive: zipfile.ZipFile) -> None:
+        self.model, self.archive, self.names = model, archive, set(archive.namelist())
+
+    def entry(self, name: str) -> bytes:
+        if name not in self.names:
+            raise _BadAgent(f"not an SB3 {type(self.model).__name__} checkpoint (no {name!r} entry)")
+        return self.archive.read(name)
+
+    def tensors(self, name: str):
+        import torch
+
+        raw = self.entry(name)
+        try:
+            return torch.load(io.BytesIO(raw), map_location=self.model.device, weights_only=True)
+        except Exception as err:  # weights_only refuses anything but tensors and plain containers
+            raise _BadAgent(f"{name} is not plain tensors ({_weights_only_reason(err)})") from None
+
+
+def _check_optimizer_state(model, state_names: list[str]) -> None:
+    """An optimizer's ``load_state_dict`` does not compare its state to the parameters: do."""
+    import torch
+    from stable_baselines3.common.save_util import recursive_getattr
+
+    for name in state_names:
+        opt = recursive_getattr(model, name)
+        if not isinstance(opt, torch.optim.Optimizer):
+            continue
+        for param, state in opt.state.items():
+            for key, value in state.items():
+                if torch.is_tensor(value) and value.dim() > 0 and value.shape != param.shape:
+                    raise _BadAgent(
+                        f"{name}.pth: state {key!r} of shape {tuple(value.shape)} for a parameter "
+                        f"of shape {tuple(param.shape)}"
+                    )
+
+
+def _copy_variables(model, variables, names: list[str]) -> None:
+    """``pytorch_variables.pth`` into the model's tensors (SAC's ``log_ent_coef``), in place, so the
+    optimizers that hold them keep holding them."""
+    import torch
+    from stable_baselines3.common.save_util import recursive_getattr
+
+    if not isinstance(variables, dict):
+        raise _BadAgent("pytorch_variables.pth is not a dict of tensors")
+    for name in names:
+        value, target = variables.get(name), recursive_getattr(model, name)
+        if not torch.is_tensor(value) or not torch.is_tensor(target) or value.shape != target.shape:
+            raise _BadAgent(f"pytorch_variables.pth: {name!r} does not fit the run's config")
+        with torch.no_grad():
+            target.copy_(value.to(target.device, target.dtype))
+
+
+def _weights_only_reason(err: Exception) -> str:
+    """The line of ``torch.load``'s (long) refusal that names what it refused."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    for line in lines:
+        if "WeightsUnpickler error" in line:
+            return "torch.load(weights_only=True) refused it: " + line.split("error:", 1)[-1].strip()
+    return _one_line(err)
+
+
+def _one_line(err: BaseException, limit: int = 300) -> str:
+    text = " ".join(str(err).split()) or type(err).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def save_replay_buffer(model, run: Path) -> Path | None:
+    """Off-policy runs: the replay buffer as ``RUN/checkpoints/replay_buffer.npz`` (the arrays of
+    ``BUFFER_ARRAYS`` up to the filled part, ``pos``, ``full``; atomic), so resume keeps it."""
+    buffer = getattr(model, "replay_buffer", None)
+    if buffer is None:
+        return None
+    filled = buffer.buffer_size if buffer.full else buffer.pos
+    arrays = {k: getattr(buffer, k)[:filled] for k in _buffer_arrays(buffer)}
+    arrays["pos"], arrays["full"] = np.asarray(buffer.pos, np.int64), np.asarray(buffer.full, np.bool_)
+    path = replay_buffer_path(run)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".replay_buffer.tmp-{os.getpid()}.npz")
+    with open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+    os.replace(tmp, path)
+    return path
+
+
+def load_replay_buffer(model, path: str | os.PathLike) -> None:
+    """Fill ``model.replay_buffer`` from ``save_replay_buffer``'s file: ``np.load(allow_pickle=False)``,
+    every array checked against the rebuilt buffer (names, dtypes, shapes); a one-line
+    ``ValueError`` naming the file otherwise."""
+    buffer = model.replay_buffer
+    expected = set(_buffer_arrays(buffer))
+    try:
+        z = np.load(path, allow_pickle=False)
+        if not isinstance(z, np.lib.npyio.NpzFile):
+            raise ValueError("one array, not an .npz archive")
+        with z:
+            if set(z.files) != expected | {"pos", "full"}:
+                raise ValueError(f"holds {sorted(z.files)}, not {sorted(expected | {'pos', 'full'})}")
+            pos, full = z["pos"], z["full"]
+            if pos.shape or pos.dtype.kind not in "iu" or full.shape or full.dtype != np.bool_:
+                raise ValueError("pos and full are not an integer and a bool")
+            pos, full = int(pos), bool(full)
+            if not 0 <= pos < buffer.buffer_size:
+                raise ValueError(f"pos {pos} outside the run's buffer of {buffer.buffer_size}")
+            filled = buffer.buffer_size if full else pos
+            for name in sorted(expected):
+                array, target = z[name], getattr(buffer, name)
+                want = (filled, *target.shape[1:])
+                if array.dtype != target.dtype or array.shape != want:
+                    raise ValueError(
+                        f"{name} is {array.dtype} {array.shape}, the run's buffer needs {target.dtype} {want}"
+                    )
+                target[:filled] = array
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        raise ValueError(f"{path}: not a replay buffer of this run ({_one_line(err)})") from None
+    buffer.pos, buffer.full = pos, full
+
+
+def _buffer_arrays(buffer) -> list[str]:
+    arrays = [k for k in BUFFER_ARRAYS if isinstance(getattr(buffer, k, None), np.ndarray)]
+    if "observations" not in arrays:
+        raise ValueError(f"{type(buffer).__name__}: only array replay buffers are saved")
+    return arrays
 
 
 # ------------------------------------------------------------------------------------ loop
@@ -491,23 +752,31 @@ def train(
     ``make_train_env``: the SB3 ``VecEnv`` to learn in (wrapped in ``VecMonitor`` here).
     Returns the exit status (130 after Ctrl-C, with ``last.zip`` saved first). SAC's replay
     buffer (GBs for pixels) is saved at the end and on Ctrl-C only, not at every evaluation: a run
-    resumed after a crash continues with an empty buffer.
+    resumed after a crash continues with an empty buffer. A resumed agent is ``load_agent``'s (the
+    step, update and episode counters kept; SB3's recent-episode statistics start afresh).
+
+    ``RUN/config.json`` is written here, once SB3 has accepted the settings (a value it refuses
+    leaves a new run folder without a config, so the corrected command can use it).
     """
     from stable_baselines3.common.logger import configure
     from stable_baselines3.common.vec_env import VecMonitor
 
-    cls = algo_class(cfg.algo)
     say = _say(progress)
     venv = VecMonitor(make_train_env())
     ckpt = checkpoint_path(run)
-    if resume and ckpt.is_file():
-        model = cls.load(ckpt, env=venv, device=cfg.device)
-        buffer = run / "checkpoints" / "replay_buffer.pkl"
-        if buffer.is_file() and hasattr(model, "load_replay_buffer"):
-            model.load_replay_buffer(buffer)
-        say(f"resuming {ckpt} at {model.num_timesteps} steps")
-    else:
-        model = cls(policy_name(cfg.obs), venv, **sb3_kwargs(cfg))
+    try:
+        if resume and ckpt.is_file():
+            model = load_agent(cfg, ckpt, venv)
+            if getattr(model, "replay_buffer", None) is not None:
+                _resume_replay_buffer(model, run, say)
+            say(f"resuming {ckpt} at {model.num_timesteps} steps")
+        else:
+            model = build_agent(cfg, venv)
+    except BaseException:
+        with contextlib.suppress(OSError, EOFError):
+            venv.close()
+        raise
+    cfg.save(run)
     model.set_random_seed(cfg.seed + model.num_timesteps)
     # One TensorBoard folder for the whole run: a resumed run appends to the same curves.
     model.set_logger(configure(str(run / "tb"), ["tensorboard"]))
@@ -536,6 +805,18 @@ def train(
     return 0
 
 
+def _resume_replay_buffer(model, run: Path, say) -> None:
+    old = run / "checkpoints" / OLD_REPLAY_BUFFER
+    path = replay_buffer_path(run)
+    if old.is_file():
+        say(f"{old}: not read (a pickle can run code; buffers are now saved as {path.name})")
+    if path.is_file():
+        load_replay_buffer(model, path)
+        say(f"replay buffer: {model.replay_buffer.size()} transitions from {path}")
+    else:
+        say(f"no {path}: the replay buffer starts empty")
+
+
 def _say(progress: bool):
     if progress:
         from tqdm.auto import tqdm
@@ -547,8 +828,8 @@ def _say(progress: bool):
 def prepare_run(run: Path, resume: bool, fresh: Callable[[], RunConfig], timesteps: int | None) -> RunConfig:
     """The run's config: stored (``--resume``, with a new ``--timesteps`` target) or new.
 
-    A folder that already holds a run is refused without ``--resume``. Not yet written: the caller
-    saves it (``cfg.save(run)``) once everything it names has been checked."""
+    A folder that already holds a run is refused without ``--resume``. Not yet written: ``train``
+    saves it once the agent has been built (everything it names checked, SB3 content)."""
     stored = (run / CONFIG_NAME).is_file()
     if stored and not resume:
         raise ValueError(f"{run} already holds a run: pass --resume to continue it, or choose another --out")
@@ -576,16 +857,33 @@ def cli(name: str, run: Callable[[list[str] | None], int], argv: list[str] | Non
 
 
 # ---------------------------------------------------------------------------- command line
-# SB3 keywords settable from the command line: flag -> (keyword, type, algorithms, help)
+# SB3 keywords settable from the command line: flag -> (keyword, type, algorithms, help); the
+# types are worldmodel.cli.flags', and RunConfig checks a stored config with them too.
 HYPER_FLAGS: dict[str, tuple[str, Any, tuple[str, ...], str]] = {
-    "--lr": ("learning_rate", float, ALGOS, "learning rate (default 3e-4)"),
-    "--gamma": ("gamma", float, ALGOS, "discount (default 0.99)"),
-    "--batch-size": ("batch_size", int, ALGOS, "minibatch size (default 256)"),
-    "--n-steps": ("n_steps", int, ("ppo",), "PPO: steps per env per rollout (default 128)"),
-    "--n-epochs": ("n_epochs", int, ("ppo",), "PPO: epochs per rollout (default 4)"),
-    "--buffer-size": ("buffer_size", int, ("sac",), "SAC: replay buffer transitions (default 50000)"),
-    "--learning-starts": ("learning_starts", int, ("sac",), "SAC: steps before learning (default 1000)"),
+    "--lr": ("learning_rate", positive_float, ALGOS, "learning rate, > 0 (default 3e-4)"),
+    "--gamma": ("gamma", probability, ALGOS, "discount, in [0, 1] (default 0.99)"),
+    "--batch-size": ("batch_size", positive_int, ALGOS, "minibatch size (default 256)"),
+    "--n-steps": ("n_steps", positive_int, ("ppo",), "PPO: steps per env per rollout (default 128)"),
+    "--n-epochs": ("n_epochs", positive_int, ("ppo",), "PPO: epochs per rollout (default 4)"),
+    "--buffer-size": (
+        "buffer_size",
+        positive_int,
+        ("sac",),
+        "SAC: replay buffer transitions (default 50000)",
+    ),
+    "--learning-starts": (
+        "learning_starts",
+        nonneg_int,
+        ("sac",),
+        "SAC: steps before learning (default 1000)",
+    ),
 }
+DREAM_NUMBERS: dict[str, Callable[[str], Any]] = {
+    "horizon": positive_int,
+    "pool_size": positive_int,
+    "temperature": nonneg_float,
+}
+"""The numbers of ``RunConfig.dream`` and the types of the flags that set them."""
 HYPER_DEFAULTS: dict[str, dict[str, Any]] = {
     "ppo": {"learning_rate": 3e-4, "gamma": 0.99, "batch_size": 256, "n_steps": 128, "n_epochs": 4},
     "sac": {
@@ -603,12 +901,12 @@ def add_agent_arguments(p, *, default_envs: int) -> None:
     p.add_argument("--algo", default=None, help=f"RL algorithm: {' | '.join(ALGOS)} (required for a new run)")
     p.add_argument(
         "--timesteps",
-        type=int,
+        type=positive_int,
         default=None,
         help="total environment steps over all envs (required for a new run; with --resume, the new total)",
     )
     p.add_argument(
-        "--num-envs", type=int, default=default_envs, help=f"parallel envs (default {default_envs})"
+        "--num-envs", type=positive_int, default=default_envs, help=f"parallel envs (default {default_envs})"
     )
     p.add_argument(
         "--out",
@@ -623,19 +921,23 @@ def add_agent_arguments(p, *, default_envs: int) -> None:
     )
     p.add_argument(
         "--eval-every",
-        type=int,
+        type=nonneg_int,
         default=10_000,
         help="timesteps between evaluations in the real sim, each also saving the checkpoint "
         "(default 10000; 0: only at the end)",
     )
-    p.add_argument("--eval-episodes", type=int, default=10, help="real episodes per evaluation (default 10)")
+    p.add_argument(
+        "--eval-episodes", type=positive_int, default=10, help="real episodes per evaluation (default 10)"
+    )
     p.add_argument(
         "--video-episodes",
-        type=int,
+        type=nonneg_int,
         default=4,
         help="real episodes per evaluation written to RUN/videos/real_STEP.mp4 (default 4; 0: none)",
     )
-    p.add_argument("--seed", type=int, default=0, help="seed of the agent and the training envs (default 0)")
+    p.add_argument(
+        "--seed", type=nonneg_int, default=0, help="seed of the agent and the training envs (default 0)"
+    )
     p.add_argument(
         "--device", default="auto", help="auto | cpu | cuda | cuda:N, for the agent and the world model"
     )

@@ -9,11 +9,14 @@ the real frames). Episodes reset with seeds ``--seed + i`` (default: the seeds o
 evaluations during training) and act deterministically. An episode succeeds when the target is
 within 5 cm of the goal at its last step. The JSON has ``success_rate``, ``final_distance`` (mean,
 m), ``episodes`` and ``per_episode``; a video of the first episodes goes to ``--video``.
+
+The zip is read by ``agents.common.load_agent``, which executes nothing in it: the agent is
+rebuilt from the config, and only tensors (``torch.load(weights_only=True)``) and the step counters
+come from the file; a file that holds anything else is refused with one line naming it.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -21,27 +24,28 @@ from agents.common import (
     EVAL_SEED,
     RandomPolicy,
     RunConfig,
-    algo_class,
     atomic_write_text,
     checkpoint_path,
     cli,
     evaluate_real,
+    load_agent,
     make_eval_env,
     make_real_env,
     write_episodes_video,
 )
+from worldmodel.cli.flags import OneLineParser, nonneg_int, positive_int
 from worldmodel.envs.task import TASKS
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+def build_parser() -> OneLineParser:
+    p = OneLineParser(
         prog="python -m agents.evaluate",
         description="Success rate and final distance of a trained agent in the real PushTable sim.",
     )
     p.add_argument(
         "run", nargs="?", default=None, help="run folder written by agents.train or agents.train_real"
     )
-    p.add_argument("--episodes", type=int, default=100, help="real episodes (default 100)")
+    p.add_argument("--episodes", type=positive_int, default=100, help="real episodes (default 100)")
     p.add_argument(
         "--json", default=None, metavar="FILE", help="write the figures (and per-episode rows) as JSON"
     )
@@ -52,16 +56,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="MP4 or GIF of the first --video-episodes episodes (default RUN/videos/evaluate.mp4; "
         "none for --random unless given)",
     )
-    p.add_argument("--video-episodes", type=int, default=4, help="episodes in the video (default 4; 0: none)")
+    p.add_argument(
+        "--video-episodes", type=nonneg_int, default=4, help="episodes in the video (default 4; 0: none)"
+    )
     p.add_argument(
         "--seed",
-        type=int,
+        type=nonneg_int,
         default=EVAL_SEED,
         help=f"first episode seed (default {EVAL_SEED}, as in training)",
     )
     p.add_argument("--stochastic", action="store_true", help="sample actions instead of the policy's mode")
     p.add_argument("--random", action="store_true", help="evaluate uniform random actions instead of a run")
-    p.add_argument("--image-size", type=int, default=64, help="--random only: sim image size (default 64)")
+    p.add_argument(
+        "--image-size", type=positive_int, default=64, help="--random only: sim image size (default 64)"
+    )
     p.add_argument(
         "--task",
         choices=TASKS,
@@ -74,8 +82,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.episodes < 1:
-        raise ValueError(f"--episodes must be >= 1, got {args.episodes}")
     if args.random == (args.run is not None):
         raise ValueError("give either a RUN folder or --random")
     if args.random:
@@ -93,8 +99,12 @@ def run(argv: list[str] | None = None) -> int:
         ckpt = checkpoint_path(run_dir)
         if not ckpt.is_file():
             raise ValueError(f"{run_dir}: no agent checkpoint yet ({ckpt} is missing)")
-        policy = algo_class(cfg.algo).load(ckpt, device=cfg.device)
         env = make_eval_env(cfg, task=args.task)
+        try:
+            policy = load_agent(cfg, ckpt, env)  # executes nothing from the run folder
+        except BaseException:
+            env.close()
+            raise
         video = Path(args.video) if args.video else run_dir / "videos" / "evaluate.mp4"
         about = {"run": str(run_dir), "algo": cfg.algo, "env": cfg.env, "obs": cfg.obs}
         about.update(reward=cfg.reward, checkpoint=cfg.checkpoint, timesteps=int(policy.num_timesteps))

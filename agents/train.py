@@ -16,7 +16,6 @@ writes ``RUN/videos/real_STEP.mp4``, a line of ``RUN/eval.jsonl`` and ``RUN/chec
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 from agents.common import (
@@ -30,11 +29,12 @@ from agents.common import (
     prepare_run,
     train,
 )
+from worldmodel.cli.flags import OneLineParser, nonneg_float, positive_float, positive_int
 from worldmodel.envs.task import TASKS, TaskSpec
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+def build_parser() -> OneLineParser:
+    p = OneLineParser(
         prog="python -m agents.train",
         description="Train an SB3 agent (PPO or SAC) in a world model's dream (DreamVecEnv) and "
         "evaluate it periodically in the real PushTable sim.",
@@ -60,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--horizon",
-        type=int,
+        type=positive_int,
         default=None,
         help="dream episode length (default the task's budget, as the real env: push 50, reach 30)",
     )
@@ -77,9 +77,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="--obs latent: append the end effector (dreamed by the state head; proprioception in the "
         "real sim) and the episode's goal to the features (the goal is not in the pixels for reach)",
     )
-    p.add_argument("--pool-size", type=int, default=64, help="dream start contexts drawn once (default 64)")
     p.add_argument(
-        "--temperature", type=float, default=1.0, help="scale of the model's sampling noise (default 1)"
+        "--pool-size", type=positive_int, default=64, help="dream start contexts drawn once (default 64)"
+    )
+    p.add_argument(
+        "--temperature",
+        type=nonneg_float,
+        default=1.0,
+        help="scale of the model's sampling noise, >= 0 (default 1)",
     )
     p.add_argument(
         "--data",
@@ -93,16 +98,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--latent-window",
-        type=int,
+        type=positive_int,
         default=None,
         help="latent runs in the real sim: encode the last K real frames with the model "
         "(default: its training window n_past + n_future; 1000: the whole episode)",
     )
     p.add_argument(
         "--latent-bound",
-        type=float,
+        type=positive_float,
         default=10.0,
-        help="latent observations are clipped to ±this (default 10)",
+        help="latent observations are clipped to ±this, > 0 (default 10)",
     )
     add_agent_arguments(p, default_envs=16)
     return p
@@ -146,8 +151,7 @@ def run(argv: list[str] | None = None) -> int:
             f"(>= {MIN_CNN_SIZE}); use --obs latent or a larger model"
         )
     head = _head(cfg, model)
-    cfg.save(out)
-    return train(
+    return train(  # writes RUN/config.json once SB3 has accepted the settings
         cfg,
         out,
         lambda: _dream(cfg, model, head),

@@ -13,7 +13,6 @@ separate evaluation episodes and ``train_env/success_rate``, ``videos/``, ``eval
 
 from __future__ import annotations
 
-import argparse
 import functools
 from pathlib import Path
 
@@ -27,12 +26,13 @@ from agents.common import (
     prepare_run,
     train,
 )
+from worldmodel.cli.flags import OneLineParser, positive_int
 
 VEC_TYPES = ("subproc", "dummy")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+def build_parser() -> OneLineParser:
+    p = OneLineParser(
         prog="python -m agents.train_real",
         description="Train an SB3 agent (PPO or SAC) in the real PushTable sim, evaluated as agents.train.",
     )
@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="subproc: one worker process per env (SubprocVecEnv) | dummy: all in this process "
         "(default subproc)",
     )
-    p.add_argument("--image-size", type=int, default=64, help="sim frames, pixels (default 64)")
+    p.add_argument("--image-size", type=positive_int, default=64, help="sim frames, pixels (default 64)")
     add_agent_arguments(p, default_envs=4)
     return p
 
@@ -59,8 +59,7 @@ def run(argv: list[str] | None = None) -> int:
         return base_config(args, env="real", obs="pixels", image_size=args.image_size, vec=args.vec)
 
     cfg = prepare_run(out, args.resume, fresh, args.timesteps)
-    cfg.save(out)
-    return train(
+    return train(  # writes RUN/config.json once SB3 has accepted the settings
         cfg,
         out,
         lambda: _vec_env(cfg),

@@ -26,7 +26,15 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 import worldmodel
 from agents import evaluate as evaluate_script
 from agents import train as train_script
-from agents.common import EVAL_SEED, LatentObservation, RunConfig, algo_class, evaluate_real, make_eval_env
+from agents.common import (
+    EVAL_SEED,
+    LatentObservation,
+    RunConfig,
+    algo_class,
+    evaluate_real,
+    load_agent,
+    make_eval_env,
+)
 from worldmodel import dynamics
 from worldmodel.dynamics.heads import head_path_for, save_head
 
@@ -78,8 +86,8 @@ def eval_rows(run: Path) -> list[dict]:
 def assert_real_eval_matches(run: Path, row: dict, episodes: int) -> None:
     """The logged real evaluation equals a fresh real-sim evaluation of the saved policy."""
     cfg = RunConfig.load(run)
-    agent = algo_class(cfg.algo).load(run / "checkpoints" / "last.zip", device="cpu")
     env = make_eval_env(cfg)
+    agent = load_agent(cfg, run / "checkpoints" / "last.zip", env, device="cpu")
     try:
         summary, _ = evaluate_real(agent, env, episodes, seed=EVAL_SEED)
     finally:
@@ -129,6 +137,7 @@ def test_train_in_dream_resume_and_evaluate(ckpt, tmp_path):
     out = ok(script("agents.train", "--out", run, "--resume", "--timesteps", 128, "--no-progress"))
     assert "resuming" in out.stdout
     assert [r["timesteps"] for r in eval_rows(run)] == [64, 128]
+    # The scripts never SB3-load it, but SB3 itself still can (last.zip is model.save's).
     assert algo_class("ppo").load(run / "checkpoints" / "last.zip").num_timesteps == 128
     assert [s for s, _ in scalars(run)["real/success_rate"]] == [64, 128]
 
@@ -147,10 +156,15 @@ def test_latent_sac_goal_image_end_to_end(ckpt, model, tmp_path):
     args += ["--timesteps", 48, "--learning-starts", 16, "--batch-size", 16, "--buffer-size", 200]
     args += ["--eval-every", 0, "--eval-episodes", 1, "--video-episodes", 0, "--out", run, *SMALL]
     ok(script("agents.train", *args))
-    agent = algo_class("sac").load(run / "checkpoints" / "last.zip", device="cpu")
+    cfg = RunConfig.load(run)
+    env = make_eval_env(cfg, model)
+    agent = load_agent(cfg, run / "checkpoints" / "last.zip", env, device="cpu")
+    env.close()
     assert agent.observation_space.shape == (model.feature_dim,)
     assert type(agent.policy).__name__ == "SACPolicy"  # MlpPolicy
-    assert (run / "checkpoints" / "replay_buffer.pkl").is_file()
+    assert agent.num_timesteps == 48
+    assert (run / "checkpoints" / "replay_buffer.npz").is_file()
+    assert not (run / "checkpoints" / "replay_buffer.pkl").exists()
     rows = eval_rows(run)
     assert [r["timesteps"] for r in rows] == [48]
     assert_real_eval_matches(run, rows[0], 1)
