@@ -48,7 +48,8 @@ def test_spaces_and_info():
     assert obs.shape == (48, 48, 3) and obs.dtype == np.uint8
     assert e.action_space.shape == (4,) and e.action_space.dtype == np.float32
     assert info["ee_pos"].dtype == np.float32 and info["ee_pos"].shape == (3,)
-    assert info["object_pos"].shape == (3, 3) and not np.isnan(info["object_pos"]).any()
+    assert info["object_pos"].shape == (MAX_OBJECTS, 3) and not np.isnan(info["object_pos"]).any()
+    assert (info["object_pos"][3:] == 0).all() and (info["object_pos"][:3] != 0).any(axis=1).all()
     assert info["num_objects"] == 3 and 0 <= info["target"] < 3
     _, reward, terminated, truncated, info = e.step(e.action_space.sample())
     assert type(reward) is float and terminated is False and truncated is False
@@ -165,3 +166,27 @@ def test_missing_gl_backend_is_a_clear_error(monkeypatch):
     e = PushTableEnv(num_objects=1)
     with pytest.raises(RuntimeError, match="MUJOCO_GL=egl"):
         e.reset(seed=0)
+
+
+def test_make_vec_steps_envs_with_different_object_counts():
+    # infos keep one shape whatever the number of objects, so Gymnasium can stack them
+    envs = gym.make_vec(worldmodel.PUSH_TABLE_ID, num_envs=2, image_size=32)
+    _, info = envs.reset(seed=[0, 1])
+    assert info["object_pos"].shape == (2, MAX_OBJECTS, 3)
+    assert info["num_objects"][0] != info["num_objects"][1]
+    _, _, _, _, info = envs.step(envs.action_space.sample())
+    for i, n in enumerate(info["num_objects"]):
+        assert (info["object_pos"][i, n:] == 0).all() and (info["object_pos"][i, :n, 2] > 0).all()
+    envs.close()
+
+
+@pytest.mark.parametrize(
+    "action",
+    [np.zeros((2, 2)), np.zeros(4, np.complex64), np.zeros((1, 4)), np.array([0, 0, np.nan, 0]), "abcd"],
+)
+def test_step_refuses_actions_that_are_not_four_real_numbers(action):
+    e = gym.make(worldmodel.PUSH_TABLE_ID, image_size=16, num_objects=1).unwrapped
+    e.reset(seed=0)
+    with pytest.raises(ValueError, match="4 finite real numbers"):
+        e.step(action)
+    e.close()

@@ -148,9 +148,9 @@ def test_bad_task_input():
     ("flags", "message"),
     [
         (["--task", "juggle"], "invalid choice"),
-        (["--task", "recorded-goal", "--recorded-k", "0"], "--recorded-k must be in 1..100"),
-        (["--episodes", "0"], "--episodes must be >= 1"),
-        (["--reach-weight", "nan"], "--reach-weight must be a finite number"),
+        (["--task", "recorded-goal", "--recorded-k", "0"], "argument --recorded-k: must be a whole number in 1..100"),
+        (["--episodes", "0"], "argument --episodes: must be a whole number >= 1"),
+        (["--reach-weight", "nan"], "argument --reach-weight: must be a finite number >= 0"),
     ],
 )
 def test_plan_rejects_bad_task_flags(tmp_path, flags, message):
@@ -159,5 +159,5 @@ def test_plan_rejects_bad_task_flags(tmp_path, flags, message):
         capture_output=True,
         text=True,
     )
-    assert out.returncode != 0 and message in out.stderr
-    assert "Traceback" not in out.stderr
+    assert out.returncode == 2 and message in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1

@@ -204,6 +204,8 @@ class ShardDataset(WindowDataset):
     def _read(self, i: int, start: int, stop: int) -> dict[str, np.ndarray]:
         r, k = self.index[i]
         ep = self.readers[r].read(k)
+        if "arrays" in self.manifest:
+            sh.check_record(ep, self.manifest["arrays"], self._where(i))
         frames = ep["frames"]
         if frames.shape[1:] != (self.native_size, self.native_size, 3) or len(frames) != self.episode_length:
             raise DataError(

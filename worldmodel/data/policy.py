@@ -186,7 +186,8 @@ def rollout(env: PushTableEnv, policy: RandomPushPolicy, seq_len: int, seed: int
     for t in range(seq_len):
         frames[t] = obs
         states[t] = info["ee_pos"]
-        objects[t, : info["num_objects"]] = info["object_pos"]
+        n = info["num_objects"]
+        objects[t, :n] = info["object_pos"][:n]
         actions[t] = policy(info)
         obs, _, _, _, info = env.step(actions[t])
     return {

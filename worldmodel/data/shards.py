@@ -239,8 +239,50 @@ def check_manifest(manifest: dict[str, Any], path: Path) -> None:
                 f"{path}: inconsistent manifest: shard {i} is named {entry.get('file')!r}, "
                 f"expected {shard_name(i)!r}"
             )
+    _check_split(manifest["split"], path)
+    _check_arrays(manifest.get("arrays", {}), path)
     if manifest["complete"] and len(seen) != s:
         raise DataError(f"{path}: inconsistent manifest: marked complete but lists {len(seen)} of {s} shards")
+
+
+def _check_split(split: Any, path: Path) -> None:
+    every = split.get("test_every") if isinstance(split, dict) else None
+    offset = split.get("test_offset") if isinstance(split, dict) else None
+    if not (isinstance(every, int) and isinstance(offset, int) and every >= 1 and 0 <= offset < every):
+        raise DataError(
+            f"{path}: inconsistent manifest: split needs whole numbers test_every >= 1 and "
+            f"0 <= test_offset < test_every, got {split!r}"
+        )
+
+
+def _check_arrays(arrays: Any, path: Path) -> None:
+    """``arrays``: ``{name: [dtype, shape]}``, what every record must hold."""
+    ok = isinstance(arrays, dict)
+    for spec in arrays.values() if ok else ():
+        try:
+            dtype, shape = spec
+            np.dtype(dtype)
+            ok = ok and isinstance(shape, list) and all(isinstance(d, int) and d >= 0 for d in shape)
+        except (TypeError, ValueError):
+            ok = False
+    if not ok:
+        raise DataError(f"{path}: inconsistent manifest: arrays must map names to [dtype, shape]")
+
+
+def check_record(arrays: dict[str, np.ndarray], expected: dict[str, Any], where: str) -> None:
+    """The arrays of one record against the manifest's ``arrays``: same names, dtypes and shapes."""
+    if set(arrays) != set(expected):
+        raise DataError(f"{where}: record holds arrays {sorted(arrays)}, manifest says {sorted(expected)}")
+    for name, (dtype, shape) in expected.items():
+        arr = arrays[name]
+        stored = list(arr.shape)
+        if not shape and stored == [1]:  # encode_episode writes per-episode scalars as 1 element
+            stored = []
+        if arr.dtype != np.dtype(dtype) or stored != list(shape):
+            raise DataError(
+                f"{where}: array {name!r} is {arr.dtype.str} {list(arr.shape)}, manifest says "
+                f"{dtype} {list(shape)}"
+            )
 
 
 def split_of(episode: int, split: dict[str, Any]) -> str:

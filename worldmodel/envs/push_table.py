@@ -136,8 +136,9 @@ class PushTableEnv(gym.Env):
     **Control rate**: ``frame_skip * timestep`` = 0.1 s per step (10 Hz). The palm is a free body welded
     to a mocap target that moves linearly to the new target over the substeps.
 
-    **info**: ``ee_pos`` float32 (3,), ``object_pos`` float32 (num_objects, 3) for the objects present
-    (no NaN padding, so Gymnasium's checker can compare infos; ``rollout`` pads to MAX_OBJECTS),
+    **info**: ``ee_pos`` float32 (3,), ``object_pos`` float32 (MAX_OBJECTS, 3), the objects present in
+    its first ``num_objects`` rows and zeros after them (a fixed shape, so ``gym.make_vec`` can stack
+    it; zeros rather than NaN, so Gymnasium's checker can compare infos),
     ``num_objects`` int, ``target`` int, ``goal_pos`` float32 (3,) (z: the target's resting centre height),
     ``distance`` float, ``is_success`` bool.
 
@@ -411,9 +412,12 @@ class PushTableEnv(gym.Env):
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
         if not self._has_reset:
             raise RuntimeError("PushTableEnv.step() called before reset()")
-        a = np.asarray(action, dtype=np.float64).reshape(-1)
-        if a.shape != (4,) or not np.all(np.isfinite(a)):
-            raise ValueError(f"action must be 4 finite floats (dx, dy, dz, gripper), got {action!r}")
+        raw = np.asarray(action)
+        if raw.shape != (4,) or raw.dtype.kind not in "iuf" or not np.all(np.isfinite(raw)):
+            raise ValueError(
+                f"action must be 4 finite real numbers of shape (4,) (dx, dy, dz, gripper), got {action!r}"
+            )
+        a = raw.astype(np.float64)
         self._simulate(a)
         info = self._info()
         return self._render_frame(), self._reward(), False, False, info
@@ -555,7 +559,10 @@ class PushTableEnv(gym.Env):
 
     def _info(self) -> dict[str, Any]:
         d = self.data
-        objects = d.xpos[self._obj_body[: self._num_objects]].astype(np.float32)
+        # Fixed shape (MAX_OBJECTS, 3), absent rows zero: vector envs stack infos per key, and
+        # NaN padding would make Gymnasium's checker see two equal infos as different.
+        objects = np.zeros((MAX_OBJECTS, 3), np.float32)
+        objects[: self._num_objects] = d.xpos[self._obj_body[: self._num_objects]]
         target = d.xpos[self._obj_body[self._target]]  # float64, as the reward reads it
         ee = self._ee_pos()
         distance = float(tasks.distance(self._spec, target, ee, self._goal))
