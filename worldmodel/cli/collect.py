@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from worldmodel.cli.flags import int_at_least, nonneg_int, positive_int, probability
+from worldmodel.files import write_json_atomic
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -93,5 +93,5 @@ def run(args: argparse.Namespace) -> int:
         f"pushing episodes: {summary['pushed_share']}"
     )
     if args.json is not None:
-        args.json.write_text(json.dumps(summary, indent=1) + "\n")
+        write_json_atomic(args.json, summary, indent=1)
     return 0

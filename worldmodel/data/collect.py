@@ -57,6 +57,19 @@ class CollectConfig:
     episodes_per_shard: int | None = None
     """Episodes per shard file; None: ceil(episodes / 32) clamped to [1, 100] (independent of workers)."""
 
+    def __post_init__(self) -> None:
+        from worldmodel.envs.scene import MAX_OBJECTS
+
+        for name, low in (("episodes", 1), ("seq_len", 2), ("workers", 0), ("image_size", 8), ("seed", 0)):
+            if getattr(self, name) < low:
+                raise ValueError(f"{name} must be >= {low}, got {getattr(self, name)}")
+        if self.num_objects is not None and not 1 <= self.num_objects <= MAX_OBJECTS:
+            raise ValueError(f"num_objects must be None or in 1..{MAX_OBJECTS}, got {self.num_objects}")
+        if not 0 <= self.push_probability <= 1:
+            raise ValueError(f"push_probability must be in [0, 1], got {self.push_probability}")
+        if self.episodes_per_shard is not None and self.episodes_per_shard < 1:
+            raise ValueError(f"episodes_per_shard must be >= 1, got {self.episodes_per_shard}")
+
     def shard_size(self) -> int:
         """Episodes per shard after applying the default."""
         if self.episodes_per_shard is not None:
