@@ -621,7 +621,9 @@ class _AgentZip:
 
         raw = self.entry(name)
         try:
-            return torch.load(io.BytesIO(raw), map_location=self.model.device, weights_only=True)
+            with warnings.catch_warnings():  # e.g. "pickle protocol 4": the refusal says it all
+                warnings.simplefilter("ignore")
+                return torch.load(io.BytesIO(raw), map_location=self.model.device, weights_only=True)
         except Exception as err:  # weights_only refuses anything but tensors and plain containers
             raise _BadAgent(f"{name} is not plain tensors ({_weights_only_reason(err)})") from None
 
@@ -661,12 +663,13 @@ def _copy_variables(model, variables, names: list[str]) -> None:
 
 
 def _weights_only_reason(err: Exception) -> str:
-    """The line of ``torch.load``'s (long) refusal that names what it refused."""
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    for line in lines:
-        if "WeightsUnpickler error" in line:
-            return "torch.load(weights_only=True) refused it: " + line.split("error:", 1)[-1].strip()
-    return _one_line(err)
+    """What ``torch.load``'s (long) refusal names, e.g. ``Unsupported global: GLOBAL getattr``."""
+    text = " ".join(str(err).split())
+    if "WeightsUnpickler error:" not in text:
+        return _one_line(err)
+    reason = text.split("WeightsUnpickler error:", 1)[1].split(" was not an allowed", 1)[0]
+    reason = reason.split(" Check the documentation", 1)[0].strip().rstrip(".")
+    return _one_line(f"torch.load(weights_only=True) refused it: {reason}", limit=200)
 
 
 def _one_line(err: BaseException, limit: int = 300) -> str:
@@ -812,7 +815,8 @@ def _resume_replay_buffer(model, run: Path, say) -> None:
         say(f"{old}: not read (a pickle can run code; buffers are now saved as {path.name})")
     if path.is_file():
         load_replay_buffer(model, path)
-        say(f"replay buffer: {model.replay_buffer.size()} transitions from {path}")
+        buffer = model.replay_buffer
+        say(f"replay buffer: {buffer.size() * buffer.n_envs} transitions from {path}")
     else:
         say(f"no {path}: the replay buffer starts empty")
 
