@@ -29,7 +29,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 def build_parser() -> argparse.ArgumentParser:
     """The full parser with every available sub-command."""
-    parser = OneLineParser(prog="worldmodel", description=__doc__.splitlines()[0])
+    from worldmodel import __version__
+
+    parser = OneLineParser(
+        prog="worldmodel",
+        description="World models you can plan and train agents in: collect data, train, evaluate, "
+        "plan, run the demo. `worldmodel COMMAND --help` explains each command.",
+    )
+    parser.add_argument("--version", action="version", version=f"worldmodel {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module_name, help_text) in COMMANDS.items():
         try:
