@@ -46,6 +46,7 @@ import sys
 import time
 import warnings
 import zipfile
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -566,7 +567,8 @@ def load_agent(cfg: RunConfig, path: str | os.PathLike, env, device: str | None 
     try:
         with zipfile.ZipFile(path) as archive:
             _read_agent_zip(model, archive)
-    except (OSError, zipfile.BadZipFile, zipfile.LargeZipFile, EOFError) as err:
+    except (OSError, EOFError, RuntimeError, NotImplementedError, zipfile.BadZipFile, zlib.error) as err:
+        # a damaged archive: bad CRC or deflate stream, encrypted, unknown compression...
         raise ValueError(f"{path}: not a readable agent checkpoint ({_one_line(err)})") from None
     except _BadAgent as err:
         raise ValueError(f"{path}: {err}") from None
@@ -723,7 +725,15 @@ def load_replay_buffer(model, path: str | os.PathLike) -> None:
                         f"{name} is {array.dtype} {array.shape}, the run's buffer needs {target.dtype} {want}"
                     )
                 target[:filled] = array
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+    except (
+        OSError,
+        ValueError,
+        EOFError,
+        RuntimeError,
+        NotImplementedError,
+        zipfile.BadZipFile,
+        zlib.error,
+    ) as err:
         raise ValueError(f"{path}: not a replay buffer of this run ({_one_line(err)})") from None
     buffer.pos, buffer.full = pos, full
 

@@ -12,6 +12,11 @@ through ``LatentObservation``, which encodes the real frames with the same model
 ended in the dream since the previous evaluation) and SB3's own curves in ``RUN/tb``; it also
 writes ``RUN/videos/real_STEP.mp4``, a line of ``RUN/eval.jsonl`` and ``RUN/checkpoints/last.zip``.
 ``agents.evaluate RUN`` rebuilds everything from ``RUN/config.json``.
+
+``RUN/config.json`` is written only once SB3 has accepted the settings, so a refused value leaves
+the folder free for the corrected command. ``--resume`` rebuilds the agent from it and reads
+``last.zip`` (and SAC's ``replay_buffer.npz``) with ``agents.common.load_agent``, which executes
+nothing from the run folder.
 """
 
 from __future__ import annotations
