@@ -170,15 +170,14 @@ def _head(cfg: RunConfig, model):
     """The object-position head of a ``learned``-reward run: ``--head``, else the model's own state
     head (``None``: the dream uses it), else the one stored for the checkpoint (``None`` for
     ``goal-image``)."""
-    from worldmodel.dynamics.heads import find_head, head_path_for, load_head
+    from worldmodel.dynamics.heads import head_path_for, select_head
 
     if cfg.reward != "learned":
         return None
-    if cfg.head is not None:
-        return load_head(cfg.head)
-    if model.state_head is not None:
+    # Refused when stale (fitted to other weights) or fitted to another model (feature size).
+    head, source = select_head(cfg.checkpoint, model, cfg.head)
+    if source == "model":
         return None
-    head = find_head(cfg.checkpoint)
     if head is None:
         raise ValueError(
             f"{cfg.checkpoint}: --reward learned needs an object-position head and there is none "

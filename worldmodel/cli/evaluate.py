@@ -182,18 +182,17 @@ def _control_plan(args: argparse.Namespace, ckpt: Path, model, data) -> dict | N
         if explicit:
             raise ValueError(f"--control needs data with recorded actions and states; {args.data} has none")
         return None
-    head, source = model.state_head, "model"
-    if head is None:
-        from worldmodel.dynamics.heads import find_head
-        from worldmodel.errors import CheckpointError
+    from worldmodel.dynamics.heads import select_head
+    from worldmodel.errors import CheckpointError
 
-        try:
-            head, source = find_head(ckpt), "file"
-        except CheckpointError as err:
-            if explicit:
-                raise
-            print(f"worldmodel eval: control diagnostics skipped: {err}", file=sys.stderr)
-            return None
+    try:  # the model's own state head, else the checkpoint's (refused when stale or of another model)
+        head, source = select_head(ckpt, model)
+    except CheckpointError as err:
+        if explicit:
+            raise
+        print(f"worldmodel eval: control diagnostics skipped: {err}", file=sys.stderr)
+        return None
+    source = "model" if source == "model" else "file"
     if head is None:
         if not explicit:
             return None

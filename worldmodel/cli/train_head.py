@@ -52,16 +52,17 @@ def run(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from worldmodel.data import open_dataset
-    from worldmodel.dynamics import load
-    from worldmodel.dynamics.checkpoint import read
-    from worldmodel.dynamics.heads import head_path_for, save_head, train_object_head
+    from worldmodel.dynamics.checkpoint import model_from, read
+    from worldmodel.dynamics.heads import fit_record, head_path_for, save_head, train_object_head
     from worldmodel.errors import DataError
 
     if args.steps < 1:
         raise ValueError(f"--steps must be >= 1, got {args.steps}")
     torch.manual_seed(args.seed)
     ckpt = Path(args.checkpoint)
-    model = load(ckpt, device=args.device)
+    saved = read(ckpt)  # read once: the record below describes exactly the weights fitted on
+    model = model_from(saved, ckpt, device=args.device)
+    fitted_to = fit_record(model, ckpt, saved["step"])
     # Whole episodes by default: objects mostly move late in an episode, and the dream runs long.
     seq_len = args.seq_len or open_dataset(args.data, "train", seq_len=1).spec["episode_length"]
     kw = {"seq_len": seq_len, "random_offset": False, "image_size": model.config.image_size}
@@ -93,8 +94,9 @@ def run(args: argparse.Namespace) -> int:
     save_head(
         head,
         out,
-        model=read(ckpt)["model"],
+        model=saved["model"],
         checkpoint=str(ckpt),
+        fitted_to=fitted_to,
         data=str(args.data),
         steps=args.steps,
         metrics=metrics,

@@ -6,16 +6,26 @@ A checkpoint is a ``torch.save`` dict of plain types and tensors, read back with
 ``format`` (int), ``model`` (registry name), ``config`` (dict), ``weights`` (state dict),
 ``step`` (int), and optionally ``optimizers``, ``rng``, ``data`` (fingerprint) and ``extra``
 (trainer bookkeeping for ``--resume``).
+
+Safety: ``atomic_save`` never replaces a file with one holding a NaN or infinite floating tensor
+(weights, buffers, optimiser state; ``NonFiniteError``), nor leaves a temporary file behind (a
+full disk is a one-line ``CheckpointError`` saying the previous file survived); the file gets the
+mode a plain ``open()`` would give it (``0o666 & ~umask``). ``load`` refuses weights with NaN or
+infinite values. ``weights_sha256`` fingerprints a model's weights (head files record it).
 """
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import os
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import Tensor
 
 from worldmodel.dynamics.base import LatentDynamics
 from worldmodel.dynamics.registry import build_config, name_of, resolve
@@ -44,21 +54,127 @@ def checkpoint_dict(model: LatentDynamics, step: int = 0, **fields: Any) -> dict
     }
 
 
-def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
-    """``torch.save`` to a temporary file beside ``path``, fsync, then rename over it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+class NonFiniteError(CheckpointError):
+    """A checkpoint to write or read holds a NaN or infinite floating tensor."""
+
+
+def first_nonfinite(obj: Any, name: str = "") -> str | None:
+    """The name (``weights.enc.0.weight``, ``optimizers.model.state.3.exp_avg``...) of the first
+    floating tensor in ``obj`` (nested dicts, lists, tuples) with a NaN or infinite value, else
+    ``None``. One host sync per device, not per tensor."""
+    named: list[tuple[str, Tensor]] = []
+    _collect_floats(obj, name, named)
+    by_device: dict[torch.device, list[int]] = {}
+    for i, (_, t) in enumerate(named):
+        by_device.setdefault(t.device, []).append(i)
+    bad = []
+    for idx in by_device.values():
+        ok = torch.stack([torch.isfinite(named[i][1]).all() for i in idx]).tolist()
+        bad += [i for i, good in zip(idx, ok, strict=True) if not good]
+    return named[min(bad)][0] if bad else None
+
+
+def _collect_floats(obj: Any, name: str, out: list[tuple[str, Tensor]]) -> None:
+    if isinstance(obj, Tensor):
+        if (obj.is_floating_point() or obj.is_complex()) and obj.numel():
+            out.append((name or "tensor", obj.detach()))
+    elif isinstance(obj, Mapping):
+        for k, v in obj.items():
+            _collect_floats(v, f"{name}.{k}" if name else str(k), out)
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            _collect_floats(v, f"{name}.{i}" if name else str(i), out)
+
+
+def weights_sha256(weights: Mapping[str, Tensor]) -> str:
+    """sha256 over a state dict's tensors in key order (each key, dtype, shape and bytes in
+    logical order): the fingerprint a head file records of the weights it was fitted to."""
+    h = hashlib.sha256()
+    for key in sorted(weights):
+        t = weights[key].detach()
+        h.update(f"{key}\0{t.dtype}\0{tuple(t.shape)}\0".encode())
+        h.update(t.cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+    return h.hexdigest()
+
+
+def model_sha256(model: torch.nn.Module) -> str:
+    """``weights_sha256`` of a model's state dict (equal to that of the checkpoint it was loaded
+    from)."""
+    return weights_sha256(model.state_dict())
+
+
+def _umask() -> int:
+    """The process umask, read without changing it where Linux allows (``os.umask`` swaps it for a
+    moment, during which another thread's new file would get mode 0o666)."""
     try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _disk_full(err: OSError) -> bool:
+    return err.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
+
+
+def atomic_save(obj: Any, path: str | os.PathLike, *, check_finite: bool = True) -> Path:
+    """``torch.save`` to a temporary file beside ``path``, fsync, then rename over it.
+
+    The file's mode is ``0o666 & ~umask``, as ``open()`` would make it. With ``check_finite``
+    (the default) an ``obj`` holding a NaN or infinite floating tensor is refused
+    (``NonFiniteError``) before anything is written, so it never replaces a good file. A full disk
+    is a ``CheckpointError`` saying so; either way ``path`` is left as it was and no temporary file
+    remains."""
+    path = Path(path)
+    if check_finite:
+        bad = first_nonfinite(obj)
+        if bad is not None:
+            kept = f"the previous {path} is kept" if path.exists() else "nothing was written"
+            raise NonFiniteError(f"{path}: not written: {bad} holds NaN or infinite values; {kept}")
+    existed = path.exists()
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as f:
             torch.save(obj, f)
             f.flush()
+            os.fchmod(f.fileno(), 0o666 & ~_umask())
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        tmp = None
+    except OSError as err:
+        if not _disk_full(err):
+            raise
+        kept = f"the previous {path} survived intact" if existed else f"no {path} was written"
+        raise CheckpointError(
+            f"{path}: the disk is full ({err.strerror or err}); {kept} and no temporary file was "
+            "left: free some space and try again"
+        ) from err
+    finally:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+    _fsync_dir(path.parent)
     return path
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (best effort: not every file system allows it)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def save(model: LatentDynamics, path: str | os.PathLike, step: int = 0, **fields: Any) -> Path:
@@ -94,9 +210,26 @@ def read(path: str | os.PathLike) -> dict[str, Any]:
     return ckpt
 
 
-def load(path: str | os.PathLike, device: str | torch.device = "auto") -> LatentDynamics:
-    """Rebuild the model stored in ``path`` on ``device``, in eval mode."""
-    ckpt = read(path)
+def check_finite(ckpt: dict[str, Any], path: str | os.PathLike, *, optimizers: bool = False) -> None:
+    """``NonFiniteError`` naming ``path`` and the first NaN or infinite tensor of the checkpoint's
+    weights (and optimiser states with ``optimizers``): a diverged run's model."""
+    parts = {"weights": ckpt["weights"]}
+    if optimizers:
+        parts["optimizers"] = ckpt.get("optimizers") or {}
+    bad = first_nonfinite(parts)
+    if bad is not None:
+        raise NonFiniteError(
+            f"{path}: {bad} holds NaN or infinite values (a diverged run's model); refusing to use it: "
+            "take an earlier checkpoint or train again"
+        )
+
+
+def model_from(
+    ckpt: dict[str, Any], path: str | os.PathLike, device: str | torch.device = "auto"
+) -> LatentDynamics:
+    """Rebuild the model of a checkpoint dict ``read`` from ``path`` (named in errors) on
+    ``device``, in eval mode; refuses NaN or infinite weights."""
+    check_finite(ckpt, path)
     try:
         cls, _ = resolve(ckpt["model"])
         model = cls(build_config(ckpt["model"], **ckpt["config"]))
@@ -104,3 +237,9 @@ def load(path: str | os.PathLike, device: str | torch.device = "auto") -> Latent
     except (ValueError, RuntimeError, TypeError) as err:
         raise CheckpointError(f"{path}: incompatible checkpoint for {ckpt['model']!r}: {err}") from None
     return model.to(resolve_device(device)).eval()
+
+
+def load(path: str | os.PathLike, device: str | torch.device = "auto") -> LatentDynamics:
+    """Rebuild the model stored in ``path`` on ``device``, in eval mode (``CheckpointError`` for a
+    missing, corrupt or incompatible file, or one whose weights hold NaN or infinite values)."""
+    return model_from(read(path), path, device)

@@ -21,16 +21,27 @@ features the env will feed it.
 Storage: a head file is a ``torch.save`` dict of plain types and tensors (loads with
 ``weights_only=True``): ``format``, ``kind`` ("object-position"), ``feature_dim``, ``hidden``,
 ``end_effector`` (bool), ``weights``, ``model`` (registry name it was trained on), ``checkpoint``
-(its path), ``metrics``. Format 1 files (no end-effector branch) still load.
+(its path), ``fitted_to`` (``fit_record``: the checkpoint's path, ``step`` and ``weights_sha256``,
+the fingerprint of the weights the head was fitted on), ``metrics``. Format 1 files (no
+end-effector branch) still load.
 By default it lives next to the checkpoint: ``runs/x/last.pt`` → ``runs/x/last.head.pt``
 (``head_path_for``). A checkpoint dict may instead carry it under ``heads["object_pos"]``;
 ``find_head`` looks there first. ``dynamics.load`` ignores both.
+
+Staleness: ``worldmodel train --resume`` rewrites ``last.pt`` and leaves the head file as it was.
+``load_head(path, checkpoint=..., model=...)`` therefore compares the file's ``fitted_to`` with the
+weights it is about to be used with and refuses a head fitted to other weights
+(``CheckpointError`` naming both files and both steps); a file without the record (written before
+it existed) loads with a warning. ``select_head`` is the one lookup every consumer uses (plan,
+eval, the dream, agents.train): an explicit head file, else the model's own state head, else the
+head stored for the checkpoint, each checked for staleness and for the model's feature size.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -39,7 +50,7 @@ import torch
 from torch import Tensor, nn
 
 from worldmodel.dynamics.base import LatentDynamics
-from worldmodel.dynamics.checkpoint import atomic_save, read
+from worldmodel.dynamics.checkpoint import atomic_save, model_sha256, read, weights_sha256
 from worldmodel.errors import CheckpointError
 
 HEAD_FORMAT = 3
@@ -150,32 +161,173 @@ def head_path_for(checkpoint: str | os.PathLike) -> Path:
     return p.with_name(p.stem + ".head.pt")
 
 
-def save_head(head: ObjectHead, path: str | os.PathLike, **fields: Any) -> Path:
-    """Write a head file atomically."""
+def fit_record(model: nn.Module, checkpoint: str | os.PathLike, step: int) -> dict[str, Any]:
+    """What a head file records of the model it was fitted to (its ``fitted_to`` field): the
+    checkpoint's path and ``step`` and the sha256 of the model's weights (``model_sha256``)."""
+    return {"checkpoint": str(checkpoint), "step": int(step), "weights_sha256": model_sha256(model)}
+
+
+def save_head(
+    head: ObjectHead, path: str | os.PathLike, *, fitted_to: dict[str, Any] | None = None, **fields: Any
+) -> Path:
+    """Write a head file atomically; ``fitted_to`` (``fit_record``) lets loaders refuse it once
+    the checkpoint it was fitted to has changed."""
+    if fitted_to is not None:
+        fields["fitted_to"] = dict(fitted_to)
     return atomic_save(head.to_dict(**fields), path)
 
 
-def load_head(path: str | os.PathLike) -> ObjectHead:
-    """Read a head file (no code runs)."""
-    path = Path(path)
+def _read_head_file(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"{path}: head file not found")
     try:
-        d = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
         raise CheckpointError(f"{path}: not a readable head file ({type(err).__name__}: {err})") from None
-    return ObjectHead.from_dict(d, str(path))
 
 
-def find_head(checkpoint: str | os.PathLike) -> ObjectHead | None:
-    """The object head stored for ``checkpoint``: its ``heads["object_pos"]`` entry, else the file
-    ``head_path_for(checkpoint)``; ``None`` when there is neither."""
+def load_head(
+    path: str | os.PathLike,
+    *,
+    checkpoint: str | os.PathLike | None = None,
+    model: nn.Module | None = None,
+    ckpt: dict[str, Any] | None = None,
+) -> ObjectHead:
+    """Read a head file (no code runs).
+
+    With ``model`` the head must read its feature size (``check_head_fits``), and with
+    ``checkpoint`` (a path) and/or ``model`` (the model it will read: preferred, since it is what
+    runs even if the file was rewritten after it was loaded) it must have been fitted to those
+    weights (``check_fitted``); ``ckpt``: that checkpoint's dict when already read."""
+    path = Path(path)
+    d = _read_head_file(path)
+    head = ObjectHead.from_dict(d, str(path))
+    if model is not None:
+        where = str(checkpoint) if checkpoint is not None else "the model passed in"
+        check_head_fits(head, model, str(path), where)
+    if checkpoint is not None or model is not None:
+        check_fitted(d.get("fitted_to"), path, checkpoint=checkpoint, model=model, ckpt=ckpt)
+    return head
+
+
+def check_fitted(
+    record: Any,
+    head_where: str | os.PathLike,
+    *,
+    checkpoint: str | os.PathLike | None = None,
+    model: nn.Module | None = None,
+    ckpt: dict[str, Any] | None = None,
+) -> None:
+    """Refuse (``CheckpointError``) a head whose ``fitted_to`` record names other weights than
+    ``model``'s (else ``checkpoint``'s); warn when the head records nothing (an older file)."""
+    target = str(checkpoint) if checkpoint is not None else "the model it is used with"
+    if not (isinstance(record, dict) and isinstance(record.get("weights_sha256"), str)):
+        warnings.warn(
+            f"{head_where}: this head file does not record which checkpoint it was fitted to (written "
+            f"by an older worldmodel), so it cannot be checked against {target}; if that changed "
+            f"since (`worldmodel train --resume`), re-run `worldmodel train-head {target} --data DIR`",
+            stacklevel=3,
+        )
+        return
+    if model is not None:
+        now = model_sha256(model)
+    else:
+        if ckpt is None:
+            ckpt = read(checkpoint)
+        now = weights_sha256(ckpt["weights"])
+    if now == record["weights_sha256"]:
+        return
+    step = record.get("step", "?")
+    fitted = f"{head_where} was fitted to {record.get('checkpoint', 'another checkpoint')} at step {step}"
+    again = f"re-run `worldmodel train-head {target} --data DIR`"
+    if checkpoint is None:
+        raise CheckpointError(f"{fitted}; the model it is used with has other weights: {again}")
+    now_step = _step_of(checkpoint, ckpt)
+    if now_step is None:
+        where_now = f"{checkpoint} holds other weights"
+    elif str(now_step) == str(step):
+        where_now = f"{checkpoint} is now at step {now_step} with other weights"
+    else:
+        where_now = f"{checkpoint} is now at step {now_step}"
+    raise CheckpointError(f"{fitted}; {where_now}: {again}")
+
+
+def _step_of(checkpoint: str | os.PathLike, ckpt: dict[str, Any] | None) -> int | None:
+    if ckpt is not None:
+        return ckpt.get("step")
+    try:
+        return read(checkpoint).get("step")
+    except CheckpointError:
+        return None
+
+
+def find_head(checkpoint: str | os.PathLike, *, model: nn.Module | None = None) -> ObjectHead | None:
+    """The object head stored for ``checkpoint``: its ``heads["object_pos"]`` entry (fitted with
+    those weights by construction), else the file ``head_path_for(checkpoint)``, refused when it
+    was fitted to other weights than ``model``'s (else the checkpoint's; see ``load_head``);
+    ``None`` when there is neither."""
+    return _stored_head(checkpoint, model)[0]
+
+
+def _stored_head(
+    checkpoint: str | os.PathLike, model: nn.Module | None
+) -> tuple[ObjectHead | None, str, str]:
+    """``find_head`` with where the head came from: ``(head, source, where)``."""
     ckpt = read(checkpoint)
     heads = ckpt.get("heads")
     if isinstance(heads, dict) and "object_pos" in heads:
-        return ObjectHead.from_dict(heads["object_pos"], f"{checkpoint} heads['object_pos']")
+        where = f"{checkpoint} heads['object_pos']"
+        return ObjectHead.from_dict(heads["object_pos"], where), "checkpoint", where
     side = head_path_for(checkpoint)
-    return load_head(side) if side.is_file() else None
+    if not side.is_file():
+        return None, "", ""
+    return load_head(side, checkpoint=checkpoint, model=model, ckpt=ckpt), "file", str(side)
+
+
+def check_head_fits(head: Any, model: Any, head_where: str, model_where: str) -> None:
+    """``CheckpointError`` when ``head`` reads another feature size than ``model`` gives (a head
+    fitted to another model), naming both and both sizes."""
+    fd = getattr(head, "feature_dim", None)
+    if fd is not None and fd != model.feature_dim:
+        raise CheckpointError(
+            f"{head_where}: the head reads {fd} features but the model of {model_where} gives "
+            f"{model.feature_dim}: it was fitted to another model; re-run "
+            f"`worldmodel train-head {model_where} --data DIR` or pass its own head"
+        )
+
+
+def select_head(
+    checkpoint: str | os.PathLike | None, model: Any, head: Any = None
+) -> tuple[ObjectHead | None, str]:
+    """The object head to use with ``model`` (loaded from ``checkpoint``, a path or ``None``), the
+    one lookup of plan, eval, the dream and agents.train.
+
+    In order: ``head`` (an ``ObjectHead``, used as it is, or a head file), else the model's own
+    ``state_head``, else ``find_head(checkpoint)``. Every choice is checked against the model's
+    feature size (``check_head_fits``); head files are also refused when fitted to other weights
+    (``check_fitted``; a file that records none loads with a warning).
+
+    Returns:
+        ``(head, source)``: source ``"argument"``, ``"file"`` (a head file: ``head`` or the side
+        file), ``"model"``, ``"checkpoint"`` (its ``heads`` entry), or ``(None, "")`` when there is
+        none.
+    """
+    model_where = str(checkpoint) if checkpoint is not None else "the model passed in"
+    if isinstance(head, ObjectHead):
+        found, source, where = head, "argument", "head"
+    elif head is not None:
+        found = load_head(head, checkpoint=checkpoint, model=model)
+        source, where = "file", str(head)
+    elif getattr(model, "state_head", None) is not None:
+        return model.state_head, "model"
+    elif checkpoint is None:
+        return None, ""
+    else:
+        found, source, where = _stored_head(checkpoint, model)
+        if found is None:
+            return None, ""
+    check_head_fits(found, model, where, model_where)
+    return found, source
 
 
 # --------------------------------------------------------------------------------- training

@@ -20,7 +20,8 @@ drawn at reset, so the same seed gives the same dream, bit for bit on the CPU, a
 a ``DreamVecEnv`` equals a single env seeded ``seed + i``.
 
 Rewards. ``reward="learned"``: an ``ObjectHead`` (``dynamics/heads.py``; the model's own
-``state_head`` when it was trained with one, else the head stored for the checkpoint) predicts
+``state_head`` when it was trained with one, else the head stored for the checkpoint, refused
+when it was fitted to other weights or reads another feature size: ``heads.select_head``) predicts
 where the target object and the end effector are now from the model's features (and the
 target's position at reset); distance, reward and success are then the task's
 (``worldmodel.envs.task``, ``task=push|recorded-goal|reach``), computed as the real env computes
@@ -165,27 +166,23 @@ def resolve_dtype(model: LatentDynamics, dtype: str, device: torch.device) -> st
     return "float32"
 
 
-def _load_head(head: Any, checkpoint: Any, where: str):
-    from worldmodel.dynamics.heads import ObjectHead, find_head, head_path_for, load_head
+def _select_head(head: Any, checkpoint: Any, model: LatentDynamics, where: str):
+    """``heads.select_head`` (``head``, else the model's own state head, else the one stored for the
+    checkpoint; refused when stale or of another feature size) with the dream's error when there
+    is none. Returns ``(head, source)``."""
+    from worldmodel.dynamics.heads import head_path_for, select_head
 
-    if isinstance(head, ObjectHead):
-        return head
-    if isinstance(head, (str, os.PathLike)):
-        return load_head(head)
-    found = find_head(checkpoint) if isinstance(checkpoint, (str, os.PathLike)) else None
+    path = checkpoint if isinstance(checkpoint, (str, os.PathLike)) else None
+    found, source = select_head(path, model, head)
     if found is None:
-        looked = (
-            f" (looked in the checkpoint and at {head_path_for(checkpoint)})"
-            if isinstance(checkpoint, (str, os.PathLike))
-            else ""
-        )
+        looked = f" (looked in the checkpoint and at {head_path_for(path)})" if path is not None else ""
         raise ValueError(
             f"{where}: reward='learned' needs an object-position head and none is trained"
             f"{looked}; "
             f"run `worldmodel train-head CKPT --data DIR`, pass head=PATH, or use "
             "reward='goal-image'"
         )
-    return found
+    return found, source
 
 
 class DreamCore:
@@ -228,14 +225,11 @@ class DreamCore:
         self.context = cfg.context_frames or mc.n_past
         self.head = None
         if cfg.reward == "learned":
-            own = self.model.state_head if head is None else None  # trained with the model
-            self.head = (own if own is not None else _load_head(head, checkpoint, self.where)).to(self.device)
+            # Checked against the original model's weights (the copy's are rewritten).
+            found, source = _select_head(head, checkpoint, model, self.where)
+            own = source == "model"  # trained with the model: the inference copy carries it
+            self.head = (self.model.state_head if own else found).to(self.device)
             self.head.eval()
-            if self.head.feature_dim != self.model.feature_dim:
-                raise ValueError(
-                    f"{self.where}: head expects {self.head.feature_dim} features, the model "
-                    f"gives {self.model.feature_dim}"
-                )
             if (self._reads_ee(cfg) or cfg.task_obs) and not self.head.has_end_effector:
                 raise ValueError(
                     f"{self.where}: task={cfg.task!r} with reach_weight={cfg.reach_weight} needs a head "
@@ -516,7 +510,8 @@ class DreamEnv(gym.Env):
     Args:
         checkpoint: a checkpoint path or a ``LatentDynamics``.
         head: the object-position head (``ObjectHead`` or path) for ``reward="learned"``; by
-            default the one stored for the checkpoint (``heads.find_head``).
+            default the model's own state head, else the one stored for the checkpoint
+            (``heads.select_head``: a stale head file or one of another feature size is refused).
         device: ``"auto"`` (CUDA when present), ``"cpu"``, ...
         **options: ``DreamConfig`` fields.
     """

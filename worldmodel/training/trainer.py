@@ -19,7 +19,15 @@ uninterrupted loss curve and weights exactly (tests/test_trainer.py).
 Outputs in the run folder ``RUN``: ``checkpoints/last.pt`` (+ ``step_XXXXXXX.pt`` when
 ``keep_every`` is set), ``tb/`` (TensorBoard: every loss term, metric, gradient norm, learning
 rate, frames/s, sample grids and videos), ``samples/step_XXXXXXX.gif`` (context | prediction |
-ground truth) and ``metrics.jsonl`` (the logged scalars, one JSON line per log step).
+ground truth) and ``metrics.jsonl`` (the logged scalars, one JSON line per log step; a resume first
+drops the lines a killed run logged after its checkpoint, so every step appears once).
+
+Safety: a checkpoint is never written with a NaN or infinite weight, buffer or optimiser state
+(``atomic_save`` refuses it): when a diverging step has already spoiled the state (BatchNorm
+statistics are updated by the forward pass that produced the NaN loss), the previous finite
+checkpoint stays and ``TrainingDivergedError`` says so. ``resume`` refuses a non-finite checkpoint
+and applies ``TrainConfig.lr`` (``--lr``) to the restored optimisers, so the learning rate the
+checkpoint records is the one that ran.
 """
 
 from __future__ import annotations
@@ -42,8 +50,16 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from worldmodel.data.batch import frames_to_uint8
 from worldmodel.dynamics.base import LatentDynamics
-from worldmodel.dynamics.checkpoint import atomic_save, checkpoint_dict, read, resolve_device
+from worldmodel.dynamics.checkpoint import (
+    atomic_save,
+    check_finite,
+    checkpoint_dict,
+    first_nonfinite,
+    read,
+    resolve_device,
+)
 from worldmodel.errors import CheckpointError
+from worldmodel.files import write_text_atomic
 from worldmodel.training import distributed as D
 from worldmodel.video import write_video
 
@@ -253,10 +269,7 @@ class Trainer:
             self.model = self.model.to(memory_format=torch.channels_last)
         D.broadcast_module(self.model)
         self.optimizers = self.model.optimizers()
-        if cfg.lr is not None:
-            for opt in self.optimizers.values():
-                for group in opt.param_groups:
-                    group["lr"] = cfg.lr
+        self._apply_lr()
         self._params = {
             k: [p for g in opt.param_groups for p in g["params"] if p.requires_grad]
             for k, opt in self.optimizers.items()
@@ -275,6 +288,9 @@ class Trainer:
 
     def resume(self, path: str | Path | None = None) -> int:
         """Restore weights, optimisers, RNG states and the step from a checkpoint.
+
+        ``config.lr``, when set, replaces the restored optimisers' learning rates. Lines of
+        ``metrics.jsonl`` past the checkpoint's step (logged by a run killed after it) are dropped.
 
         Args:
             path: defaults to ``RUN/checkpoints/last.pt``.
@@ -295,14 +311,44 @@ class Trainer:
         missing = sorted(set(self.optimizers) - set(ckpt.get("optimizers") or {}))
         if missing:
             raise CheckpointError(f"{path}: no optimizer state for {', '.join(missing)}; cannot resume")
+        check_finite(ckpt, path, optimizers=True)
         self.model.load_state_dict(ckpt["weights"])
         for key, opt in self.optimizers.items():
             opt.load_state_dict(ckpt["optimizers"][key])
+        self._apply_lr()  # after the restore, which brings back the old run's learning rates
         rngs = ckpt.get("rng") or []
         if self.dist.rank < len(rngs):
             _set_rng_state(rngs[self.dist.rank])
         self.step = self._saved_step = int(ckpt["step"])
+        if self.dist.is_main:
+            self._trim_metrics(self.step)
         return self.step
+
+    def _apply_lr(self) -> None:
+        """``config.lr`` into every optimiser's parameter groups (``None``: leave them)."""
+        if self.config.lr is None:
+            return
+        for opt in self.optimizers.values():
+            for group in opt.param_groups:
+                group["lr"] = self.config.lr
+
+    def _trim_metrics(self, step: int) -> None:
+        """Rewrite ``metrics.jsonl`` (atomically) without the lines past ``step`` and any torn last
+        line, which a run killed after its last checkpoint leaves; the resumed run logs them anew."""
+        path = self.out_dir / "metrics.jsonl"
+        if not path.is_file():
+            return
+        text = path.read_text(encoding="utf-8")
+        kept = []
+        for line in text.splitlines(keepends=True):
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue  # a line cut short by the kill
+            if line.endswith("\n") and isinstance(row, dict) and int(row.get("step", 0)) <= step:
+                kept.append(line)
+        if "".join(kept) != text:
+            write_text_atomic(path, "".join(kept), fsync=True)
 
     def fit(self, steps: int | None = None) -> TrainResult:
         """Train up to ``steps`` total steps (default ``config.steps``), from ``self.step``."""
@@ -389,8 +435,11 @@ class Trainer:
             torch.distributed.all_gather_object(rngs, {k: v for k, v in rng.items() if k != "cuda"})
             rngs[self.dist.rank] = rng
         path = Path(path) if path is not None else self.checkpoint_path
-        self._saved_step = self.step
+        spoiled = self._nonfinite_state(path)
+        if spoiled is not None:
+            raise TrainingDivergedError(f"training diverged by step {self.step}: {spoiled}")
         if not self.dist.is_main:
+            self._saved_step = self.step
             return path
         ckpt = checkpoint_dict(
             self.model,
@@ -400,11 +449,39 @@ class Trainer:
             data=self.fingerprint,
             extra={"train_config": dataclasses.asdict(self.config), "world_size": self.dist.world_size},
         )
-        atomic_save(ckpt, path)
+        try:
+            atomic_save(ckpt, path, check_finite=False)  # checked above, on every process
+        except CheckpointError as err:  # a full disk: the message says the previous file survived
+            held = f"; {path.name} holds step {self._saved_step}" if self._saved_step >= 0 else ""
+            raise CheckpointError(f"step {self.step} not saved: {err}{held}") from err
+        self._saved_step = self.step
         keep = self.config.keep_every
         if keep and self.step % keep == 0 and path == self.checkpoint_path:
-            atomic_save(ckpt, path.with_name(f"step_{self.step:07d}.pt"))
+            atomic_save(ckpt, path.with_name(f"step_{self.step:07d}.pt"), check_finite=False)
         return path
+
+    def _nonfinite_state(self, path: Path) -> str | None:
+        """``None`` when every weight, buffer and optimiser state is finite on every process, else
+        why the state will not be saved to ``path`` and which checkpoint stays (one line)."""
+        bad = first_nonfinite(
+            {
+                "weights": self.model.state_dict(),
+                "optimizers": {k: opt.state_dict()["state"] for k, opt in self.optimizers.items()},
+            }
+        )
+        flag = torch.tensor([0.0 if bad is None else 1.0], device=self.device)
+        if D.active():
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        if not float(flag):
+            return None
+        what = f"{bad} holds NaN or infinite values" if bad else "another process's state is non-finite"
+        if self._saved_step >= 0:
+            kept = f"kept the previous checkpoint {path} (step {self._saved_step})"
+        elif path.exists():
+            kept = f"left {path} as it was"
+        else:
+            kept = "no checkpoint was written"
+        return f"after step {self.step} {what}, so that state was not saved; {kept}"
 
     def write_samples(self) -> Path | None:
         """Roll the model out on a fixed batch; write a TensorBoard image and video and a GIF."""
@@ -489,8 +566,14 @@ class Trainer:
         step = self.step + 1
         where = "no checkpoint was written yet"
         if self.step > 0:
-            # The weights are still those after the last good step (nothing stepped on NaN).
+            # The weights are still those after the last good step (nothing stepped on NaN), but
+            # the failed forward pass may have spoiled buffers (BatchNorm statistics), or a huge
+            # finite step the weights: then nothing is saved and the previous checkpoint stays.
             if self._saved_step < self.step:
+                spoiled = self._nonfinite_state(self.checkpoint_path)
+                if spoiled is not None:
+                    head = f"training diverged at step {step}: non-finite {bad}"
+                    raise TrainingDivergedError(f"{head}; {spoiled}")
                 self.save()
             where = f"last good checkpoint: {self.checkpoint_path} (step {self.step})"
         raise TrainingDivergedError(f"training diverged at step {step}: non-finite {bad}; {where}")
