@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from worldmodel.cli.flags import int_at_least, nonneg_int, positive_float, positive_int
 from worldmodel.files import write_json_atomic
 
 
@@ -18,7 +19,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="collected sim dataset (needs object positions); trains on its train split, "
         "reports on its test split",
     )
-    p.add_argument("--steps", type=int, default=2000, help="Adam steps on the head (default 2000)")
+    p.add_argument("--steps", type=positive_int, default=2000, help="Adam steps on the head (default 2000)")
     p.add_argument(
         "--out",
         default=None,
@@ -27,17 +28,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--episodes",
-        type=int,
+        type=positive_int,
         default=512,
         help="training episodes used (default 512; features are computed once)",
     )
-    p.add_argument("--val-episodes", type=int, default=128, help="held-out episodes scored (default 128)")
     p.add_argument(
-        "--seq-len", type=int, default=None, help="window length (default: the data's whole episodes)"
+        "--val-episodes", type=positive_int, default=128, help="held-out episodes scored (default 128)"
     )
-    p.add_argument("--batch-size", type=int, default=256, help="rows per Adam step (default 256)")
-    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
-    p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    p.add_argument(
+        "--seq-len",
+        type=int_at_least(2),
+        default=None,
+        help="window length (default: the data's whole episodes)",
+    )
+    p.add_argument("--batch-size", type=positive_int, default=256, help="rows per Adam step (default 256)")
+    p.add_argument("--lr", type=positive_float, default=1e-3, help="Adam learning rate (default 1e-3)")
+    p.add_argument("--seed", type=nonneg_int, default=0, help="seed (default 0)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
     p.add_argument("--json", default=None, metavar="FILE", help="write the metrics as JSON")
 
@@ -56,8 +62,6 @@ def run(args: argparse.Namespace) -> int:
     from worldmodel.dynamics.heads import fit_record, head_path_for, save_head, train_object_head
     from worldmodel.errors import DataError
 
-    if args.steps < 1:
-        raise ValueError(f"--steps must be >= 1, got {args.steps}")
     torch.manual_seed(args.seed)
     ckpt = Path(args.checkpoint)
     saved = read(ckpt)  # read once: the record below describes exactly the weights fitted on

@@ -417,7 +417,7 @@ def _sim_pool(cfg: DreamConfig, context: int) -> dict[str, np.ndarray]:
             if cfg.task == "recorded-goal":
                 obs, info = env.reset(seed=int(env_seed))
                 ep = {"frames": np.stack([obs] * context), "actions": np.stack([REST_ACTION] * context)}
-                ep["objects"] = _pad_objects(info["object_pos"])[None]
+                ep["objects"] = _pad_objects(info["object_pos"][: info["num_objects"]])[None]
                 ep["states"] = np.asarray(info["ee_pos"], np.float32)[None]
                 ep["goal"], ep["target"] = info["goal_pos"], np.array(info["target"], np.int64)
             else:
