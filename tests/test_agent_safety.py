@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 import torch
 from dream_fixtures import identity_head, noisy_tiny_svg
+from stable_baselines3.common.logger import Logger
 from test_agents import SMALL, TINY_PPO
 
 from agents import evaluate as evaluate_script
@@ -165,6 +166,7 @@ def test_ppo_load_agent_acts_as_the_saved_model(tmp_path):
     hyper = {"n_steps": 32, "batch_size": 32, "n_epochs": 1, "learning_rate": 3e-4, "gamma": 0.99}
     cfg = RunConfig(algo="ppo", env="real", timesteps=64, num_envs=1, device="cpu", vec="dummy", hyper=hyper)
     model = build_agent(cfg, VecMonitor(DummyVecEnv([lambda: make_real_env(cfg.image_size)])))
+    model.set_logger(Logger(folder=None, output_formats=[]))  # no SB3-* folder in /tmp
     model.learn(64)
     ckpt = save_agent(model, tmp_path)
     env = make_real_env(cfg.image_size)

@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from dream_fixtures import noisy_tiny_svg
 from test_data_shards import fake_collect
 
@@ -88,7 +89,14 @@ BAD: list[tuple[list[str], list[str], str]] = [
     (["demo", "--out", "OUT"], ["--model", "bogus"], "--model"),
     (["demo", "--out", "OUT"], ["--set", "episodes=0"], "episodes"),
     (["bogus"], [], "COMMAND"),
+    (TRAIN, ["--device", "nonsense"], "device 'nonsense'"),
+    (["eval", "CKPT", "--data", "DATA"], ["--device", "tpu"], "device 'tpu'"),
 ]
+if not torch.cuda.is_available():  # a CPU-only build asked for a GPU
+    BAD += [
+        (TRAIN, ["--device", "cuda"], "sees no CUDA GPU"),
+        (["plan", "CKPT"], ["--device", "cuda:0"], "CUDA"),
+    ]
 
 
 def _fill(words: list[str], files: dict[str, Path], out: Path) -> list[str]:
@@ -155,3 +163,12 @@ def test_eval_reports_before_side_files_and_writes_where_it_can(files, tmp_path,
     monkeypatch.chdir(tmp_path)
     assert main(args) == 0
     assert (tmp_path / "last_eval.gif").is_file() and not (run / "last_eval.gif").exists()
+
+
+def test_checkpoint_whose_format_is_not_a_number_is_named(files, tmp_path, capsys):
+    ckpt = torch.load(files["ckpt"], weights_only=True)
+    ckpt["format"] = "1"
+    torch.save(ckpt, tmp_path / "odd.pt")
+    assert main(["plan", str(tmp_path / "odd.pt"), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "odd.pt: not a worldmodel checkpoint (format '1' is not a number)" in err[0]

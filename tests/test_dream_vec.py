@@ -9,6 +9,7 @@ from dream_fixtures import identity_head, noisy_tiny_svg
 from gymnasium.vector import AutoresetMode
 from stable_baselines3 import PPO
 from stable_baselines3.common.evaluation import evaluate_policy
+from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.vec_env import DummyVecEnv, VecMonitor, VecTransposeImage
 
 import worldmodel
@@ -150,6 +151,7 @@ def test_ppo_runs_in_the_dream(model, obs):
         if obs == "latent"
         else {"features_extractor_kwargs": {"features_dim": 32}},
     )
+    agent.set_logger(Logger(folder=None, output_formats=[]))  # no SB3-* folder in /tmp
     agent.learn(total_timesteps=256)
     assert agent.num_timesteps >= 256
     assert len(agent.ep_info_buffer) > 0  # VecMonitor saw episodes end

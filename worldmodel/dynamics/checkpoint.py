@@ -35,10 +35,24 @@ FORMAT = 1
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` → CUDA when present, else CPU."""
+    """``"auto"`` → CUDA when present, else CPU; a device this machine lacks is a ``ValueError``."""
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device {device!r} is not a device (auto, cpu, cuda or cuda:N)") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"device {device!r}: this PyTorch build sees no CUDA GPU (torch.cuda.is_available() is "
+                "False); use --device cpu or auto"
+            )
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"device {device!r}: there are only {torch.cuda.device_count()} CUDA devices")
+    elif dev.type not in ("cpu", "mps", "xpu", "meta"):
+        raise ValueError(f"device {device!r}: unsupported device type {dev.type!r} (auto, cpu or cuda)")
+    return dev
 
 
 def checkpoint_dict(model: LatentDynamics, step: int = 0, **fields: Any) -> dict[str, Any]:
@@ -203,6 +217,10 @@ def read(path: str | os.PathLike) -> dict[str, Any]:
     ]
     if missing:
         raise CheckpointError(f"{path}: not a worldmodel checkpoint (missing {', '.join(missing)})")
+    if not isinstance(ckpt["format"], int) or isinstance(ckpt["format"], bool):
+        raise CheckpointError(
+            f"{path}: not a worldmodel checkpoint (format {ckpt['format']!r} is not a number)"
+        )
     if ckpt["format"] > FORMAT:
         raise CheckpointError(
             f"{path}: checkpoint format {ckpt['format']} is newer than this worldmodel ({FORMAT})"
