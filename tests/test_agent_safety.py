@@ -44,7 +44,7 @@ from agents.common import (
     save_agent,
 )
 from worldmodel import dynamics
-from worldmodel.dynamics.heads import head_path_for, save_head
+from worldmodel.dynamics.heads import fit_record, head_path_for, save_head
 
 PPO_ARGS = ["--horizon", "16", "--eval-every", "0", "--eval-episodes", "1", "--video-episodes", "0"]
 
@@ -63,7 +63,7 @@ class Touch:
 def ckpt(tmp_path_factory) -> Path:
     model = noisy_tiny_svg(64)
     path = dynamics.save(model, tmp_path_factory.mktemp("wm") / "last.pt")
-    save_head(identity_head(model), head_path_for(path))
+    save_head(identity_head(model), head_path_for(path), fitted_to=fit_record(model, path, 0))
     return path
 
 

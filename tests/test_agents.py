@@ -36,7 +36,7 @@ from agents.common import (
     make_eval_env,
 )
 from worldmodel import dynamics
-from worldmodel.dynamics.heads import head_path_for, save_head
+from worldmodel.dynamics.heads import fit_record, head_path_for, save_head
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_PPO = ["--n-steps", "32", "--batch-size", "32", "--n-epochs", "1"]
@@ -51,7 +51,7 @@ def model():
 @pytest.fixture(scope="module")
 def ckpt(model, tmp_path_factory) -> Path:
     path = dynamics.save(model, tmp_path_factory.mktemp("wm") / "last.pt")
-    save_head(identity_head(model), head_path_for(path))
+    save_head(identity_head(model), head_path_for(path), fitted_to=fit_record(model, path, 0))
     return path
 
 

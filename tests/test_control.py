@@ -13,7 +13,7 @@ from torch import nn
 
 from worldmodel import dynamics
 from worldmodel.dynamics.base import DynamicsConfig, LatentDynamics, State
-from worldmodel.dynamics.heads import ObjectHead, head_path_for, save_head
+from worldmodel.dynamics.heads import ObjectHead, fit_record, head_path_for, save_head
 from worldmodel.training.control import control_diagnostics
 
 SIZE, SPAN, STEP = 16, 0.3, 0.02  # pixels, half-width of the rendered table (m), metres per unit action
@@ -265,14 +265,16 @@ def test_eval_cli_writes_a_control_section(tmp_path, capsys):
     assert main([*common, "--control", "--control-ks", "23"]) == 2
     assert "--control-ks" in capsys.readouterr().err
     # a model without a head: auto mode skips, a head file beside the checkpoint turns it on
-    bare = dynamics.save(dynamics.make("svg-lp", preset="tiny"), tmp_path / "bare.pt")
+    bare_model = dynamics.make("svg-lp", preset="tiny")
+    bare = dynamics.save(bare_model, tmp_path / "bare.pt")
     common[1] = str(bare)
     assert main([*common, "--json", str(report)]) == 0
     assert "control" not in json.loads(report.read_text())
     assert main([*common, "--control"]) == 2  # asked for state diagnostics without a head: one line
     err = capsys.readouterr().err
     assert "--control" in err and "no state head" in err and "Traceback" not in err
-    save_head(ObjectHead(model.feature_dim, hidden=8), head_path_for(bare))
+    head = ObjectHead(bare_model.feature_dim, hidden=8)
+    save_head(head, head_path_for(bare), fitted_to=fit_record(bare_model, bare, 0))
     assert main([*common, "--json", str(report)]) == 0
     c = json.loads(report.read_text())["control"]
     assert c["head"] == "file" and c["ranking"]["learned"]["episodes"] > 0

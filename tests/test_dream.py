@@ -11,7 +11,7 @@ from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import worldmodel
 from worldmodel import dynamics
-from worldmodel.dynamics.heads import head_path_for, save_head
+from worldmodel.dynamics.heads import fit_record, head_path_for, save_head
 from worldmodel.envs.dream import DreamConfig, DreamCore, DreamEnv
 
 
@@ -125,7 +125,7 @@ def test_render_shows_frame_and_goal(core):
 def test_gym_make_with_sidecar_head(model, ckpt):
     with pytest.raises(ValueError, match=r"last\.pt.*train-head"):
         gym.make(worldmodel.DREAM_ID, checkpoint=str(ckpt), reward="learned", pool_size=2, device="cpu")
-    save_head(identity_head(model), head_path_for(ckpt))
+    save_head(identity_head(model), head_path_for(ckpt), fitted_to=fit_record(model, ckpt, 0))
     try:
         env = gym.make(
             worldmodel.DREAM_ID,

@@ -10,6 +10,7 @@ from worldmodel import dynamics
 from worldmodel.dynamics.heads import (
     ObjectHead,
     find_head,
+    fit_record,
     head_path_for,
     load_head,
     save_head,
@@ -101,7 +102,7 @@ def test_storage_sidecar_and_checkpoint_field(tmp_path):
     head = ObjectHead(model.feature_dim, hidden=8)
     torch.nn.init.normal_(head.net[-1].weight)
     f, q = torch.randn(3, model.feature_dim), torch.randn(3, 3)
-    save_head(head, head_path_for(ckpt), model="svg-lp")
+    save_head(head, head_path_for(ckpt), model="svg-lp", fitted_to=fit_record(model, ckpt, 0))
     assert head_path_for(ckpt).name == "last.head.pt"
     assert torch.allclose(find_head(ckpt)(f, q), head(f, q))
     # A "heads" field inside the checkpoint wins over the sidecar, and dynamics.load ignores it.

@@ -10,7 +10,7 @@ from dream_fixtures import identity_head, noisy_tiny_svg
 
 from worldmodel import dynamics
 from worldmodel.cli import main
-from worldmodel.dynamics.heads import head_path_for, save_head
+from worldmodel.dynamics.heads import fit_record, head_path_for, save_head
 
 TINY = ["--population", "16", "--elites", "4", "--horizon", "4", "--iterations", "2", "--max-steps", "6"]
 TINY += ["--device", "cpu", "--threads", "1", "--num-objects", "1"]
@@ -19,7 +19,7 @@ TINY += ["--device", "cpu", "--threads", "1", "--num-objects", "1"]
 def test_plan_reports_model_oracle_and_random(tmp_path, capsys):
     model = noisy_tiny_svg(image_size=16)
     ckpt = dynamics.save(model, tmp_path / "last.pt")
-    save_head(identity_head(model), head_path_for(ckpt))
+    save_head(identity_head(model), head_path_for(ckpt), fitted_to=fit_record(model, ckpt, 0))
     report, video = tmp_path / "plan.json", tmp_path / "plan.gif"
     args = ["plan", str(ckpt), "--episodes", "2", "--oracle-budget", "6", "--planner", "icem", *TINY]
     assert main([*args, "--json", str(report), "--video", str(video)]) == 0

@@ -148,7 +148,10 @@ def test_bad_task_input():
     ("flags", "message"),
     [
         (["--task", "juggle"], "invalid choice"),
-        (["--task", "recorded-goal", "--recorded-k", "0"], "argument --recorded-k: must be a whole number in 1..100"),
+        (
+            ["--task", "recorded-goal", "--recorded-k", "0"],
+            "argument --recorded-k: must be a whole number in 1..100",
+        ),
         (["--episodes", "0"], "argument --episodes: must be a whole number >= 1"),
         (["--reach-weight", "nan"], "argument --reach-weight: must be a finite number >= 0"),
     ],
