@@ -21,29 +21,13 @@ from worldmodel.dynamics.registry import available, build_config, resolve
 
 # TrainConfig fields settable from the command line: flag -> (field, type, help)
 _TRAIN_FLAGS: dict[str, tuple[str, Any, str]] = {
-    "--steps": (
-        "steps",
-        positive_int,
-        "total optimiser steps (default 1000; a resumed run continues up to it)",
-    ),
-    "--batch-size": (
-        "batch_size",
-        positive_int,
-        "sequences per step over all processes (default: the model's)",
-    ),
+    "--steps": ("steps", positive_int, "total optimiser steps (default 1000; resume runs up to it)"),
+    "--batch-size": ("batch_size", positive_int, "sequences per step, all processes (default: model's)"),
     "--lr": ("lr", positive_float, "learning rate of every optimiser (default: the model's preset)"),
     "--log-every": ("log_every", positive_int, "steps between scalar logs (default 50)"),
-    "--ckpt-every": (
-        "ckpt_every",
-        positive_int,
-        "steps between checkpoints RUN/checkpoints/last.pt (default 1000)",
-    ),
+    "--ckpt-every": ("ckpt_every", positive_int, "steps between saves of checkpoints/last.pt (default 1000)"),
     "--keep-every": ("keep_every", positive_int, "also keep step_XXXXXXX.pt every this many steps"),
-    "--sample-every": (
-        "sample_every",
-        nonneg_int,
-        "steps between sample grids/videos; 0 disables (default 1000)",
-    ),
+    "--sample-every": ("sample_every", nonneg_int, "steps between sample videos; 0: none (default 1000)"),
     "--workers": ("num_workers", nonneg_int, "DataLoader worker processes (default 0)"),
     "--seed": ("seed", nonneg_int, "seed of data order, initial weights and noise (default 0)"),
     "--device": ("device", str, "auto | cpu | cuda | cuda:N (default auto)"),
