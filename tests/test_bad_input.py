@@ -68,6 +68,7 @@ BAD: list[tuple[list[str], list[str], str]] = [
     (["plan", "CKPT"], ["--episodes", "0"], "argument --episodes"),
     (["plan", "CKPT"], ["--population", "1"], "argument --population"),
     (["plan", "CKPT"], ["--elites", "0"], "argument --elites"),
+    (["plan", "CKPT"], ["--population", "16", "--elites", "16"], "--elites (16) must be < --population (16)"),
     (["plan", "CKPT"], ["--horizon", "0"], "argument --horizon"),
     (["plan", "CKPT"], ["--iterations", "-2"], "argument --iterations"),
     (["plan", "CKPT"], ["--temperature", "nan"], "argument --temperature"),

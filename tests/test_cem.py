@@ -116,9 +116,20 @@ def test_truncated_normal_stays_within_two_sigma():
     assert eps.abs().max() <= 2.0 and float(eps.std()) > 0.5
 
 
+def test_elites_default_to_a_tenth_of_the_population():
+    assert CEMConfig().elites == 100 and CEMConfig(population=16).elites == 2
+    assert CEMConfig.icem(population=16).elites == 2  # used to raise: the default was 100 elites
+    assert CEMConfig(population=300, elite_fraction=0.25).elites == 75
+    assert CEMConfig(population=5).elites == 1 and CEMConfig(population=64, elites=8).elites == 8
+
+
 def test_bad_input():
     with pytest.raises(ValueError, match="elites"):
         CEMConfig(population=10, elites=20)
+    with pytest.raises(ValueError, match=r"elites \(16\) must be < population \(16\)"):
+        CEMConfig(population=16, elites=16)  # a CEM that never selects
+    with pytest.raises(ValueError, match="elite_fraction"):
+        CEMConfig(elite_fraction=1.0)
     with pytest.raises(ValueError, match="sampling"):
         CEMConfig(sampling="reject")
     cem = CEM(CEMConfig(horizon=3, population=8, elites=2, iterations=1), 2)

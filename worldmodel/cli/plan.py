@@ -34,7 +34,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--population", type=int_at_least(2), default=400, help="model candidates per iteration (default 400)"
     )
-    p.add_argument("--elites", type=positive_int, default=40, help="elites (default 40)")
+    p.add_argument(
+        "--elites",
+        type=positive_int,
+        default=None,
+        help="elites, fewer than --population (default: 10%% of --population)",
+    )
     p.add_argument("--horizon", type=positive_int, default=10, help="planning horizon in steps (default 10)")
     p.add_argument("--iterations", type=positive_int, default=3, help="CEM iterations per plan (default 3)")
     p.add_argument(
@@ -164,6 +169,11 @@ def _check_counts(args: argparse.Namespace) -> None:
         # SB3's evaluate_policy gives env i episodes // envs (+1 for the first ones); envs that are
         # done keep stepping and would keep planning, which skews the timing and the video.
         raise ValueError(f"--episodes ({args.episodes}) must be a positive multiple of --envs ({args.envs})")
+    if args.elites is not None and args.elites >= args.population:
+        raise ValueError(
+            f"--elites ({args.elites}) must be < --population ({args.population}): refitting to every "
+            "candidate never selects; leave --elites out for 10% of the population"
+        )
     if args.oracle_budget and args.oracle_budget < 2:
         raise ValueError(f"--oracle-budget must be 0 (skip the oracle) or >= 2, got {args.oracle_budget}")
 
@@ -195,7 +205,7 @@ def run(args: argparse.Namespace) -> int:
     kind, objective = _objective(args, ckpt, model)
     make_config = CEMConfig.icem if args.planner == "icem" else CEMConfig.cem
     planning = {"horizon": args.horizon, "iterations": args.iterations}
-    config = make_config(population=args.population, elites=min(args.elites, args.population), **planning)
+    config = make_config(population=args.population, elites=args.elites, **planning)
     mpc = MPCAgent(
         model,
         CEM(config, model.config.action_dim),
@@ -208,7 +218,7 @@ def run(args: argparse.Namespace) -> int:
     venv = _venv(args, size)
     agents = {"model": mpc, "random": RandomAgent(model.config.action_dim, seed=args.seed)}
     if args.oracle_budget:
-        elites = min(args.oracle_budget, max(2, min(config.elites, args.oracle_budget // 4)))
+        elites = min(args.oracle_budget - 1, max(2, min(config.elites, args.oracle_budget // 4)))
         oracle_cfg = make_config(population=args.oracle_budget, elites=elites, **planning)
         oracle = SimOracle(venv.get_attr("config", indices=[0])[0], reach_weight=args.reach_weight)
         agents["oracle"] = OracleAgent(CEM(oracle_cfg, 4), oracle, args.replan_every, seed=args.seed)

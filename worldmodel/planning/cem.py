@@ -61,8 +61,11 @@ class CEMConfig:
     """Planned steps ``H``."""
     population: int = 1000
     """Candidates drawn per iteration ``N`` (at the first iteration when ``population_decay > 1``)."""
-    elites: int = 100
-    """Candidates the distribution is refitted to."""
+    elites: int | None = None
+    """Candidates the distribution is refitted to; ``None``: ``elite_fraction`` of ``population``
+    (resolved to a count when the config is made, so ``config.elites`` is always an int)."""
+    elite_fraction: float = 0.1
+    """Elites as a share of the population when ``elites`` is not given (DINO-WM: 30 of 300)."""
     iterations: int = 3
     """Refits per call."""
     alpha: float = 0.0
@@ -94,11 +97,19 @@ class CEMConfig:
             raise ValueError(f"sampling must be one of {', '.join(SAMPLING)}, got {self.sampling!r}")
         if self.returns not in RETURNS:
             raise ValueError(f"returns must be one of {', '.join(RETURNS)}, got {self.returns!r}")
+        if not 0.0 < self.elite_fraction < 1.0:
+            raise ValueError(f"elite_fraction must be in (0, 1), got {self.elite_fraction}")
+        if self.elites is None:
+            self.elites = max(1, round(self.elite_fraction * self.population))
         for name in ("horizon", "population", "elites", "iterations"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.elites > self.population:
-            raise ValueError(f"elites ({self.elites}) must be <= population ({self.population})")
+        if self.population >= 2 and self.elites >= self.population:
+            # refitting to every candidate never selects: the distribution would only drift
+            raise ValueError(
+                f"elites ({self.elites}) must be < population ({self.population}); leave elites unset "
+                f"for {self.elite_fraction:g} of the population"
+            )
         if not 0.0 <= self.alpha < 1.0:
             raise ValueError(f"alpha must be in [0, 1), got {self.alpha}")
         if not self.init_std > 0 or self.min_std < 0:
