@@ -86,6 +86,25 @@ def parse_sets(items: list[str]) -> dict[str, Any]:
     return out
 
 
+def _fresh_config(args: argparse.Namespace, overrides: dict[str, Any]):
+    """A new run's model config: the preset and ``--set``, with the frame size of the data unless
+    ``--set image_size`` says otherwise (a preset never shrinks the user's frames silently)."""
+    from worldmodel.data import open_dataset
+
+    if "image_size" in overrides:
+        return build_config(args.model, args.preset, **overrides)
+    native = open_dataset(args.data, split="train", seq_len=1).spec.get("image_size")
+    try:
+        return build_config(args.model, args.preset, **{**overrides, "image_size": native})
+    except ValueError as err:
+        if "image_size" not in str(err):
+            raise
+        raise ValueError(
+            f"{args.data}: {args.model} cannot take its {native}-px frames ({err}); resize them with "
+            "--set image_size=N"
+        ) from None
+
+
 def _train_config(args: argparse.Namespace, saved: dict[str, Any] | None):
     from worldmodel.training.trainer import TrainConfig
 
@@ -125,13 +144,14 @@ def run(args: argparse.Namespace) -> int:
     if saved is not None:
         config = build_config(args.model, **{**saved["config"], **overrides})
     else:
-        config = build_config(args.model, args.preset, **overrides)
+        config = _fresh_config(args, overrides)
     tcfg = _train_config(args, (saved or {}).get("extra", {}).get("train_config"))
 
     data = open_dataset(args.data, split="train", seq_len=config.seq_len, image_size=config.image_size)
     if data.spec.get("image_size") != config.image_size:
         say(
-            f"worldmodel train: frames resized to {config.image_size}px for this model config",
+            f"worldmodel train: {data.spec.get('image_size')}-px frames resized to {config.image_size} px "
+            "(--set image_size)",
             file=sys.stderr,
         )
     if args.batch_size is not None and args.batch_size > len(data):
