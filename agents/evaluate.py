@@ -53,8 +53,8 @@ def build_parser() -> OneLineParser:
         "--video",
         default=None,
         metavar="FILE",
-        help="MP4 or GIF of the first --video-episodes episodes (default RUN/videos/evaluate.mp4; "
-        "none for --random unless given)",
+        help="MP4 or GIF of the first --video-episodes episodes (default: beside --json, FILE.mp4; "
+        "none without --json; the run folder is never written to)",
     )
     p.add_argument(
         "--video-episodes", type=nonneg_int, default=4, help="episodes in the video (default 4; 0: none)"
@@ -90,7 +90,6 @@ def run(argv: list[str] | None = None) -> int:
             make_real_env(args.image_size, render_mode="rgb_array", task=args.task or "push"),
             {},
         )
-        video = Path(args.video) if args.video else None
     else:
         run_dir = Path(args.run)
         cfg = RunConfig.load(run_dir)
@@ -105,9 +104,9 @@ def run(argv: list[str] | None = None) -> int:
         except BaseException:
             env.close()
             raise
-        video = Path(args.video) if args.video else run_dir / "videos" / "evaluate.mp4"
         about = {"run": str(run_dir), "algo": cfg.algo, "env": cfg.env, "obs": cfg.obs}
         about.update(reward=cfg.reward, checkpoint=cfg.checkpoint, timesteps=int(policy.num_timesteps))
+    video = Path(args.video) if args.video else (Path(args.json).with_suffix(".mp4") if args.json else None)
     record = args.video_episodes if video is not None else 0
     try:
         summary, frames = evaluate_real(
@@ -124,18 +123,20 @@ def run(argv: list[str] | None = None) -> int:
         "seed": args.seed,
     }
     if frames is not None:
-        result["video"] = str(write_episodes_video(video, frames))
+        result["video"] = str(video)
     lo, hi = result["ci95"]
     print(
         f"task {task}: real success rate {result['success_rate']:.3f} (95% interval {lo:.2f}-{hi:.2f}) "
         f"over {result['episodes']} episodes, "
         f"final distance {result['final_distance']:.3f} m"
-        + (f"; video {result['video']}" if "video" in result else "")
     )
+    # The figures are out before the video is written: a video that fails loses nothing.
     if args.json:
         path = Path(args.json)
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, json.dumps(result, indent=2) + "\n")
+    if frames is not None:
+        print(f"video: {write_episodes_video(video, frames)}")
     return 0
 
 
