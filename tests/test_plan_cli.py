@@ -26,7 +26,8 @@ def test_plan_reports_model_oracle_and_random(tmp_path, capsys):
     out = capsys.readouterr().out
     assert all(name in out for name in ("model", "oracle", "random", "success"))
     result = json.loads(report.read_text())
-    assert set(result) == {"model", "oracle", "random", "task", "max_steps"}
+    assert set(result) == {"model", "oracle", "random", "task", "max_steps", "command", "args"}
+    assert result["args"]["episodes"] == 2 and result["args"]["planner"] == "icem"
     assert result["task"] == "push" and result["max_steps"] == 6
     for entry in (result[k] for k in ("model", "oracle", "random")):
         assert {"success_rate", "final_distance", "ms_per_action", "episodes", "ci95"} <= set(entry)

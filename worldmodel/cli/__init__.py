@@ -12,7 +12,7 @@ import argparse
 import importlib
 import sys
 
-from worldmodel.cli.flags import OneLineParser
+from worldmodel.cli.flags import OneLineParser, apply_settings, read_settings
 from worldmodel.perf import keep_freed_memory
 
 # name -> (module, one-line help)
@@ -38,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"worldmodel {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    parser.commands = {}  # name -> its sub-parser (for --config)
     for name, (module_name, help_text) in COMMANDS.items():
         try:
             module = importlib.import_module(module_name)
@@ -48,12 +49,44 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
         module.add_arguments(p)
         p.set_defaults(_run=module.run)
+        parser.commands[name] = p
     return parser
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse the command line; a command with ``--config FILE`` takes its settings from the file
+    (``{"command": NAME, "args": {...}}`` as runs save them, or a plain object of flag values) and
+    the flags given on the command line over them."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser()
+    command = next((w for w in argv if w in COMMANDS), None)
+    path = _config_path(argv)
+    if path is not None and command not in (None, "demo"):  # the demo reads its own format
+        values = read_settings(path)
+        if isinstance(values.get("args"), dict):
+            if values.get("command", command) != command:
+                raise ValueError(f"--config {path}: settings of `{values['command']}`, not `{command}`")
+            values = values["args"]
+        apply_settings(parser.commands[command], values, f"--config {path}")
+    return parser.parse_args(argv)
+
+
+def _config_path(argv: list[str]) -> str | None:
+    for i, word in enumerate(argv):
+        if word == "--config" and i + 1 < len(argv):
+            return argv[i + 1]
+        if word.startswith("--config="):
+            return word.partition("=")[2]
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script."""
-    args = build_parser().parse_args(argv)
+    try:
+        args = parse(argv)
+    except ValueError as err:
+        print(f"worldmodel: error: {err}", file=sys.stderr)
+        return 2
     keep_freed_memory()  # batched CPU steps reuse freed blocks instead of faulting in fresh pages
     try:
         return int(args._run(args) or 0)

@@ -13,9 +13,11 @@ also prints the whole usage block first). Sub-parsers inherit it.
 from __future__ import annotations
 
 import argparse
+import json
 import math
+import os
 from collections.abc import Callable
-from typing import NoReturn
+from typing import Any, NoReturn
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -87,3 +89,78 @@ finite_float = float_in()
 """Any finite number."""
 probability = float_in(0.0, 1.0)
 """A finite number in ``[0, 1]``."""
+
+
+# ------------------------------------------------------------------------------ --config FILE
+CONFIG_HELP = (
+    "JSON file of settings, as a run saves them (keys: the flags' names without dashes, e.g. "
+    '{"steps": 2000, "lr": 1e-3}); flags given on the command line win'
+)
+
+
+def read_settings(path: str) -> dict[str, Any]:
+    """The JSON object in ``path``, with one-line errors naming the file."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            values = json.load(f)
+    except FileNotFoundError:
+        raise ValueError(f"--config {path}: no such file") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"--config {path}: not valid JSON ({err})") from None
+    if not isinstance(values, dict):
+        raise ValueError(f"--config {path}: expected a JSON object of settings")
+    return values
+
+
+def settings_of(args: argparse.Namespace, skip: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The parsed flags as a JSON-able dict (what ``--config`` reads back), without ``skip``."""
+    out = {}
+    for key, value in vars(args).items():
+        if key.startswith("_") or key in ("config", "command", *skip):
+            continue
+        out[key] = str(value) if isinstance(value, os.PathLike) else value
+    return out
+
+
+def apply_settings(parser: argparse.ArgumentParser, values: dict[str, Any], where: str) -> None:
+    """Make ``values`` (flag name -> value) the defaults of ``parser``'s flags, each checked by the
+    flag's own type and choices, so that parsing the command line again lets its flags win.
+
+    A required option or a positional the file supplies becomes optional. Unknown keys are a
+    ``ValueError`` naming ``where`` and the key."""
+    actions = {a.dest: a for a in parser._actions if a.dest not in ("help", "version", "config")}
+    unknown = sorted(k for k in values if k.replace("-", "_") not in actions)
+    if unknown:
+        raise ValueError(f"{where}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(actions)}")
+    for key, value in values.items():
+        action = actions[key.replace("-", "_")]
+        action.default = _checked(action, value, f"{where}: {key}")
+        action.required = False
+        if not action.option_strings:  # a positional given by the file
+            action.nargs = "?"
+
+
+def _checked(action: argparse.Action, value: Any, where: str) -> Any:
+    if isinstance(
+        action, (argparse._StoreTrueAction, argparse._StoreFalseAction, argparse.BooleanOptionalAction)
+    ):
+        if not isinstance(value, bool) and not (value is None and action.default is None):
+            raise ValueError(f"{where} must be true or false, got {value!r}")
+        return value
+    if isinstance(action, argparse._AppendAction):
+        items = value if isinstance(value, list) else [value]
+        return [_one(action, v, where) for v in items]
+    return None if value is None else _one(action, value, where)
+
+
+def _one(action: argparse.Action, value: Any, where: str) -> Any:
+    if isinstance(value, (dict, list)) or (isinstance(value, bool) and action.type not in (None, str)):
+        raise ValueError(f"{where}: expected a single value, got {value!r}")
+    text = str(value).lower() if isinstance(value, bool) else str(value)
+    try:
+        out = action.type(text) if callable(action.type) else text
+    except (argparse.ArgumentTypeError, TypeError, ValueError) as err:
+        raise ValueError(f"{where} {err}") from None
+    if action.choices is not None and out not in action.choices:
+        raise ValueError(f"{where} must be one of {', '.join(map(str, action.choices))}, got {value!r}")
+    return out

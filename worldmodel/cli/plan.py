@@ -6,7 +6,14 @@ import argparse
 import sys
 from pathlib import Path
 
-from worldmodel.cli.flags import int_at_least, nonneg_float, nonneg_int, positive_int
+from worldmodel.cli.flags import (
+    CONFIG_HELP,
+    int_at_least,
+    nonneg_float,
+    nonneg_int,
+    positive_int,
+    settings_of,
+)
 from worldmodel.envs.task import TASKS
 from worldmodel.files import write_json_atomic
 
@@ -96,7 +103,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
     p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (default: torch's)")
-    p.add_argument("--json", default=None, metavar="FILE", help="write the results as JSON")
+    p.add_argument(
+        "--json", default=None, metavar="FILE", help="write the results (and the settings, 'args') as JSON"
+    )
+    p.add_argument(
+        "--config", metavar="FILE", default=None, help=f"{CONFIG_HELP}; a --json report of plan is one"
+    )
     p.add_argument(
         "--video",
         default=None,
@@ -233,6 +245,7 @@ def run(args: argparse.Namespace) -> int:
     venv.close()
     results["model"].update(objective=kind, planner=args.planner, population=args.population)
     report = {"task": args.task, "max_steps": args.max_steps, **results}
+    report.update(command="plan", args=settings_of(args))
     if args.task == "recorded-goal":
         report["recorded_k"] = args.recorded_k
     if results["oracle"] is not None:

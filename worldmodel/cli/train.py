@@ -15,9 +15,10 @@ from typing import Any
 
 import torch
 
-from worldmodel.cli.flags import nonneg_int, positive_float, positive_int
+from worldmodel.cli.flags import CONFIG_HELP, nonneg_int, positive_float, positive_int, settings_of
 from worldmodel.dynamics.checkpoint import read
 from worldmodel.dynamics.registry import available, build_config, resolve
+from worldmodel.files import write_json_atomic
 
 # TrainConfig fields settable from the command line: flag -> (field, type, help)
 _TRAIN_FLAGS: dict[str, tuple[str, Any, str]] = {
@@ -59,6 +60,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compile", action="store_true", default=None, help="torch.compile the loss")
     p.add_argument("--channels-last", action="store_true", default=None, help="channels-last conv weights")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--config", metavar="FILE", default=None, help=f"{CONFIG_HELP}; RUN/config.json is one")
 
 
 def parse_value(text: str) -> Any:
@@ -177,6 +179,9 @@ def run(args: argparse.Namespace) -> int:
     torch.manual_seed(tcfg.seed)  # the initial weights
     model = cls(config)
     trainer = Trainer(model, data, out, tcfg, progress=main and not args.no_progress)
+    if main:  # the settings of this command, for `worldmodel train --config RUN/config.json`
+        settings = settings_of(args, skip=("resume", "no_progress"))
+        write_json_atomic(out / "config.json", {"command": "train", "args": settings})
     if saved is not None:
         step = trainer.resume(ckpt_path)
         say(f"worldmodel train: resumed {ckpt_path} at step {step}", file=sys.stderr)
