@@ -59,11 +59,14 @@ from stable_baselines3.common.callbacks import BaseCallback
 
 import worldmodel
 from worldmodel.cli.flags import (
+    apply_settings,
+    config_path,
     nonneg_float,
     nonneg_int,
     positive_float,
     positive_int,
     probability,
+    read_settings,
 )
 from worldmodel.dynamics.inference import for_inference
 from worldmodel.envs.dream import resolve_dtype
@@ -960,6 +963,36 @@ def add_agent_arguments(p, *, default_envs: int) -> None:
     p.add_argument(
         "--no-progress", action="store_true", help="no progress bar (evaluation lines still print)"
     )
+    p.add_argument(
+        "--config",
+        metavar="FILE",
+        default=None,
+        help="another run's RUN/config.json: a new run (--out) with its settings; flags given here win",
+    )
+
+
+# RunConfig fields that are not flags: what the script derives or fixes itself
+_NOT_FLAGS = ("env", "image_size", "vec", "format", "dtype")
+
+
+def parse_with_run_config(parser, argv: list[str] | None):
+    """``parser.parse_args(argv)``, with ``--config RUN/config.json`` (a ``RunConfig`` as runs save
+    it) setting the defaults of the flags it maps to (``dream`` and ``hyper`` entries included), so
+    that a run can be repeated or swept from a file and the command line's flags win."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    path = config_path(argv)
+    if path is not None:
+        saved = read_settings(path)
+        where = f"--config {path}"
+        keys = {v[0]: k.lstrip("-").replace("-", "_") for k, v in HYPER_FLAGS.items()}
+        flat = {k: v for k, v in saved.items() if k not in ("dream", "hyper", *_NOT_FLAGS)}
+        dream, hyper = saved.get("dream") or {}, saved.get("hyper") or {}
+        if not isinstance(dream, dict) or not isinstance(hyper, dict):
+            raise ValueError(f"{where}: dream and hyper must be JSON objects")
+        flat.update({k: v for k, v in dream.items() if k not in _NOT_FLAGS})
+        flat.update({keys.get(k, k): v for k, v in hyper.items()})
+        apply_settings(parser, flat, where)
+    return parser.parse_args(argv)
 
 
 def hyper_from_args(args) -> dict[str, Any]:

@@ -31,6 +31,7 @@ from agents.common import (
     cli,
     load_world_model,
     make_eval_env,
+    parse_with_run_config,
     prepare_run,
     train,
 )
@@ -119,7 +120,7 @@ def build_parser() -> OneLineParser:
 
 
 def run(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_with_run_config(build_parser(), argv)
     out = Path(args.out)
 
     def fresh() -> RunConfig:

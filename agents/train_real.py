@@ -23,6 +23,7 @@ from agents.common import (
     cli,
     make_eval_env,
     make_real_env,
+    parse_with_run_config,
     prepare_run,
     train,
 )
@@ -48,7 +49,7 @@ def build_parser() -> OneLineParser:
 
 
 def run(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_with_run_config(build_parser(), argv)
     out = Path(args.out)
 
     def fresh():

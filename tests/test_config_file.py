@@ -79,3 +79,27 @@ def test_bad_config_file_is_one_line(tmp_path, capsys, content, message):
 def test_missing_config_file(tmp_path, capsys):
     assert main(["plan", "x.pt", "--config", str(tmp_path / "none.json")]) == 2
     assert "no such file" in capsys.readouterr().err
+
+
+def test_agent_scripts_take_another_runs_config(tmp_path, capsys):
+    from agents import train as agents_train
+    from agents import train_real
+    from agents.common import HYPER_DEFAULTS, RunConfig, parse_with_run_config
+
+    hyper = {**HYPER_DEFAULTS["ppo"], "learning_rate": 1e-3, "n_steps": 16}
+    dream = {"horizon": 30, "pool_size": 8, "temperature": 0.5, "data": None, "goal_distance": "pixels"}
+    cfg = RunConfig(algo="ppo", env="dream", timesteps=500, num_envs=4, obs="latent", reward="learned")
+    cfg.checkpoint, cfg.task, cfg.hyper, cfg.dream = "/m/last.pt", "reach", hyper, {**dream, "task_obs": True}
+    cfg.save(tmp_path / "run")
+    path = str(tmp_path / "run" / "config.json")
+    args = parse_with_run_config(agents_train.build_parser(), ["--config", path, "--out", "new", "--seed", "4"])
+    assert (args.algo, args.timesteps, args.num_envs, args.obs, args.task) == ("ppo", 500, 4, "latent", "reach")
+    assert (args.lr, args.n_steps, args.horizon, args.pool_size, args.temperature) == (1e-3, 16, 30, 8, 0.5)
+    assert args.task_obs is True and args.checkpoint == "/m/last.pt" and args.seed == 4  # the flag wins
+    # a dream run's settings that the real-sim script has no flag for are named
+    with pytest.raises(ValueError, match="unknown setting"):
+        parse_with_run_config(train_real.build_parser(), ["--config", path, "--out", "new"])
+    cfg.hyper["gamma"] = 1.5
+    cfg.save(tmp_path / "bad")
+    with pytest.raises(ValueError, match="gamma must be a finite number in"):
+        parse_with_run_config(agents_train.build_parser(), ["--config", str(tmp_path / "bad" / "config.json")])

@@ -12,7 +12,7 @@ import argparse
 import importlib
 import sys
 
-from worldmodel.cli.flags import OneLineParser, apply_settings, read_settings
+from worldmodel.cli.flags import OneLineParser, apply_settings, config_path, read_settings
 from worldmodel.perf import keep_freed_memory
 
 # name -> (module, one-line help)
@@ -60,7 +60,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
     command = next((w for w in argv if w in COMMANDS), None)
-    path = _config_path(argv)
+    path = config_path(argv)
     if path is not None and command not in (None, "demo"):  # the demo reads its own format
         values = read_settings(path)
         if isinstance(values.get("args"), dict):
@@ -69,15 +69,6 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
             values = values["args"]
         apply_settings(parser.commands[command], values, f"--config {path}")
     return parser.parse_args(argv)
-
-
-def _config_path(argv: list[str]) -> str | None:
-    for i, word in enumerate(argv):
-        if word == "--config" and i + 1 < len(argv):
-            return argv[i + 1]
-        if word.startswith("--config="):
-            return word.partition("=")[2]
-    return None
 
 
 def main(argv: list[str] | None = None) -> int:

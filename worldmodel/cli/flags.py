@@ -98,6 +98,16 @@ CONFIG_HELP = (
 )
 
 
+def config_path(argv: list[str]) -> str | None:
+    """The value of ``--config`` in ``argv`` (before parsing: the file sets the parser's defaults)."""
+    for i, word in enumerate(argv):
+        if word == "--config" and i + 1 < len(argv):
+            return argv[i + 1]
+        if word.startswith("--config="):
+            return word.partition("=")[2]
+    return None
+
+
 def read_settings(path: str) -> dict[str, Any]:
     """The JSON object in ``path``, with one-line errors naming the file."""
     try:
