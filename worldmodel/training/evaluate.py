@@ -10,7 +10,12 @@ frames are never scored). Reported per future step, averaged over sequences:
 - the copy-last-frame baseline: the last context frame repeated, scored the same way;
 - ``bpp``, for models with an exact likelihood (a ``bits_per_dim(frames, actions, n_past, *,
   generator)`` method returning ``(B, n_future)``, e.g. VideoFlow): bits per dimension of each
-  future frame given the true past.
+  future frame given the true past;
+- with an LPIPS network (``perceptual.LPIPS``): LPIPS per future step, best-of-N being per
+  sequence the sample with the *lowest* mean LPIPS (each metric's own best sample, as SAVP and
+  SRVP report LPIPS), mean-of-N and the copy-last baseline as above;
+- with an I3D (``perceptual.I3D``): FVD between the true windows and one sample per sequence
+  (context frames included, ``n_past + n_future`` frames), and the baseline's FVD.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from torch.utils.data import DataLoader, Dataset
 from worldmodel.data.batch import frames_to_float, frames_to_uint8
 from worldmodel.dynamics.base import LatentDynamics
 from worldmodel.training.metrics import psnr, ssim
+from worldmodel.training.perceptual import I3D, LPIPS, frechet_distance_of, i3d_embeddings, lpips_distances
 
 
 @dataclasses.dataclass
@@ -48,17 +54,39 @@ class EvalResult:
     sample) for the first ``V`` sequences, context frames included."""
     bpp: list[float] | None = None
     """Bits per dimension per future step (models with a likelihood; ``None`` otherwise)."""
+    lpips: list[float] | None = None
+    """LPIPS per future step of each sequence's lowest-LPIPS sample (``None`` without an LPIPS
+    network; ``mean_of_n`` and ``baseline`` then hold ``lpips`` too)."""
+    fvd: float | None = None
+    """FVD of one sample per sequence against the true windows (``None`` without an I3D)."""
+    fvd_baseline: float | None = None
+    """FVD of the copy-last-frame windows."""
+    perceptual: dict[str, Any] | None = None
+    """How LPIPS and FVD were computed: ``lpips_net``, ``fvd_videos``, ``fvd_frames``,
+    ``fvd_resolution`` (the ones that ran)."""
 
     def to_json(self, **info: Any) -> dict[str, Any]:
-        """The report: per-step lists, their means, mean-of-N, the baseline, plus ``info``."""
+        """The report: per-step lists, their means, mean-of-N, the baseline, plus ``info``.
 
-        def block(p: list[float], s: list[float]) -> dict[str, Any]:
-            return {"psnr": p, "ssim": s, "psnr_mean": float(np.mean(p)), "ssim_mean": float(np.mean(s))}
+        With LPIPS, each block gains ``lpips`` and ``lpips_mean``; with FVD, the top level gains
+        ``fvd`` (one sample per sequence) and ``baseline`` its ``fvd``; ``perceptual`` says how."""
 
+        def block(
+            p: list[float], s: list[float], lp: list[float] | None, fvd: float | None
+        ) -> dict[str, Any]:
+            out = {"psnr": p, "ssim": s, "psnr_mean": float(np.mean(p)), "ssim_mean": float(np.mean(s))}
+            if lp is not None:
+                out.update(lpips=lp, lpips_mean=float(np.mean(lp)))
+            if fvd is not None:
+                out["fvd"] = fvd
+            return out
+
+        m, b = self.mean_of_n, self.baseline
         return {
-            **block(self.psnr, self.ssim),
-            "mean_of_n": block(self.mean_of_n["psnr"], self.mean_of_n["ssim"]),
-            "baseline": block(self.baseline["psnr"], self.baseline["ssim"]),
+            **block(self.psnr, self.ssim, self.lpips, self.fvd),
+            "mean_of_n": block(m["psnr"], m["ssim"], m.get("lpips"), None),
+            "baseline": block(b["psnr"], b["ssim"], b.get("lpips"), self.fvd_baseline),
+            **({"perceptual": self.perceptual} if self.perceptual else {}),
             "sequences": self.sequences,
             "samples": self.samples,
             **({"bpp": self.bpp, "bpp_mean": float(np.mean(self.bpp))} if self.bpp is not None else {}),
@@ -80,6 +108,9 @@ def evaluate(
     seed: int = 0,
     temperature: float = 1.0,
     progress: Callable[[int], None] | None = None,
+    lpips: LPIPS | None = None,
+    i3d: I3D | None = None,
+    fvd_resolution: int = 224,
 ) -> EvalResult:
     """Best-of-N / mean-of-N PSNR and SSIM per future step, and the copy-last baseline.
 
@@ -98,12 +129,19 @@ def evaluate(
             ``max_rollouts`` give the same numbers; another batching draws other samples).
         temperature: scales the model's sampling noise (1: as trained; 0: the mean).
         progress: called with the number of sequences finished after each batch.
+        lpips: an LPIPS network on the model's device (``perceptual.load_lpips``): adds LPIPS.
+        i3d: a Kinetics-400 I3D on the model's device (``perceptual.load_i3d``): adds FVD (needs
+            at least 2 sequences).
+        fvd_resolution: frames are resized to this square size for the I3D (224 as published).
     """
     if n_past < 1 or n_future < 1 or samples < 1:
         raise ValueError(f"need n_past, n_future, samples >= 1, got {n_past}, {n_future}, {samples}")
     total = len(dataset) if sequences is None else min(sequences, len(dataset))
     if total < 1:
         raise ValueError("the evaluation dataset is empty")
+    if i3d is not None and total < 2:
+        raise ValueError(f"FVD compares distributions and needs at least 2 sequences, got {total}")
+    extra = None if lpips is None and i3d is None else _Perceptual(lpips, i3d, n_future, fvd_resolution)
     device = model.device
     gen = torch.Generator(device).manual_seed(seed)
     bits_per_dim = getattr(model, "bits_per_dim", None)
@@ -134,6 +172,8 @@ def evaluate(
         last = frames_to_float(frames[:, n_past - 1 : n_past]).expand_as(truth)
         sums["cp"] += psnr(last, truth).double().cpu().sum(0)
         sums["cs"] += ssim(last, truth).double().cpu().sum(0)
+        if extra is not None:
+            extra.add(frames, truth, pred, last, n_past)
         keep = min(b, video_sequences - len(videos["truth"]))
         if keep > 0:
             other = torch.randint(samples, (keep,), generator=pick)
@@ -147,7 +187,7 @@ def evaluate(
         if progress is not None:
             progress(done)
     mean = {k: (v / done).tolist() for k, v in sums.items()}
-    return EvalResult(
+    result = EvalResult(
         psnr=mean["bp"],
         ssim=mean["bs"],
         mean_of_n={"psnr": mean["mp"], "ssim": mean["ms"]},
@@ -157,6 +197,57 @@ def evaluate(
         videos={k: torch.stack(v).numpy() for k, v in videos.items() if v},
         bpp=mean["bpp"] if bits_per_dim is not None else None,
     )
+    if extra is not None:
+        extra.finish(result, done, n_past + n_future)
+    return result
+
+
+class _Perceptual:
+    """LPIPS sums and I3D embeddings gathered batch by batch, written into the result at the end."""
+
+    def __init__(self, lpips: LPIPS | None, i3d: I3D | None, n_future: int, resolution: int) -> None:
+        self.lpips, self.i3d, self.resolution = lpips, i3d, resolution
+        self.batch = 256 if lpips is None or lpips.net_name == "alex" else 64  # VGG's 64² maps are large
+        self.sums = {k: torch.zeros(n_future, dtype=torch.float64) for k in ("best", "mean", "copy")}
+        self.embeddings: dict[str, list[Tensor]] = {"real": [], "fake": [], "copy": []}
+
+    def add(self, frames: Tensor, truth: Tensor, pred: Tensor, last: Tensor, n_past: int) -> None:
+        """``frames`` uint8 ``(B, T, H, W, 3)``; ``truth``, ``last`` float ``(B, F, 3, H, W)``;
+        ``pred`` float ``(B, N, F, 3, H, W)``."""
+        if self.lpips is not None:
+            lp = lpips_distances(self.lpips, pred, truth[:, None].expand_as(pred), batch=self.batch)
+            lp = lp.double().cpu()  # (B, N, F)
+            best = lp.mean(-1).argmin(-1)  # LPIPS's own best sample: the lowest
+            self.sums["best"] += lp[torch.arange(len(lp)), best].sum(0)
+            self.sums["mean"] += lp.mean(1).sum(0)
+            self.sums["copy"] += (
+                lpips_distances(self.lpips, last, truth, batch=self.batch).double().cpu().sum(0)
+            )
+        if self.i3d is not None:
+            context = frames_to_float(frames[:, :n_past])
+            # The first sample of each sequence, quantised as a saved video would be.
+            fake = torch.cat([context, frames_to_float(frames_to_uint8(pred[:, 0]))], 1)
+            for key, video in (
+                ("real", frames_to_float(frames)),
+                ("fake", fake),
+                ("copy", torch.cat([context, last], 1)),
+            ):
+                self.embeddings[key].append(i3d_embeddings(self.i3d, video, resolution=self.resolution))
+
+    def finish(self, result: EvalResult, done: int, frames: int) -> None:
+        info: dict[str, Any] = {}
+        if self.lpips is not None:
+            mean = {k: (v / done).tolist() for k, v in self.sums.items()}
+            result.lpips = mean["best"]
+            result.mean_of_n["lpips"] = mean["mean"]
+            result.baseline["lpips"] = mean["copy"]
+            info["lpips_net"] = self.lpips.net_name
+        if self.i3d is not None:
+            real, fake, copy = (torch.cat(self.embeddings[k]) for k in ("real", "fake", "copy"))
+            result.fvd = frechet_distance_of(real, fake)
+            result.fvd_baseline = frechet_distance_of(real, copy)
+            info.update(fvd_videos=done, fvd_frames=frames, fvd_resolution=self.resolution)
+        result.perceptual = info
 
 
 def _rollouts(
