@@ -66,14 +66,14 @@ def frame(payload: bytes) -> bytes:
 
 
 class ShardWriter:
-    """Writes a shard to ``<name>.tmp-<pid>``; :meth:`finish` fsyncs and renames it into place.
+    """Writes a shard to a temporary name (``files.temp_path``); :meth:`finish` commits it into place.
 
     Returns the shard's manifest entry (file, size, sha256, per-record ``[offset, length, crc32]``).
     """
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
-        self.tmp = self.path.with_name(f"{self.path.name}.tmp-{os.getpid()}")
+        self.tmp = files.temp_path(self.path)
         self._f = open(self.tmp, "wb")
         self._sha = hashlib.sha256()
         self._pos = 0
@@ -92,10 +92,8 @@ class ShardWriter:
 
     def finish(self) -> dict[str, Any]:
         """Flush, fsync, rename to the final name; the manifest entry of this shard."""
-        self._f.flush()
-        os.fsync(self._f.fileno())
         self._f.close()
-        os.replace(self.tmp, self.path)
+        files.commit(self.tmp, self.path)  # fsync, the usual mode, rename
         return {
             "file": self.path.name,
             "bytes": self._pos,

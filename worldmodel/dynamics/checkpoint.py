@@ -16,10 +16,8 @@ infinite values. ``weights_sha256`` fingerprints a model's weights (head files r
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -30,6 +28,7 @@ from torch import Tensor
 from worldmodel.dynamics.base import LatentDynamics
 from worldmodel.dynamics.registry import build_config, name_of, resolve
 from worldmodel.errors import CheckpointError
+from worldmodel.files import atomic_path, disk_full
 
 FORMAT = 1
 
@@ -117,78 +116,28 @@ def model_sha256(model: torch.nn.Module) -> str:
     return weights_sha256(model.state_dict())
 
 
-def _umask() -> int:
-    """The process umask, read without changing it where Linux allows (``os.umask`` swaps it for a
-    moment, during which another thread's new file would get mode 0o666)."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def _disk_full(err: OSError) -> bool:
-    return err.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
-
-
 def atomic_save(obj: Any, path: str | os.PathLike, *, check_finite: bool = True) -> Path:
-    """``torch.save`` to a temporary file beside ``path``, fsync, then rename over it.
+    """``torch.save`` through ``worldmodel.files.atomic_path`` (temporary file, fsync, rename; the
+    mode ``open()`` would give).
 
-    The file's mode is ``0o666 & ~umask``, as ``open()`` would make it. With ``check_finite``
-    (the default) an ``obj`` holding a NaN or infinite floating tensor is refused
-    (``NonFiniteError``) before anything is written, so it never replaces a good file. A full disk
-    is a ``CheckpointError`` saying so; either way ``path`` is left as it was and no temporary file
-    remains."""
+    With ``check_finite`` (the default) an ``obj`` holding a NaN or infinite floating tensor is
+    refused (``NonFiniteError``) before anything is written, so it never replaces a good file. A full
+    disk is a ``CheckpointError`` saying so; either way ``path`` is left as it was and no temporary
+    file remains."""
     path = Path(path)
     if check_finite:
         bad = first_nonfinite(obj)
         if bad is not None:
             kept = f"the previous {path} is kept" if path.exists() else "nothing was written"
             raise NonFiniteError(f"{path}: not written: {bad} holds NaN or infinite values; {kept}")
-    existed = path.exists()
-    tmp = None
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "wb") as f:
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
             torch.save(obj, f)
-            f.flush()
-            os.fchmod(f.fileno(), 0o666 & ~_umask())
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        tmp = None
     except OSError as err:
-        if not _disk_full(err):
-            raise
-        kept = f"the previous {path} survived intact" if existed else f"no {path} was written"
-        raise CheckpointError(
-            f"{path}: the disk is full ({err.strerror or err}); {kept} and no temporary file was "
-            "left: free some space and try again"
-        ) from err
-    finally:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
-    _fsync_dir(path.parent)
+        if disk_full(err):
+            raise CheckpointError(str(err)) from err
+        raise
     return path
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make a rename in ``folder`` durable (best effort: not every file system allows it)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def save(model: LatentDynamics, path: str | os.PathLike, step: int = 0, **fields: Any) -> Path:
