@@ -7,7 +7,9 @@ step per byte column, and the chunk CRCs are then merged pairwise: CRC is linear
 32×32 bit matrix, applied through four 256-entry byte tables. Leading zero bytes leave a zero-init
 CRC unchanged, which lets the message be padded at the front to a multiple of the chunk count, and
 the standard initial value ``0xFFFFFFFF`` is the same as inverting the first four bytes.
-If the optional ``google_crc32c`` or ``crc32c`` packages are installed, they are used instead.
+If the optional ``google_crc32c`` (``pip install worldmodel[crc32c]``) or ``crc32c`` packages are
+installed, they are used instead (``BACKEND`` names the one in use; ``benchmarks/crc32c_speed.py``
+measures the difference); the NumPy path stays the fallback and is tested on its own.
 """
 
 from __future__ import annotations
@@ -132,6 +134,7 @@ def _merge_tables(level: int) -> np.ndarray:
 
 
 def _crc32c_numpy(data: bytes | bytearray | memoryview) -> int:
+    """CRC-32C in NumPy whatever backend is installed (the fallback, and the reference in tests)."""
     view = memoryview(data).cast("B")
     if len(view) < 256:
         return _crc_py(view, 0xFFFFFFFF) ^ 0xFFFFFFFF
@@ -141,22 +144,29 @@ def _crc32c_numpy(data: bytes | bytearray | memoryview) -> int:
 
 
 def _pick_backend():
+    """``(name, function)`` of the fastest CRC-32C available: a C package, else NumPy."""
     try:
         import google_crc32c  # type: ignore[import-not-found]
 
-        return lambda data: google_crc32c.value(bytes(data))
+        if getattr(google_crc32c, "implementation", "c") != "c":
+            # its pure-Python fallback is a byte loop, far slower than the NumPy path here
+            raise ImportError("google_crc32c without its C extension")
+        # value() takes read-only bytes only; bytes(b) of a bytes object is the same object, no copy
+        return "google-crc32c", lambda data: google_crc32c.value(bytes(data))
     except ImportError:
         pass
     try:
         import crc32c as _crc32c_mod  # type: ignore[import-not-found]
 
-        return lambda data: _crc32c_mod.crc32c(data)
+        return "crc32c", lambda data: _crc32c_mod.crc32c(data)
     except ImportError:
         pass
-    return _crc32c_numpy
+    return "numpy", _crc32c_numpy
 
 
-_backend = _pick_backend()
+crc32c_numpy = _crc32c_numpy
+BACKEND, _backend = _pick_backend()
+"""The CRC-32C implementation in use: ``"google-crc32c"``, ``"crc32c"`` or ``"numpy"``."""
 
 
 def crc32c(data: bytes | bytearray | memoryview) -> int:
