@@ -13,6 +13,15 @@ import torch
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 
+@pytest.fixture
+def one_thread():
+    """Tiny nets are faster single-threaded (and do not fight over a shared CPU)."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 def pytest_collection_modifyitems(config, items):
     """Skip `gpu` tests when no CUDA device is present, with the reason shown."""
     if torch.cuda.is_available():

@@ -92,8 +92,10 @@ def test_agent_scripts_take_another_runs_config(tmp_path, capsys):
     cfg.checkpoint, cfg.task, cfg.hyper, cfg.dream = "/m/last.pt", "reach", hyper, {**dream, "task_obs": True}
     cfg.save(tmp_path / "run")
     path = str(tmp_path / "run" / "config.json")
-    args = parse_with_run_config(agents_train.build_parser(), ["--config", path, "--out", "new", "--seed", "4"])
-    assert (args.algo, args.timesteps, args.num_envs, args.obs, args.task) == ("ppo", 500, 4, "latent", "reach")
+    parser = agents_train.build_parser()
+    args = parse_with_run_config(parser, ["--config", path, "--out", "new", "--seed", "4"])
+    assert (args.algo, args.timesteps, args.num_envs, args.obs) == ("ppo", 500, 4, "latent")
+    assert args.task == "reach"
     assert (args.lr, args.n_steps, args.horizon, args.pool_size, args.temperature) == (1e-3, 16, 30, 8, 0.5)
     assert args.task_obs is True and args.checkpoint == "/m/last.pt" and args.seed == 4  # the flag wins
     # a dream run's settings that the real-sim script has no flag for are named
@@ -102,4 +104,5 @@ def test_agent_scripts_take_another_runs_config(tmp_path, capsys):
     cfg.hyper["gamma"] = 1.5
     cfg.save(tmp_path / "bad")
     with pytest.raises(ValueError, match="gamma must be a finite number in"):
-        parse_with_run_config(agents_train.build_parser(), ["--config", str(tmp_path / "bad" / "config.json")])
+        bad = str(tmp_path / "bad" / "config.json")
+        parse_with_run_config(agents_train.build_parser(), ["--config", bad])

@@ -112,15 +112,6 @@ def test_decode_after_initial_is_the_last_context_frame():
 # --- action conditioning is real -------------------------------------------------------------
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny nets are faster single-threaded (and do not fight over a shared CPU)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def _train_and_score(steps: int, shuffle: bool, seed: int = 0) -> float:
     """Train tiny SVG-LP on moving_square; return 5-step MSE / copy-last-frame MSE on held-out data."""
     torch.manual_seed(seed)

@@ -32,15 +32,6 @@ def _clip_inputs(model, b: int = 3, seed: int = 0):
     return context, z, actions
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny nets are faster single-threaded (and do not fight over a shared CPU)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 # --- the published settings -------------------------------------------------------------------
 
 

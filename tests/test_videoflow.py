@@ -19,15 +19,6 @@ from worldmodel.dynamics.videoflow import VideoFlow, WarmupAdam, allowed_dilatio
 from worldmodel.training.evaluate import evaluate
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny nets are faster single-threaded (and do not fight over a shared CPU)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def _model(seed: int = 0, **kw) -> VideoFlow:
     torch.manual_seed(seed)
     return make("videoflow", preset="tiny", **kw)
