@@ -460,9 +460,102 @@ def run(args: argparse.Namespace) -> int:
             f"{out} holds a demo run with other settings ({stored}); choose another --out or delete it"
         )
     write_json_atomic(stored, settings)
+    write_json_atomic(out / "run.json", run_info(args, cfg))  # the report's "Run" section
     print(f"worldmodel demo: profile {profile}, model {cfg.model} ({cfg.preset}), output {out}", flush=True)
     tic = time.perf_counter()
     report = Pipeline(cfg, out).run()
     print(f"worldmodel demo: finished in {time.perf_counter() - tic:.0f} s; report: {report}")
     print(f"  TensorBoard: tensorboard --logdir {out}")
     return 0
+
+
+# --- what the report's "Run" section shows (asked here, in the CLI: the library never runs git) ---
+def command_line(args: argparse.Namespace) -> str:
+    """``worldmodel demo`` with the flags of ``args`` that differ from their defaults, as a shell
+    line (read off the parser, so a flag added to ``add_arguments`` shows without more code)."""
+    import shlex
+
+    parser = argparse.ArgumentParser(add_help=False)
+    add_arguments(parser)
+    words = ["worldmodel", "demo"]
+    for action in parser._actions:  # argparse keeps its flags there (no public list)
+        value = getattr(args, action.dest, action.default)
+        if not action.option_strings or value == action.default:
+            continue
+        flag = max(action.option_strings, key=len)
+        if action.nargs == 0:  # store_true and the like
+            words.append(flag)
+        elif isinstance(value, list):  # append
+            words += [w for v in value for w in (flag, str(v))]
+        else:
+            words += [flag, str(value)]
+    return shlex.join(words)
+
+
+def git_commit(root: Path) -> str | None:
+    """The commit checked out in ``root`` (``+ uncommitted changes`` when tracked files differ), or
+    ``None`` when ``root`` is not the top of a git checkout (an installed package) or git is absent."""
+
+    def git(*cmd: str) -> str | None:
+        try:
+            done = subprocess.run(["git", "-C", str(root), *cmd], capture_output=True, text=True, timeout=20)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    top = git("rev-parse", "--show-toplevel")
+    if top is None or Path(top).resolve() != root.resolve():
+        return None  # e.g. site-packages inside some other repository
+    head = git("rev-parse", "HEAD")
+    if not head:
+        return None
+    dirty = git("status", "--porcelain", "--untracked-files=no")
+    return head + (" + uncommitted changes" if dirty else "")
+
+
+def _cpu_model() -> str:
+    import platform
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+        else:
+            name = platform.processor() or platform.machine()
+    except OSError:
+        name = platform.processor() or platform.machine()
+    return f"{name} ({os.cpu_count()} logical cores)"
+
+
+def hardware(device: str) -> dict[str, str | None]:
+    """The machine the demo ran on: device, GPU, CPU, torch, Python, OS."""
+    import platform
+
+    import torch
+
+    cuda = torch.cuda.is_available()
+    gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if cuda else []
+    return {
+        "device": ("cuda" if cuda else "cpu") if device == "auto" else device,
+        "gpu": ", ".join(gpus) if gpus else None,
+        "cpu": _cpu_model(),
+        "torch": torch.__version__ + (f" (CUDA {torch.version.cuda})" if torch.version.cuda else ""),
+        "python": platform.python_version(),
+        "os": platform.platform(),
+    }
+
+
+def run_info(args: argparse.Namespace, cfg: DemoConfig) -> dict[str, Any]:
+    """``run.json``: the command, the working folder, the worldmodel version, the git commit (from a
+    checkout only), the hardware and the start time of this invocation."""
+    import worldmodel
+
+    return {
+        "command": command_line(args),
+        "cwd": os.getcwd(),
+        "version": worldmodel.__version__,
+        "commit": git_commit(Path(worldmodel.__file__).resolve().parent.parent),
+        "hardware": hardware(cfg.device),
+        "started": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+    }

@@ -54,6 +54,9 @@ class EvalResult:
     sample) for the first ``V`` sequences, context frames included."""
     bpp: list[float] | None = None
     """Bits per dimension per future step (models with a likelihood; ``None`` otherwise)."""
+    per_sequence: dict[str, dict[str, list[list[float]]]] | None = None
+    """``best``, ``mean_of_n`` and ``baseline`` → ``psnr`` / ``ssim`` per sequence and step
+    ``(sequences, n_future)``: the spread behind the means (intervals, paired comparisons)."""
     lpips: list[float] | None = None
     """LPIPS per future step of each sequence's lowest-LPIPS sample (``None`` without an LPIPS
     network; ``mean_of_n`` and ``baseline`` then hold ``lpips`` too)."""
@@ -90,6 +93,7 @@ class EvalResult:
             "sequences": self.sequences,
             "samples": self.samples,
             **({"bpp": self.bpp, "bpp_mean": float(np.mean(self.bpp))} if self.bpp is not None else {}),
+            **({"per_sequence": _rounded(self.per_sequence)} if self.per_sequence else {}),
             **info,
         }
 
@@ -151,6 +155,7 @@ def evaluate(
     subset = torch.utils.data.Subset(dataset, range(total))
     keys = ("bp", "bs", "mp", "ms", "cp", "cs", "bpp")
     sums = {k: torch.zeros(n_future, dtype=torch.float64) for k in keys}
+    per_seq: dict[str, list[Tensor]] = {k: [] for k in keys[:-1]}  # (B, F) per batch
     videos: dict[str, list[Tensor]] = {"truth": [], "best": [], "random": []}
     done = 0
     for batch in DataLoader(subset, batch_size=per_batch, shuffle=False):
@@ -170,8 +175,11 @@ def evaluate(
         sums["mp"] += p.mean(1).sum(0)
         sums["ms"] += s.mean(1).sum(0)
         last = frames_to_float(frames[:, n_past - 1 : n_past]).expand_as(truth)
-        sums["cp"] += psnr(last, truth).double().cpu().sum(0)
-        sums["cs"] += ssim(last, truth).double().cpu().sum(0)
+        cp, cs = psnr(last, truth).double().cpu(), ssim(last, truth).double().cpu()
+        sums["cp"] += cp.sum(0)
+        sums["cs"] += cs.sum(0)
+        for k, v in zip(per_seq, (p[rows, best], s[rows, best], p.mean(1), s.mean(1), cp, cs), strict=True):
+            per_seq[k].append(v)
         if extra is not None:
             extra.add(frames, truth, pred, last, n_past)
         keep = min(b, video_sequences - len(videos["truth"]))
@@ -196,6 +204,10 @@ def evaluate(
         samples=samples,
         videos={k: torch.stack(v).numpy() for k, v in videos.items() if v},
         bpp=mean["bpp"] if bits_per_dim is not None else None,
+        per_sequence={
+            block: {"psnr": torch.cat(per_seq[kp]).tolist(), "ssim": torch.cat(per_seq[ks]).tolist()}
+            for block, kp, ks in (("best", "bp", "bs"), ("mean_of_n", "mp", "ms"), ("baseline", "cp", "cs"))
+        },
     )
     if extra is not None:
         extra.finish(result, done, n_past + n_future)
@@ -248,6 +260,14 @@ class _Perceptual:
             result.fvd_baseline = frechet_distance_of(real, copy)
             info.update(fvd_videos=done, fvd_frames=frames, fvd_resolution=self.resolution)
         result.perceptual = info
+
+
+def _rounded(per_sequence: dict[str, dict[str, list[list[float]]]]) -> dict[str, Any]:
+    """4 decimals (0.1 mdB, 1e-4 SSIM) keep a 128-sequence report small and lose nothing shown."""
+    return {
+        b: {m: [[round(v, 4) for v in row] for row in rows] for m, rows in d.items()}
+        for b, d in per_sequence.items()
+    }
 
 
 def _rollouts(
