@@ -394,6 +394,8 @@ class SVG(LatentDynamics):
             if sample:
                 z = temperature * self._eps(noise, z, generator)
             inp.insert(1, z)
+        elif noise is not None and tuple(noise.shape) != (b, 0):  # svg-det draws nothing
+            raise ValueError(f"noise: svg-det takes no noise (shape ({b}, 0)), got {tuple(noise.shape)}")
         g, ph, pc = self.predictor(torch.cat(inp, 1), state["pred_h"], state["pred_c"])
         frame = self._decode(g, state)
         h, new_skips = self._encode_frames(frame)
