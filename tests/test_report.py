@@ -177,7 +177,7 @@ def test_quality_verdict_uses_paired_intervals():
     # Means only (an older eval.json): the means decide, and it says no interval was available.
     text = quality_verdict("ssim", [0.5, 0.7], [0.6, 0.6])
     assert text.startswith("the model beats copy-last on SSIM at step 2 of 2, below it at step 1")
-    assert "no per-sequence scores" in text
+    assert "means only, no interval" in text
 
 
 def test_plan_verdict_and_intervals_are_wilson():
@@ -394,3 +394,14 @@ def test_screenshot_script_renders_the_report_in_chromium(tmp_path):
     assert not list(tmp_path.glob(".shot.png*"))  # the temporary file was renamed
     bad = subprocess.run([*cmd[:2], str(tmp_path / "missing.html"), str(png)], capture_output=True, text=True)
     assert bad.returncode == 2 and "no such report file" in bad.stderr
+
+
+def test_one_sequence_gets_means_and_no_interval(tmp_path):
+    config = _demo_folder(tmp_path)
+    ev = json.loads((tmp_path / "eval.json").read_text())
+    ev["sequences"] = 1
+    ev["per_sequence"] = {k: {m: rows[:1] for m, rows in v.items()} for k, v in ev["per_sequence"].items()}
+    (tmp_path / "eval.json").write_text(json.dumps(ev))
+    html = build_report(tmp_path, config, {}).html()
+    assert "One sequence, so no interval." in html and "nan" not in html
+    assert "beats copy-last on PSNR at all 2 predicted steps (means only, no interval)" in html

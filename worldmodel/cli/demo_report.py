@@ -186,7 +186,7 @@ def quality_verdict(
     n = len(mean)
     above = [t + 1 for t in range(n) if lo[t] > 0]
     below = [t + 1 for t in range(n) if hi[t] < 0]
-    how = "paired 95 % intervals" if paired else "means only: eval.json has no per-sequence scores"
+    how = "paired 95 % intervals" if paired else "means only, no interval"
     if len(above) == n:
         return f"{label} beats copy-last on {name} at all {n} predicted steps ({how})"
     if not above:
@@ -204,6 +204,8 @@ def quality_verdict(
 def _quality_blocks(ev: dict[str, Any]) -> dict[str, tuple[dict, dict | None]]:
     """``{legend label: (block of per-step means, its per-sequence scores or None)}``."""
     n, per = ev["samples"], ev.get("per_sequence") or {}
+    if ev["sequences"] < 2:  # no spread to make an interval of
+        per = {}
     return {
         f"best of {n}": (ev, per.get("best")),
         f"mean of {n}": (ev["mean_of_n"], per.get("mean_of_n")),
@@ -223,6 +225,8 @@ def _quality_chart(rep: Report, ev: dict[str, Any], metric: str, unit: str, coun
     caption = f"{counted}, {n_samples} samples each, {ev['n_past']} context frames, {len(steps)} predicted."
     if bands:
         caption += " Shaded: 95 % interval of the mean over sequences."
+    elif ev["sequences"] < 2:
+        caption += " One sequence, so no interval."
     else:
         caption += " No per-sequence scores in eval.json (an older `worldmodel eval`), so no interval."
     gap = max(abs(a - b) for a, b in zip(ev[metric], ev["mean_of_n"][metric], strict=True))
