@@ -74,7 +74,7 @@ from worldmodel.envs.push_table import REST_ACTION
 from worldmodel.envs.task import TASKS, TaskSpec, wilson_interval
 from worldmodel.files import write_text_atomic
 from worldmodel.perf import keep_freed_memory
-from worldmodel.video import grid, write_video
+from worldmodel.video import add_tensorboard_video, grid, write_video
 
 ALGOS = ("ppo", "sac")
 OBS_TYPES = ("pixels", "latent")
@@ -427,7 +427,8 @@ def write_episodes_video(path: str | os.PathLike, frames: np.ndarray, fps: float
 class RealEvalCallback(BaseCallback):
     """Every ``cfg.eval_every`` timesteps (and at the end): evaluate in the real sim, log to TensorBoard
     (``real/*`` and, from the training env's finished episodes since the last evaluation,
-    ``{train_name}/*``), write a video and a line of ``eval.jsonl``, save ``last.zip``."""
+    ``{train_name}/*``), write a video (``videos/real_STEP.mp4``, and the same tiled frames as the
+    TensorBoard video ``real/video``) and a line of ``eval.jsonl``, save ``last.zip``."""
 
     def __init__(self, cfg: RunConfig, run: Path, make_env: Callable[[], gym.Env], say) -> None:
         super().__init__()
@@ -480,6 +481,12 @@ class RealEvalCallback(BaseCallback):
         if frames is not None:
             video = write_episodes_video(self.run / "videos" / f"real_{t:09d}.mp4", frames)
             row["video"] = str(video.relative_to(self.run))
+            writer = tensorboard_writer(self.logger)
+            if writer is not None:  # the MP4's frames: write_episodes_video tiles them the same way
+                add_tensorboard_video(
+                    writer, "real/video", grid(frames, ncols=min(4, len(frames))), t, fps=10
+                )
+                writer.flush()
         save_agent(self.model, self.run)
         row["seconds"] = round(time.perf_counter() - start, 2)
         with open(self.run / "eval.jsonl", "a") as f:
@@ -492,6 +499,52 @@ class RealEvalCallback(BaseCallback):
             line += f"; {self.train_name} success {row[self.train_name + '_success_rate']:.2f}"
         self.say(line)
         return row
+
+
+def tensorboard_writer(logger):
+    """The ``SummaryWriter`` of an SB3 logger's TensorBoard output, or ``None`` (no such output)."""
+    from stable_baselines3.common.logger import TensorBoardOutputFormat
+
+    for fmt in getattr(logger, "output_formats", ()):
+        if isinstance(fmt, TensorBoardOutputFormat):
+            return fmt.writer
+    return None
+
+
+SB3_HPARAMS = (
+    "learning_rate",
+    "gamma",
+    "batch_size",
+    "n_steps",
+    "n_epochs",
+    "gae_lambda",
+    "ent_coef",
+    "vf_coef",
+    "max_grad_norm",
+    "buffer_size",
+    "learning_starts",
+    "tau",
+    "gradient_steps",
+)
+"""SB3 attributes recorded as ``sb3.*`` hparams when the algorithm has them as plain values."""
+
+
+def agent_hparams(cfg: RunConfig, model) -> dict[str, Any]:
+    """The run's settings as TensorBoard hparams: ``RunConfig``'s fields (``dream.*`` for the dream
+    options) and the SB3 hyperparameters in effect (``sb3.*``: the algorithm's values, defaults
+    included; schedules are left out), as numbers or text."""
+    from worldmodel.training.trainer import hparam_value
+
+    values: dict[str, Any] = {
+        k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("dream", "hyper", "format")
+    }
+    values.update({f"dream.{k}": v for k, v in cfg.dream.items()})
+    for name in SB3_HPARAMS:
+        value = getattr(model, name, None)
+        if isinstance(value, (int, float, str)):
+            values[f"sb3.{name}"] = value
+    values.update({f"sb3.{k}": v for k, v in cfg.hyper.items() if not callable(v)})
+    return {k: hparam_value(v) for k, v in values.items() if v is not None}
 
 
 class ProgressCallback(BaseCallback):
@@ -773,15 +826,23 @@ def train(
 
     ``RUN/config.json`` is written here, once SB3 has accepted the settings (a value it refuses
     leaves a new run folder without a config, so the corrected command can use it).
+
+    TensorBoard (``RUN/tb``, one run for the whole training, resumes appending): SB3's
+    ``rollout/*``, ``train/*`` and ``time/*``, the real evaluations' ``real/*`` and ``{dream,
+    train_env}/*`` scalars and ``real/video`` (``RealEvalCallback``), and, written once when the
+    agent is new (not on resume, so the HParams tab keeps one row per run), ``agent_hparams`` as
+    hparams with ``real/success_rate``, ``real/final_distance``, the training env's success rate
+    and ``rollout/ep_rew_mean`` as metrics (the tab shows their latest values).
     """
-    from stable_baselines3.common.logger import configure
+    from stable_baselines3.common.logger import HParam, configure
     from stable_baselines3.common.vec_env import VecMonitor
 
     say = _say(progress)
     venv = VecMonitor(make_train_env())
     ckpt = checkpoint_path(run)
+    resumed = resume and ckpt.is_file()
     try:
-        if resume and ckpt.is_file():
+        if resumed:
             model = load_agent(cfg, ckpt, venv)
             if getattr(model, "replay_buffer", None) is not None:
                 _resume_replay_buffer(model, run, say)
@@ -796,6 +857,18 @@ def train(
     model.set_random_seed(cfg.seed + model.num_timesteps)
     # One TensorBoard folder for the whole run: a resumed run appends to the same curves.
     model.set_logger(configure(str(run / "tb"), ["tensorboard"]))
+    if not resumed:  # once per run, in tb/ itself (one HParams row; a resume adds none)
+        train_name = "dream" if cfg.env == "dream" else "train_env"
+        metrics = (
+            "real/success_rate",
+            "real/final_distance",
+            f"{train_name}/success_rate",
+            "rollout/ep_rew_mean",
+        )
+        # The HParams tab shows each metric's latest scalar (the final real success rate).
+        hparams = HParam(agent_hparams(cfg, model), dict.fromkeys(metrics, 0.0))
+        model.logger.record("hparams", hparams, exclude=("stdout", "log", "json", "csv"))
+        model.logger.dump(model.num_timesteps)
     remaining = cfg.timesteps - model.num_timesteps
     if remaining <= 0:
         say(f"{run}: already at {model.num_timesteps} >= {cfg.timesteps} steps; nothing to do")

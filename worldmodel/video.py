@@ -1,4 +1,5 @@
-"""Grids of frame sequences and MP4/GIF writing (moviepy), shared by ``show``, training and eval."""
+"""Grids of frame sequences, MP4/GIF writing (moviepy) and TensorBoard videos, shared by ``show``,
+training, eval and the agent scripts."""
 
 from __future__ import annotations
 
@@ -69,3 +70,41 @@ def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float = 10.0) 
         clip.close()
         tmp.unlink(missing_ok=True)
     return path
+
+
+def add_tensorboard_video(writer, tag: str, frames: np.ndarray, step: int, fps: float = 4.0) -> None:
+    """Log uint8 ``(T, H, W, 3)`` frames to TensorBoard as a video: an animated GIF in an image
+    summary, which is what ``SummaryWriter.add_video`` writes (``add_video`` itself encodes through
+    ``moviepy.editor``, a module moviepy 2 removed). Shown in the Images tab, like ``add_video``'s.
+
+    Args:
+        writer: a ``torch.utils.tensorboard.SummaryWriter`` (SB3's TensorBoard output holds one).
+        tag: e.g. ``samples/video`` or ``real/video``.
+        frames: uint8 ``(T, H, W, 3)`` (a torch tensor too).
+        step: the global step.
+        fps: playback speed.
+    """
+    from tensorboard.compat.proto.summary_pb2 import Summary
+
+    frames = np.asarray(frames.cpu() if hasattr(frames, "cpu") else frames)
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or len(frames) == 0:
+        raise ValueError(f"frames: expected non-empty uint8 (T, H, W, 3), got {frames.dtype} {frames.shape}")
+    _t, h, w, c = frames.shape
+    image = Summary.Image(height=h, width=w, colorspace=c, encoded_image_string=gif_bytes(frames, fps))
+    writer._get_file_writer().add_summary(Summary(value=[Summary.Value(tag=tag, image=image)]), step)
+
+
+def gif_bytes(frames: np.ndarray, fps: float = 4.0) -> bytes:
+    """uint8 ``(T, H, W, 3)`` frames as an animated, looping GIF file in memory (PIL: an adaptive
+    palette per frame, so frames of more than 256 colours are quantised; identical consecutive
+    frames are merged into one longer one)."""
+    import io
+
+    from PIL import Image
+
+    images = [Image.fromarray(f) for f in np.asarray(frames)]
+    buf = io.BytesIO()
+    images[0].save(
+        buf, format="GIF", save_all=True, append_images=images[1:], duration=round(1000 / fps), loop=0
+    )
+    return buf.getvalue()

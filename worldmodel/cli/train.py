@@ -34,6 +34,13 @@ _TRAIN_FLAGS: dict[str, tuple[str, Any, str]] = {
     "--device": ("device", str, "auto | cpu | cuda | cuda:N (default auto)"),
     "--amp": ("amp", str, "bf16 | none | auto (default auto: bf16 on CUDA)"),
     "--grad-clip": ("grad_clip", positive_float, "clip each optimiser's gradient norm (default: none)"),
+    "--eval-every": (
+        "eval_every",
+        nonneg_int,
+        "steps between held-out scores on the test split (eval/*, control/*); 0: none (default 1000)",
+    ),
+    "--eval-sequences": ("eval_sequences", positive_int, "test sequences scored (default 16)"),
+    "--eval-samples": ("eval_samples", positive_int, "samples per test sequence, best of N (default 4)"),
 }
 
 
@@ -122,6 +129,27 @@ def _train_config(args: argparse.Namespace, saved: dict[str, Any] | None):
     return TrainConfig(**values)
 
 
+def _held_out(args: argparse.Namespace, config, tcfg, say):
+    """The test split from step 0 for the trainer's held-out scores (whole episodes when the model
+    has a state head, so the control diagnostics can find the push), or ``None``: scores off, or
+    no usable test split (said once)."""
+    if not tcfg.eval_every:
+        return None
+    from worldmodel.data import open_dataset
+    from worldmodel.errors import DataError
+    from worldmodel.training.trainer import ZeroActions
+
+    kw = {"split": "test", "random_offset": False, "image_size": config.image_size}
+    try:
+        test = open_dataset(args.data, seq_len=config.seq_len, **kw)
+        if config.state_head and test.has_actions and test.episode_length > config.seq_len:
+            test = open_dataset(args.data, seq_len=test.episode_length, **kw)
+    except (DataError, ValueError) as err:
+        say(f"worldmodel train: no held-out scores (eval/*): {err}", file=sys.stderr)
+        return None
+    return test if test.has_actions else ZeroActions(test, config.action_dim)
+
+
 def run(args: argparse.Namespace) -> int:
     """Build (or restore) the model, open the data, train."""
     from worldmodel.data import open_dataset
@@ -178,7 +206,8 @@ def run(args: argparse.Namespace) -> int:
     cls, _ = resolve(args.model)
     torch.manual_seed(tcfg.seed)  # the initial weights
     model = cls(config)
-    trainer = Trainer(model, data, out, tcfg, progress=main and not args.no_progress)
+    held_out = _held_out(args, config, tcfg, say) if main else None
+    trainer = Trainer(model, data, out, tcfg, progress=main and not args.no_progress, eval_data=held_out)
     if main:  # the settings of this command, for `worldmodel train --config RUN/config.json`
         settings = settings_of(args, skip=("resume", "no_progress"))
         write_json_atomic(out / "config.json", {"command": "train", "args": settings})

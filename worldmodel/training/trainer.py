@@ -17,10 +17,42 @@ optimiser states. On the CPU, a run interrupted at a checkpoint and resumed repr
 uninterrupted loss curve and weights exactly (tests/test_trainer.py).
 
 Outputs in the run folder ``RUN``: ``checkpoints/last.pt`` (+ ``step_XXXXXXX.pt`` when
-``keep_every`` is set), ``tb/`` (TensorBoard: every loss term, metric, gradient norm, learning
-rate, frames/s, sample grids and videos), ``samples/step_XXXXXXX.gif`` (context | prediction |
-ground truth) and ``metrics.jsonl`` (the logged scalars, one JSON line per log step; a resume first
-drops the lines a killed run logged after its checkpoint, so every step appears once).
+``keep_every`` is set), ``tb/`` (TensorBoard, below), ``samples/step_XXXXXXX.gif`` (context |
+prediction | ground truth) and ``metrics.jsonl`` (the scalars of ``tb/``, one JSON line per step
+that logged any: a log step's line also holds that step's held-out scores; a resume first drops
+the lines a killed run logged after its checkpoint, so every step appears once).
+
+What goes to ``tb/`` (one TensorBoard run per run folder; tests/test_tensorboard.py lists the tags):
+
+- every ``log_every`` steps: ``loss`` and ``grad_norm`` (``loss/<key>``, ``grad_norm/<key>`` for
+  several optimisers), ``lr`` (``lr/<key>``), ``frames_per_s`` (the time spent on held-out
+  scores and samples not counted) and the model's ``metrics/<name>``;
+- every ``sample_every`` steps and at the last: ``samples/grid`` (an image) and ``samples/video``
+  (an animated GIF, TensorBoard's video format);
+- every ``eval_every`` steps and at the last, given held-out data (``eval_data``; the CLI passes
+  the dataset's test split): ``eval/psnr``, ``eval/ssim`` (best of ``eval_samples``, means over
+  the future frames), ``eval/psnr_mean_of_n``, ``eval/ssim_mean_of_n``, the copy-last-frame
+  baselines ``eval/psnr_copy_last``, ``eval/ssim_copy_last`` and, for likelihood models,
+  ``eval/bpp``: ``training.evaluate.evaluate`` on the first ``eval_sequences`` held-out
+  sequences (fixed for the run) with ``seed``, so the curve compares like with like. When the
+  model has a state head and the held-out data records states, also the control diagnostics
+  (``training.control.control_diagnostics`` on the same episodes, ``windows="moving"``, at
+  ``k = min(EVAL_CONTROL_K, T - n_past)`` steps, ``EVAL_CONTROL_CANDIDATES`` other episodes'
+  actions): ``control/ee_error_cm`` and ``control/ee_static_cm`` (dreamed end effector vs "stays
+  put"), ``control/target_error_cm`` and ``control/target_static_cm`` (the pushed object) and
+  ``control/rank_learned``, ``control/rank_pixels`` (rank score of the recorded actions: 1 best,
+  0.5 chance); a value the episodes leave undefined (no target moved) is not logged. Only the
+  main process evaluates, under its own generators: the training RNG streams (hence resumes)
+  are unaffected;
+- once, when a fresh run starts: the model config (``model.<field>``), the train config
+  (``train.<field>``, resolved batch size, learning rate, amp and device) and the data
+  fingerprint as TensorBoard hparams, with the loss and the held-out tags as its metrics, so the
+  HParams tab shows each run's latest (final) values. They are written into ``tb/`` itself (not
+  a timestamped subfolder as ``SummaryWriter.add_hparams`` makes), so a resumed run, which does
+  not write them again, stays one row.
+
+A resumed writer purges the events a killed run logged after its checkpoint (``purge_step``); a
+fresh one purges whatever an earlier attempt left in ``tb/``.
 
 Safety: a checkpoint is never written with a NaN or infinite weight, buffer or optimiser state
 (``atomic_save`` refuses it): when a diverging step has already spoiled the state (BatchNorm
@@ -34,7 +66,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import io
 import json
 import math
 import random
@@ -61,7 +92,7 @@ from worldmodel.dynamics.checkpoint import (
 from worldmodel.errors import CheckpointError
 from worldmodel.files import write_text_atomic
 from worldmodel.training import distributed as D
-from worldmodel.video import write_video
+from worldmodel.video import add_tensorboard_video, write_video
 
 
 class TrainingDivergedError(RuntimeError):
@@ -103,6 +134,13 @@ class TrainConfig:
     """Put the model's conv weights in channels-last memory format (CUDA)."""
     grad_clip: float | None = None
     """Clip each optimiser's gradient norm (the SVG reference uses none)."""
+    eval_every: int = 1000
+    """Steps between held-out scores (``eval/*``, ``control/*``; also at the last step) when the
+    trainer has ``eval_data``; 0 disables them."""
+    eval_sequences: int = 16
+    """Held-out sequences scored (the first ones of ``eval_data``, the same at every evaluation)."""
+    eval_samples: int = 4
+    """Samples per held-out sequence (best-of-N)."""
 
 
 @dataclasses.dataclass
@@ -115,6 +153,30 @@ class TrainResult:
     """Per step of this call: every loss term, named like the optimisers (``loss/<key>``)."""
     checkpoint: Path | None
     """The last checkpoint written."""
+
+
+EVAL_CONTROL_K = 10
+"""Steps after the context at which the in-training control diagnostics are read (fewer when the
+held-out episodes are shorter)."""
+EVAL_CONTROL_CANDIDATES = 7
+"""Other episodes' action sequences ranked against each recorded one during training."""
+
+_EVAL_TAGS = (
+    "eval/psnr",
+    "eval/ssim",
+    "eval/psnr_mean_of_n",
+    "eval/ssim_mean_of_n",
+    "eval/psnr_copy_last",
+    "eval/ssim_copy_last",
+)
+_CONTROL_TAGS = (
+    "control/ee_error_cm",
+    "control/ee_static_cm",
+    "control/target_error_cm",
+    "control/target_static_cm",
+    "control/rank_learned",
+    "control/rank_pixels",
+)
 
 
 # --- data -----------------------------------------------------------------------------------------
@@ -236,6 +298,12 @@ class Trainer:
         data_fingerprint: stored in checkpoints; ``resume`` refuses a different one. Defaults to
             ``dataset.fingerprint`` when the dataset has one.
         progress: show a tqdm progress bar (rank 0).
+        eval_data: held-out sequences scored every ``config.eval_every`` steps (module
+            docstring): items like ``dataset``'s with ``T >= seq_len`` frames from a fixed start
+            (e.g. ``open_dataset(..., split="test", random_offset=False)``); the first
+            ``seq_len`` frames are scored, and the control diagnostics read whole items, so pass
+            whole episodes (``seq_len=`` the episode length) for them to see a push. The first
+            ``config.eval_sequences`` items are read once, at construction (main process).
     """
 
     def __init__(
@@ -247,8 +315,14 @@ class Trainer:
         *,
         data_fingerprint: str | None = None,
         progress: bool = False,
+        eval_data: Dataset | None = None,
     ) -> None:
         self.config = cfg = config or TrainConfig()
+        for name in ("eval_sequences", "eval_samples"):
+            if getattr(cfg, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(cfg, name)}")
+        if cfg.eval_every < 0:
+            raise ValueError(f"eval_every must be >= 0 (0: no held-out scores), got {cfg.eval_every}")
         self.device = resolve_device(cfg.device)
         self.dist = D.init(self.device)
         if self.device.type == "cuda" and self.dist.enabled:
@@ -279,6 +353,10 @@ class Trainer:
         self._saved_step = -1
         self._writer = None
         self._sample_batch = self._fixed_batch() if cfg.sample_every and self.dist.is_main else None
+        self._eval_items: list[dict[str, Tensor]] | None = None
+        self._control_k: int | None = None
+        if eval_data is not None and cfg.eval_every and self.dist.is_main:
+            self._eval_items, self._control_k = self._held_out_items(eval_data)
 
     # --- public API ---------------------------------------------------------------------------
     @property
@@ -358,6 +436,10 @@ class Trainer:
         batches = self._batches(self.step + 1)
         window: list[list[float]] = []
         metrics_sum: dict[str, float] = {}
+        if self.dist.is_main:
+            self._tb()  # opened before the first step, so purge_step is the checkpoint's (see _tb)
+            if self.step == 0:  # once per run: a resume does not add a second hparams entry
+                self._write_hparams()
         t0, bar = time.perf_counter(), self._progress_bar(total)
         try:
             while self.step < total:
@@ -372,16 +454,24 @@ class Trainer:
                     metrics_sum[k] = metrics_sum.get(k, 0.0) + float(v)
                 if bar is not None:
                     bar.update(1)
-                if self.step % self.config.log_every == 0 or self.step == total:
+                last = self.step == total
+                held_out: dict[str, float] = {}
+                if self._eval_items is not None and (self.step % self.config.eval_every == 0 or last):
+                    paused = time.perf_counter()
+                    held_out = self.held_out_metrics()
+                    t0 += time.perf_counter() - paused  # frames/s counts training time only
+                if self.step % self.config.log_every == 0 or last:
                     elapsed = time.perf_counter() - t0
-                    self._log(window, metrics_sum, elapsed, bar)
+                    self._log(window, metrics_sum, elapsed, bar, held_out)
                     window, metrics_sum, t0 = [], {}, time.perf_counter()
-                if self.step % self.config.ckpt_every == 0 or self.step == total:
+                elif held_out:
+                    self._write_scalars(held_out)
+                if self.step % self.config.ckpt_every == 0 or last:
                     last_ckpt = self.save()
-                if self.config.sample_every and (
-                    self.step % self.config.sample_every == 0 or self.step == total
-                ):
+                if self.config.sample_every and (self.step % self.config.sample_every == 0 or last):
+                    paused = time.perf_counter()
                     self.write_samples()
+                    t0 += time.perf_counter() - paused
         finally:
             if bar is not None:
                 bar.close()
@@ -483,6 +573,118 @@ class Trainer:
             kept = "no checkpoint was written"
         return f"after step {self.step} {what}, so that state was not saved; {kept}"
 
+    def held_out_metrics(self) -> dict[str, float]:
+        """Score the model now on the fixed held-out sequences (module docstring); writes nothing.
+
+        Returns:
+            ``{"eval/psnr": ..., ...}``, plus ``control/*`` when the model has a state head and the
+            held-out items record ``states``; ``{}`` without ``eval_data`` (or ``eval_every`` 0)
+            and on every process but the main one.
+        """
+        if self._eval_items is None:
+            return {}
+        from worldmodel.training.evaluate import evaluate
+
+        cfg = self.model.config
+        was_training = self.model.training
+        self.model.eval()
+        cuda = []
+        if self.device.type == "cuda":
+            cuda = [self.device.index if self.device.index is not None else torch.cuda.current_device()]
+        try:
+            # evaluate samples from its own seeded generators, but its DataLoader draws a seed from
+            # the global RNG: the fork keeps the training streams (and so resumes) as without it.
+            with torch.random.fork_rng(devices=cuda):
+                report = evaluate(
+                    self.model,
+                    self._eval_items,
+                    n_past=cfg.n_past,
+                    n_future=cfg.n_future,
+                    samples=self.config.eval_samples,
+                    video_sequences=0,
+                    seed=self.config.seed,
+                ).to_json()
+                control = self._control_scores() if self._control_k else {}
+        finally:
+            self.model.train(was_training)
+        out = {
+            "eval/psnr": report["psnr_mean"],
+            "eval/ssim": report["ssim_mean"],
+            "eval/psnr_mean_of_n": report["mean_of_n"]["psnr_mean"],
+            "eval/ssim_mean_of_n": report["mean_of_n"]["ssim_mean"],
+            "eval/psnr_copy_last": report["baseline"]["psnr_mean"],
+            "eval/ssim_copy_last": report["baseline"]["ssim_mean"],
+        }
+        if "bpp_mean" in report:
+            out["eval/bpp"] = report["bpp_mean"]
+        return {**out, **control}
+
+    def _control_scores(self) -> dict[str, float]:
+        """``control/*`` of ``control_diagnostics`` on the held-out items (undefined ones left out)."""
+        from worldmodel.training.control import control_diagnostics
+
+        k = self._control_k
+        result = control_diagnostics(
+            self.model,
+            self._eval_items,
+            ks=(k,),
+            candidates=EVAL_CONTROL_CANDIDATES,
+            seed=self.config.seed,
+            context=self.model.config.n_past,
+            windows="moving",
+        )
+        row = result["per_k"][str(k)]
+        names = ("ee_error_cm", "ee_static_cm", "target_error_cm", "target_static_cm")
+        out = {f"control/{n}": row[n] for n in names}
+        for name, scores in result["ranking"].items():
+            out[f"control/rank_{name}"] = scores["rank_score"]
+        return {tag: float(v) for tag, v in out.items() if v is not None}
+
+    def _held_out_items(self, data: Dataset) -> tuple[list[dict[str, Tensor]], int | None]:
+        """The first ``eval_sequences`` items of ``data``, and the ``k`` of the control diagnostics
+        (``None``: the model has no state head or the items no ``states``)."""
+        n = min(self.config.eval_sequences, len(data))
+        if n < 1:
+            raise ValueError("eval_data: the held-out dataset is empty")
+        items = [data[i] for i in range(n)]
+        if not all("frames" in it and "actions" in it for it in items):
+            raise ValueError("eval_data: held-out items need 'frames' and 'actions'")
+        length = min(min(len(it["frames"]), len(it["actions"])) for it in items)
+        cfg = self.model.config
+        if length < cfg.seq_len:
+            raise ValueError(
+                f"eval_data: held-out items have {length} frames, the model scores n_past + n_future "
+                f"= {cfg.seq_len}"
+            )
+        control = getattr(self.model, "state_head", None) is not None and all("states" in it for it in items)
+        return items, min(EVAL_CONTROL_K, length - cfg.n_past) if control else None
+
+    def _write_hparams(self) -> None:
+        """The model and train configs as TensorBoard hparams in ``tb/`` itself, at step 0."""
+        from torch.utils.tensorboard.summary import hparams
+
+        train: dict[str, Any] = dataclasses.asdict(self.config)
+        train.update(batch_size=self.batch_size, amp=self.amp, device=str(self.device))
+        train["world_size"] = self.dist.world_size
+        for key, opt in self.optimizers.items():  # the learning rate that runs, preset or --lr
+            train["lr" if len(self.optimizers) == 1 else f"lr.{key}"] = float(opt.param_groups[0]["lr"])
+        values: dict[str, Any] = {"model": self.model.name}
+        values.update({f"model.{k}": v for k, v in self.model.config_dict().items()})
+        values.update({f"train.{k}": v for k, v in train.items()})
+        if self.fingerprint:
+            values["data"] = self.fingerprint
+        metrics = self._value_names()[: len(self.optimizers)]
+        if self._eval_items is not None:
+            metrics += [*_EVAL_TAGS, *(["eval/bpp"] if getattr(self.model, "bits_per_dim", None) else [])]
+            if self._control_k:
+                metrics += list(_CONTROL_TAGS)
+        plain = {k: hparam_value(v) for k, v in values.items() if v is not None}
+        # The HParams tab reads each metric's latest scalar of this run: the values here are unused.
+        file_writer = self._tb()._get_file_writer()
+        for summary in hparams(plain, dict.fromkeys(metrics, 0.0)):
+            file_writer.add_summary(summary, 0)
+        self._writer.flush()  # on disk now: a run killed soon after is resumed without rewriting them
+
     def write_samples(self) -> Path | None:
         """Roll the model out on a fixed batch; write a TensorBoard image and video and a GIF."""
         if self._sample_batch is None:
@@ -492,7 +694,7 @@ class Trainer:
         frames = _side_by_side(pred, gt, n_past)  # (T, H', W', 3) uint8
         writer = self._tb()
         writer.add_image("samples/grid", _strip(pred, gt, n_past), self.step, dataformats="HWC")
-        _add_gif(writer, "samples/video", frames, self.step)
+        add_tensorboard_video(writer, "samples/video", frames, self.step, fps=4)
         path = self.out_dir / "samples" / f"step_{self.step:07d}.gif"
         write_video(path, frames.numpy(), fps=4)
         return path
@@ -578,7 +780,16 @@ class Trainer:
             where = f"last good checkpoint: {self.checkpoint_path} (step {self.step})"
         raise TrainingDivergedError(f"training diverged at step {step}: non-finite {bad}; {where}")
 
-    def _log(self, window: list[list[float]], metrics_sum: dict[str, float], elapsed: float, bar) -> None:
+    def _log(
+        self,
+        window: list[list[float]],
+        metrics_sum: dict[str, float],
+        elapsed: float,
+        bar,
+        extra: Mapping[str, float] | None = None,
+    ) -> None:
+        """The window's mean losses, norms and metrics, learning rates, frames/s, plus ``extra``
+        (this step's held-out scores), to TensorBoard and ``metrics.jsonl``."""
         n = len(window)
         means = [sum(col) / n for col in zip(*window, strict=False)]
         scalars = dict(zip(self._value_names(), means, strict=False))
@@ -589,6 +800,10 @@ class Trainer:
         scalars["frames_per_s"] = n * self.batch_size * seq_len / max(elapsed, 1e-9)
         if bar is not None:
             bar.set_postfix({k: f"{v:.4g}" for k, v in scalars.items() if k.startswith("loss")})
+        self._write_scalars({**scalars, **(extra or {})})
+
+    def _write_scalars(self, scalars: Mapping[str, float]) -> None:
+        """One step's scalars to TensorBoard and as one line of ``metrics.jsonl`` (main process)."""
         if not self.dist.is_main:
             return
         writer = self._tb()
@@ -609,8 +824,12 @@ class Trainer:
         if self._writer is None:
             from torch.utils.tensorboard import SummaryWriter
 
-            # purge_step drops events a killed run logged after its last checkpoint.
-            self._writer = SummaryWriter(str(self.out_dir / "tb"), purge_step=self.step or None)
+            # TensorBoard drops the events of earlier files at and after purge_step. A resumed run
+            # continues after its checkpoint's step, so what a killed run logged past it goes (the
+            # checkpoint's own step stays: it is not logged again); a fresh run drops everything
+            # an earlier attempt left, its hparams included.
+            purge = self.step + 1 if self.step else 0
+            self._writer = SummaryWriter(str(self.out_dir / "tb"), purge_step=purge)
         return self._writer
 
     # --- samples ------------------------------------------------------------------------------
@@ -668,27 +887,16 @@ def _strip(pred: Tensor, gt: Tensor, n_past: int) -> np.ndarray:
     return rows.permute(0, 2, 1, 3, 4).flatten(0, 1).flatten(1, 2).numpy()  # (2N*H', T*W', 3)
 
 
-def _gif_bytes(frames: np.ndarray, fps: int) -> bytes:
-    from PIL import Image
-
-    images = [Image.fromarray(f) for f in frames]
-    buf = io.BytesIO()
-    images[0].save(
-        buf, format="GIF", save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0
-    )
-    return buf.getvalue()
-
-
-def _add_gif(writer, tag: str, frames: Tensor, step: int, fps: int = 4) -> None:
-    """A TensorBoard video: an animated GIF in an image summary, as ``add_video`` writes it
-    (``add_video`` itself needs ``moviepy.editor``, which moviepy 2 removed)."""
-    from tensorboard.compat.proto.summary_pb2 import Summary
-
-    _t, h, w, c = frames.shape
-    image = Summary.Image(
-        height=h, width=w, colorspace=c, encoded_image_string=_gif_bytes(frames.numpy(), fps)
-    )
-    writer._get_file_writer().add_summary(Summary(value=[Summary.Value(tag=tag, image=image)]), step)
+def hparam_value(value: Any) -> int | float | str:
+    """A config value as TensorBoard hparams take it: numbers and text as they are, booleans as
+    ``true``/``false``, sequences as ``--set`` writes them (``0.5,0.999``), anything else as text."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float, str)):
+        return value
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(hparam_value(v)) for v in value)
+    return str(value)
 
 
 class ZeroActions(Dataset):
