@@ -91,6 +91,12 @@ def test_rerun_skips_finished_stages(run, capsys):
     assert out.count("done already") == 8
 
 
+def test_rerun_from_its_saved_config_alone(run, capsys):
+    capsys.readouterr()
+    assert main(["demo", "--out", str(run), "--config", str(run / "demo_config.json")]) == 0
+    assert capsys.readouterr().out.count("done already") == 8  # the very same settings
+
+
 def test_other_settings_in_the_same_folder_are_refused(run, capsys):
     assert demo(run, "--set=train_steps=13") == 2
     assert "other settings" in capsys.readouterr().err

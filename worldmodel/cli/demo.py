@@ -175,6 +175,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="FIELD=VALUE",
         help="override a DemoConfig field, e.g. --set train_steps=300 (repeatable)",
     )
+    p.add_argument(
+        "--config",
+        metavar="FILE",
+        default=None,
+        help="a demo's DIR/demo_config.json: run with its settings (--quick/--full, --model, --set win)",
+    )
 
 
 def demo_config(profile: str, model: str | None, sets: dict[str, Any]) -> DemoConfig:
@@ -444,14 +450,34 @@ def choose_profile(quick: bool, full: bool, cuda: bool) -> str:
     return "full" if full or (not quick and cuda) else "quick"
 
 
+def _saved_settings(path: str) -> dict[str, Any]:
+    """A ``demo_config.json``'s fields (``--config``), checked against ``DemoConfig``."""
+    from worldmodel.cli.flags import read_settings
+
+    values = read_settings(path)
+    known = {f.name for f in dataclasses.fields(DemoConfig)} | {"profile"}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(
+            f"--config {path}: unknown field(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+        )
+    if values.get("profile") not in (None, *DemoConfig.PROFILES):
+        raise ValueError(f"--config {path}: profile must be one of {', '.join(DemoConfig.PROFILES)}")
+    return values
+
+
 def run(args: argparse.Namespace) -> int:
     """Pick the profile, run the pipeline, print where the report is."""
     import torch
 
     from worldmodel.cli.train import parse_sets
 
-    profile = choose_profile(args.quick, args.full, torch.cuda.is_available())
-    cfg = demo_config(profile, args.model, parse_sets(args.set))
+    saved = _saved_settings(args.config) if args.config else {}
+    profile = saved.pop("profile", None) if not (args.quick or args.full) else None
+    profile = profile or choose_profile(args.quick, args.full, torch.cuda.is_available())
+    if args.model:
+        saved.pop("model", None)
+    cfg = demo_config(profile, args.model, {**saved, **parse_sets(args.set)})
     out = Path(args.out)
     settings = json.loads(json.dumps({"profile": profile, **dataclasses.asdict(cfg)}))  # tuples → lists
     stored = out / "demo_config.json"
