@@ -199,7 +199,7 @@ def test_latent_observation_is_the_models_reading_of_real_frames(model):
     """Each observation = features(initial(last `window` real frames, the actions between them)),
     the first frame repeated with the rest action (no motion, fingers open) at the reset."""
     window = 4
-    env = LatentObservation(gym.make(worldmodel.PUSH_TABLE_ID), model, window=window)
+    env = LatentObservation(gym.make(worldmodel.PUSH_TABLE_ID, render_mode="rgb_array"), model, window=window)
     assert env.observation_space == gym.spaces.Box(-10.0, 10.0, (model.feature_dim,), np.float32)
     k = model.config.n_past
 

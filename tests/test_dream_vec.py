@@ -166,7 +166,8 @@ def test_task_observation_ends_with_the_dreamed_arm_and_the_goal(model):
     vec.seed(3)
     obs = vec.reset()
     assert obs.shape == (2, f + 6)
-    np.testing.assert_allclose(obs[:, -3:], vec._batch.goal.numpy(), atol=1e-6)  # the episode's goal
+    goals = np.stack([info["goal_pos"] for info in vec.reset_infos])
+    np.testing.assert_allclose(obs[:, -3:], goals, atol=1e-6)  # the episode's goal
     obs, reward, _, infos = vec.step(np.zeros((2, 4), np.float32))
     # reach: the reward is minus the distance from the dreamed arm (in the observation) to the goal
     dist = np.linalg.norm(obs[:, f : f + 3] - obs[:, -3:], axis=1)

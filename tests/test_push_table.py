@@ -128,7 +128,7 @@ def test_gripper_moves_fingers_and_pixels():
 
 
 def test_reward_success_and_goal_image():
-    e = PushTableEnv(num_objects=2)
+    e = PushTableEnv(num_objects=2, render_mode="rgb_array")
     _, info = e.reset(seed=5)
     assert info["distance"] > e.config.success_tolerance and not info["is_success"]
     state = e.get_state()

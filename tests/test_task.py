@@ -101,7 +101,7 @@ def test_recorded_goal_is_reached_by_replaying_the_recording():
 
 
 def test_recorded_goal_image_is_the_recorded_scene():
-    env = PushTableEnv(task="recorded-goal", num_objects=1)
+    env = PushTableEnv(task="recorded-goal", num_objects=1, render_mode="rgb_array")
     obs, _ = env.reset(seed=1)
     goal_image = env.render_goal()
     assert np.array_equal(env.render(), obs)  # rendering the goal left the scene alone

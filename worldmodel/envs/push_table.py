@@ -76,6 +76,8 @@ class PushTableConfig:
     reach_weight: float = _TASK.reach_weight  # reward shaping: end effector to target (object tasks)
     recorded_k: int = _TASK.recorded_k  # recorded-goal: the goal is the target this many steps later
     show_goal_marker: bool = True  # a flat dark-grey disc of radius success_tolerance on the table
+    # Dict(observation, achieved_goal, desired_goal) observations (GoalEnv, for SB3's HER)
+    goal_conditioned: bool = False
     # Camera (BAIR image_aux1-like: over the front edge, looking down at the table and the arm).
     camera_pos: tuple[float, float, float] = (0.0, -0.52, 0.62)
     camera_lookat: tuple[float, float, float] = (0.0, 0.1, 0.0)
@@ -117,7 +119,14 @@ class PushTableEnv(gym.Env):
     ``action_scale`` (3 cm) per unit per step, clipped to the end-effector box; ``gripper`` sets the
     finger opening continuously: ``-1`` fully open, ``+1`` fully closed.
 
-    **Observation** ``Box(0, 255, (H, W, 3), uint8)``: the ``front`` camera image.
+    **Observation** ``Box(0, 255, (H, W, 3), uint8)``: the ``front`` camera image. With
+    ``goal_conditioned=True`` the Gymnasium-Robotics ``GoalEnv`` form, for SB3's ``HerReplayBuffer``:
+    ``Dict(observation=<the image>, achieved_goal=Box(3), desired_goal=Box(3))``, the achieved
+    goal the target object's centre (``reach``: the end effector), the desired goal ``goal_pos``;
+    ``compute_reward(achieved_goal, desired_goal, info)`` is the env's reward from them, batched
+    (``worldmodel.envs.task.compute_reward``; the push shaping reads ``info["ee_pos"]``); the
+    step reward is then computed by it from the float32 values reported, so the two agree bit for
+    bit (SB3's ``check_env`` asks for that).
 
     **Task** (``task=``, rules in ``worldmodel.envs.task``): ``push`` (default) the target object to
     a goal spot; ``recorded-goal`` the target to where a recorded push took it ``recorded_k`` steps
@@ -136,11 +145,16 @@ class PushTableEnv(gym.Env):
     **Control rate**: ``frame_skip * timestep`` = 0.1 s per step (10 Hz). The palm is a free body welded
     to a mocap target that moves linearly to the new target over the substeps.
 
-    **info**: ``ee_pos`` float32 (3,), ``object_pos`` float32 (MAX_OBJECTS, 3), the objects present in
-    its first ``num_objects`` rows and zeros after them (a fixed shape, so ``gym.make_vec`` can stack
-    it; zeros rather than NaN, so Gymnasium's checker can compare infos),
-    ``num_objects`` int, ``target`` int, ``goal_pos`` float32 (3,) (z: the target's resting centre height),
-    ``distance`` float, ``is_success`` bool.
+    **info**: the task's keys (``worldmodel.envs.task.INFO_KEYS``, the same in the dreams):
+    ``ee_pos`` float32 (3,), ``object_pos`` float32 (MAX_OBJECTS, 3), the objects present in its
+    first ``num_objects`` rows and zeros after them (a fixed shape, so ``gym.make_vec`` can stack
+    it; zeros rather than NaN, so Gymnasium's checker can compare infos), ``num_objects`` int,
+    ``target`` int, ``target_pos`` float32 (3,) (``object_pos[target]``), ``goal_pos`` float32 (3,)
+    (z: the target's resting centre height), ``distance`` float, ``is_success`` bool.
+
+    **render** (``render_mode="rgb_array"``): the camera image, uint8 ``(H, W, 3)``; with
+    ``render_mode=None`` it warns (``gymnasium.logger.warn``) and returns ``None``, as
+    Gymnasium's own envs do.
 
     The model is compiled once; each reset draws 1–4 objects (shape among box / cylinder / ellipsoid,
     size, colour, mass, friction, position, yaw) and writes them into the model's per-geom fields.
@@ -171,6 +185,8 @@ class PushTableEnv(gym.Env):
         self.render_mode = render_mode
         size = config.image_size
         self.observation_space = spaces.Box(0, 255, (size, size, 3), np.uint8)
+        if config.goal_conditioned:
+            self.observation_space = tasks.goal_space(self.observation_space)
         self.action_space = spaces.Box(-1.0, 1.0, (4,), np.float32)
 
         xml = scene.build_mjcf(
@@ -281,7 +297,7 @@ class PushTableEnv(gym.Env):
         return float(np.hypot(a, b)) if SHAPES[int(self._objects.shape[i])] == "box" else float(max(a, b))
 
     # ------------------------------------------------------------------ gym API
-    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[Any, dict]:
         super().reset(seed=seed)
         cfg, rng = self.config, self.np_random
         n = cfg.num_objects if cfg.num_objects is not None else int(rng.integers(1, MAX_OBJECTS + 1))
@@ -300,7 +316,8 @@ class PushTableEnv(gym.Env):
                 self.data.mocap_pos[self._mocap_goal] = (self._goal[0], self._goal[1], 0.0)
                 mujoco.mj_forward(self.model, self.data)
         self._has_reset = True
-        return self._render_frame(), self._info()
+        info = self._info()
+        return self._observe(info), info
 
     def _reset_scene(self, rng: np.random.Generator, n: int) -> None:
         """Draw ``n`` objects, the push task (target and goal spot) and the arm; the ``push`` reset."""
@@ -409,7 +426,7 @@ class PushTableEnv(gym.Env):
             raise RuntimeError("recorded_actions() needs a recorded-goal episode (task='recorded-goal')")
         return self._recorded.copy()
 
-    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
+    def step(self, action: np.ndarray) -> tuple[Any, float, bool, bool, dict]:
         if not self._has_reset:
             raise RuntimeError("PushTableEnv.step() called before reset()")
         raw = np.asarray(action)
@@ -420,7 +437,39 @@ class PushTableEnv(gym.Env):
         a = raw.astype(np.float64)
         self._simulate(a)
         info = self._info()
-        return self._render_frame(), self._reward(), False, False, info
+        obs = self._observe(info)
+        if self.config.goal_conditioned:
+            # From the float32 goals and ee_pos it reports, so HER's relabelled rewards
+            # (compute_reward) equal the env's bit for bit (float32 rounding off _reward()'s).
+            reward = self._compute_reward(obs["achieved_goal"], obs["desired_goal"], info)
+            return obs, reward, False, False, info
+        return obs, self._reward(), False, False, info
+
+    @property
+    def compute_reward(self) -> Any:
+        """``compute_reward(achieved_goal, desired_goal, info)`` (below); only goal-conditioned envs
+        have it (SB3's and Gymnasium-Robotics' checkers take an env that has it for a GoalEnv)."""
+        if not self.config.goal_conditioned:
+            raise AttributeError("compute_reward: only with goal_conditioned=True")
+        return self._compute_reward
+
+    def _compute_reward(self, achieved_goal: Any, desired_goal: Any, info: Any) -> Any:
+        """The reward for achieved goals ``(..., 3)`` and desired goals ``(..., 3)`` (the
+        goal-conditioned observation's; a float for one pair, ``(B,)`` for a batch):
+        ``worldmodel.envs.task.compute_reward``. ``info``: the step's info (or one per pair),
+        read for ``ee_pos`` by the object tasks' shaping."""
+        return tasks.compute_reward(self._spec, achieved_goal, desired_goal, info)
+
+    def _observe(self, info: dict[str, Any]) -> Any:
+        """The observation: the camera image, or the goal-conditioned dict (``info``'s goals)."""
+        frame = self._render_frame()
+        if not self.config.goal_conditioned:
+            return frame
+        return {
+            "observation": frame,
+            "achieved_goal": tasks.achieved_goal(self._spec, info["target_pos"], info["ee_pos"]).copy(),
+            "desired_goal": info["goal_pos"].copy(),
+        }
 
     def _simulate(self, action: np.ndarray) -> None:
         """One control step of physics (no rendering); ``action`` finite ``(4,)``."""
@@ -442,8 +491,12 @@ class PushTableEnv(gym.Env):
         bodies = self._obj_body[: self._num_objects]
         return self.data.xpos[bodies].copy(), self.data.xquat[bodies].copy()
 
-    def render(self) -> np.ndarray:
-        """The current camera image, uint8 (H, W, 3) (whatever ``render_mode`` is)."""
+    def render(self) -> np.ndarray | None:
+        """The current camera image, uint8 (H, W, 3) (``render_mode="rgb_array"``); ``None`` with
+        a warning when the env was made without a render mode (Gymnasium's convention)."""
+        if self.render_mode is None:
+            _warn_no_render_mode(self)
+            return None
         return self._render_frame()
 
     def render_goal(self) -> np.ndarray:
@@ -497,7 +550,7 @@ class PushTableEnv(gym.Env):
             "goal_quat": self._goal_quat.copy(),
         }
 
-    def set_state(self, state: dict[str, np.ndarray]) -> np.ndarray:
+    def set_state(self, state: dict[str, np.ndarray]) -> Any:
         """Restore a state from :meth:`get_state`; returns the observation there.
 
         Stepping after ``set_state(s)`` is bit-identical to stepping from where ``s`` was taken.
@@ -526,7 +579,7 @@ class PushTableEnv(gym.Env):
         mujoco.mj_setState(self.model, self.data, physics, _STATE_SPEC)
         mujoco.mj_forward(self.model, self.data)
         self._has_reset = True
-        return self._render_frame()
+        return self._observe(self._info())
 
     # ------------------------------------------------------------------ helpers
     def _physics_state(self) -> np.ndarray:
@@ -567,13 +620,14 @@ class PushTableEnv(gym.Env):
         ee = self._ee_pos()
         distance = float(tasks.distance(self._spec, target, ee, self._goal))
         return {
-            "ee_pos": ee.astype(np.float32),
-            "object_pos": objects,
-            "num_objects": int(self._num_objects),
-            "target": int(self._target),
-            "goal_pos": self._goal.astype(np.float32),
             "distance": distance,
             "is_success": bool(distance < self._spec.tolerance),
+            "goal_pos": self._goal.astype(np.float32),
+            "target": int(self._target),
+            "num_objects": int(self._num_objects),
+            "object_pos": objects,
+            "target_pos": target.astype(np.float32),
+            "ee_pos": ee.astype(np.float32),
         }
 
     def _reward(self) -> float:
@@ -587,6 +641,15 @@ class PushTableEnv(gym.Env):
             self._renderer = _make_renderer(self.model, self.config.image_size)
         self._renderer.update_scene(self.data, camera=self._cam, scene_option=self._scene_option)
         return self._renderer.render()
+
+
+def _warn_no_render_mode(env: gym.Env) -> None:
+    """Gymnasium's warning for ``render()`` on an env made without ``render_mode``."""
+    name = env.spec.id if env.spec is not None else type(env).__name__
+    gym.logger.warn(
+        "You are calling render method without specifying any render mode. You can specify the "
+        f'render_mode at initialization, e.g. gym.make("{name}", render_mode="rgb_array")'
+    )
 
 
 def _make_renderer(model: mujoco.MjModel, size: int) -> mujoco.Renderer:

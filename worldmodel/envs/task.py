@@ -26,6 +26,41 @@ term matters: the push distance stays flat until the gripper touches the object,
 short-horizon planner nor PPO would have anything to climb. ``is_success`` reads the distance
 alone. The functions take NumPy arrays or torch tensors alike (same operations), so the env,
 the dream and the planner compute the same numbers.
+
+**info** — one set of keys for every face of the task: ``PushTable-v0``, ``Dream-v0``,
+``DreamVecEnv`` (SB3) and ``DreamVectorEnv`` (``gymnasium.make_vec``). ``INFO_KEYS`` lists them,
+``INFO_SPEC`` gives each one's type and shape (a vector face stacks them with a leading
+``num_envs`` axis):
+
+- ``distance`` float: the task's distance (``distance`` below; m). ``is_success`` bool: below the
+  task's tolerance.
+- ``goal_pos`` float32 ``(3,)``: the goal (object tasks: the target's goal centre, z its resting
+  height; ``reach``: the point).
+- ``target`` int: the target object's slot; ``num_objects`` int: objects present.
+- ``object_pos`` float32 ``(MAX_OBJECTS, 3)``: the objects' centres, present ones in the first
+  ``num_objects`` rows, zeros after them (a fixed shape, so vector envs stack it; zeros rather than
+  NaN, so Gymnasium's checker can compare infos).
+- ``target_pos`` float32 ``(3,)``: ``object_pos[target]``. ``ee_pos`` float32 ``(3,)``: the end
+  effector (fingertip centre).
+
+The real env reports the simulator's values. A dream reports what its state head reads off the
+dreamed state (``ObjectHead``: every present object queried with its position at reset, and the
+end effector), and at reset the start context's recorded positions (which the head's queries
+are). What a dream cannot know it omits, always, never fills with NaN: with
+``reward="goal-image"`` (no state head) only ``distance`` (the image distance) and
+``is_success``; with a head that has no end-effector branch, no ``ee_pos``. Extras outside this
+set: the dreams' ``pool_index`` (int, the start context's pool entry; -1 for a caller's context,
+``reset(options=...)``) and SB3's / Gymnasium's own (``terminal_observation``,
+``TimeLimit.truncated``, ``final_obs``, ``final_info``, ``episode``).
+
+**Goal-conditioned observation** (``goal_conditioned=True`` in ``PushTable-v0`` and the dreams),
+the Gymnasium-Robotics ``GoalEnv`` form that SB3's ``HerReplayBuffer`` needs:
+``Dict(observation=<the usual observation>, achieved_goal=Box(3), desired_goal=Box(3))``
+(``goal_space``). The achieved goal is ``target_pos`` for the object tasks and ``ee_pos`` for
+``reach`` (``achieved_goal``); the desired goal is ``goal_pos``. ``compute_reward(spec,
+achieved_goal, desired_goal, info)`` is the per-step ``reward`` from them, vectorised over a
+batch; the object tasks' shaping term reads the end effector from ``info["ee_pos"]`` (give SB3's
+``HerReplayBuffer`` ``copy_info_dict=True``, or set ``reach_weight=0``).
 """
 
 from __future__ import annotations
@@ -36,10 +71,16 @@ from typing import Any
 import numpy as np
 
 __all__ = [
+    "INFO_KEYS",
+    "INFO_SPEC",
+    "MAX_EPISODE_STEPS",
     "REST_ACTION",
     "TASKS",
     "TaskSpec",
+    "achieved_goal",
+    "compute_reward",
     "distance",
+    "goal_space",
     "reward",
     "sample_push_goal",
     "sample_reach_goal",
@@ -47,6 +88,26 @@ __all__ = [
 ]
 
 TASKS = ("push", "recorded-goal", "reach")
+
+MAX_EPISODE_STEPS = 50
+"""Steps of a ``push`` episode: ``PushTable-v0``'s and ``Dream-v0``'s registered
+``max_episode_steps`` (``spec.max_episode_steps``) and the batched dreams' default horizon."""
+
+MAX_OBJECTS = 4  # PushTable's object slots (worldmodel.envs.scene.MAX_OBJECTS; no MuJoCo import here)
+
+INFO_SPEC: dict[str, tuple[type, tuple[int, ...]]] = {
+    "distance": (float, ()),
+    "is_success": (bool, ()),
+    "goal_pos": (np.float32, (3,)),
+    "target": (int, ()),
+    "num_objects": (int, ()),
+    "object_pos": (np.float32, (MAX_OBJECTS, 3)),
+    "target_pos": (np.float32, (3,)),
+    "ee_pos": (np.float32, (3,)),
+}
+"""Every info key of the task: ``(type, shape)`` of one env's value (see the module docstring)."""
+
+INFO_KEYS = tuple(INFO_SPEC)
 
 REST_ACTION = np.array([0.0, 0.0, 0.0, -1.0], np.float32)
 """The action that leaves the scene as ``reset`` left it: no motion, fingers open (the gripper
@@ -113,7 +174,7 @@ class TaskSpec:
     def budget(self) -> int:
         """Steps per episode: ``2 · recorded_k`` for ``recorded-goal``, 30 for ``reach``, 50 for
         ``push`` (PushTable-v0's time limit)."""
-        return {"push": 50, "recorded-goal": 2 * int(self.recorded_k), "reach": 30}[self.name]
+        return {"push": MAX_EPISODE_STEPS, "recorded-goal": 2 * int(self.recorded_k), "reach": 30}[self.name]
 
     @property
     def uses_objects(self) -> bool:
@@ -137,6 +198,60 @@ def reward(spec: TaskSpec, target_pos: Any, ee_pos: Any, goal: Any, reach_weight
     if spec.uses_objects and w > 0:
         r = r - w * _norm(ee_pos - target_pos)
     return r
+
+
+def achieved_goal(spec: TaskSpec, target_pos: Any, ee_pos: Any) -> Any:
+    """The goal-conditioned observation's achieved goal ``(..., 3)``: the target object's position
+    for the object tasks, the end effector's for ``reach``."""
+    return ee_pos if spec.name == "reach" else target_pos
+
+
+def compute_reward(spec: TaskSpec, achieved: Any, desired: Any, info: Any) -> Any:
+    """``reward`` from an achieved goal ``(..., 3)`` and a desired goal ``(..., 3)``: a float for
+    one pair, float64 ``(B,)`` for a batch (``GoalEnv.compute_reward``, what SB3's
+    ``HerReplayBuffer`` calls on relabelled goals).
+
+    ``info``: the step's info dict, or a sequence (or object array) of ``B`` of them. Only the
+    object tasks' shaping reads it (``info["ee_pos"]``, the end effector after the step); with
+    ``reach`` or ``reach_weight == 0`` it may be empty."""
+    achieved = np.asarray(achieved, np.float64)
+    desired = np.asarray(desired, np.float64)
+    if achieved.shape[-1:] != (3,) or desired.shape[-1:] != (3,):
+        raise ValueError(
+            f"compute_reward: achieved_goal and desired_goal must be (..., 3), got {achieved.shape}, "
+            f"{desired.shape}"
+        )
+    if spec.name == "reach":
+        r = reward(spec, achieved, achieved, desired)
+    elif spec.reach_weight > 0:
+        r = reward(spec, achieved, _info_ee(info, achieved.shape), desired)
+    else:
+        r = -distance(spec, achieved, achieved, desired)
+    return float(r) if np.ndim(r) == 0 else np.asarray(r, np.float64)
+
+
+def _info_ee(info: Any, shape: tuple[int, ...]) -> np.ndarray:
+    """``info["ee_pos"]`` of one info dict or of a batch of them, broadcast to ``shape``."""
+    try:
+        if isinstance(info, dict):
+            ee = np.asarray(info["ee_pos"], np.float64)
+        else:
+            ee = np.stack([np.asarray(i["ee_pos"], np.float64) for i in np.asarray(info, object).reshape(-1)])
+        return np.broadcast_to(ee.reshape(shape) if ee.size == int(np.prod(shape)) else ee, shape)
+    except (KeyError, TypeError, ValueError):
+        raise ValueError(
+            "compute_reward: the object tasks' shaping reads info['ee_pos'] (one info dict or one per "
+            "goal); pass SB3's HerReplayBuffer copy_info_dict=True, or make the env with reach_weight=0"
+        ) from None
+
+
+def goal_space(observation: Any) -> Any:
+    """``Dict(observation=observation, achieved_goal=Box(3), desired_goal=Box(3))``: the
+    goal-conditioned observation space (unbounded float32 goals, as Gymnasium-Robotics')."""
+    from gymnasium import spaces
+
+    goal = spaces.Box(-np.inf, np.inf, (3,), np.float32)
+    return spaces.Dict({"observation": observation, "achieved_goal": goal, "desired_goal": goal})
 
 
 def _norm(x: Any) -> Any:

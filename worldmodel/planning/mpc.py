@@ -20,6 +20,11 @@ environment it is attached to (``agent.attach(env)``), at every episode start:
 - an SB3 ``VecEnv`` (e.g. ``DummyVecEnv`` over ``worldmodel/PushTable-v0``): its ``reset_infos[i]``
   (``goal_pos``, ``target``, ``object_pos``; SB3 fills it on automatic resets too) and
   ``env_method("render_goal")`` for the goal image;
+- a ``DreamVecEnv`` (planning in a dream) the same way: its reset infos carry the task's keys
+  (``worldmodel.envs.task.INFO_KEYS``), ``env_method("proprioception")`` is the dreamed arm and
+  ``render_goal`` the episode's goal image. It must be made with ``obs="pixels"``: the agent
+  anchors its model on frames. A goal-image dream (no state head) gives no ``goal_pos``; a
+  ``GoalImage`` objective then plans on its goal images alone;
 - a single ``gymnasium.Env`` wrapped in ``TaskInfo`` (which keeps the last reset info); SB3's
   ``evaluate_policy`` may then wrap it in a ``DummyVecEnv`` as usual.
 
@@ -101,6 +106,8 @@ class TaskSource:
     def task(self, i: int, goal_image: bool) -> Task:
         """Env ``i``'s task, batch one (``goal_image`` also renders the goal image)."""
         info = self.info(i)
+        if goal_image and not {"goal_pos", "target", "object_pos"} & set(info):  # a goal-image task
+            return Task(goal_image=torch.as_tensor(np.asarray(self._call(i, "render_goal")))[None])
         if "goal_pos" not in info or "target" not in info or "object_pos" not in info:
             raise ValueError(
                 f"env {i}: its reset info has no goal_pos/target/object_pos (keys: {sorted(info)}); "
@@ -190,6 +197,14 @@ class PlanningAgent:
     # --- wiring ---------------------------------------------------------------------------------
     def attach(self, env: Any) -> PlanningAgent:
         """Read tasks from ``env`` (an SB3 VecEnv, or a gymnasium.Env wrapped in ``TaskInfo``)."""
+        space = getattr(env, "observation_space", None)
+        if isinstance(space, gym.spaces.Box) and (space.dtype != np.uint8 or len(space.shape) != 3):
+            raise ValueError(
+                f"env: the agent plans from uint8 (H, W, 3) frames, this env observes {space.dtype} "
+                f"{space.shape} (make a dream with obs='pixels')"
+            )
+        if isinstance(space, gym.spaces.Dict):
+            raise ValueError("env: the agent plans from uint8 (H, W, 3) frames, not Dict observations")
         self.source = TaskSource(env)
         return self
 
@@ -517,7 +532,8 @@ def evaluate(agent: Any, env: Any, episodes: int, *, seed: int | None = None) ->
     Args:
         agent: anything with ``predict`` (``MPCAgent``, ``OracleAgent``, ``RandomAgent``); it is
             attached to ``env`` first.
-        env: an SB3 VecEnv over PushTable (its ``info`` has ``distance`` and ``is_success``).
+        env: an SB3 VecEnv over PushTable, or a ``DreamVecEnv`` (its ``info`` has ``distance``
+            and ``is_success``).
         seed: seeds the VecEnv before its first reset (same seed, same episodes for every agent).
 
     Returns:
