@@ -17,8 +17,8 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from worldmodel.data.dataset import WindowDataset, fingerprint_of
 from worldmodel.data.tfrecord import decode_example, index_records, read_record
+from worldmodel.data.windows import WindowDataset, fingerprint_of
 from worldmodel.errors import DataError
 
 ROOT_NAME = "softmotion30_44k"

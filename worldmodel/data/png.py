@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from worldmodel.data.dataset import WindowDataset, fingerprint_of
+from worldmodel.data.windows import WindowDataset, fingerprint_of
 from worldmodel.errors import DataError
 
 ROOT_NAME = "processed_data"
