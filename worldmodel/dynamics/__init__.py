@@ -5,8 +5,9 @@ exact likelihood, see ``videoflow.py``);
 ``vgan`` (two-stream video GAN generating clips from a context frame, see ``vgan.py``).
 """
 
+from worldmodel.device import resolve_device
 from worldmodel.dynamics.base import DynamicsConfig, LatentDynamics, State
-from worldmodel.dynamics.checkpoint import load, resolve_device, save
+from worldmodel.dynamics.checkpoint import load, save
 from worldmodel.dynamics.registry import available, build_config, make, register
 
 __all__ = [

@@ -25,33 +25,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from worldmodel.device import resolve_device
 from worldmodel.dynamics.base import LatentDynamics
 from worldmodel.dynamics.registry import build_config, name_of, resolve
 from worldmodel.errors import CheckpointError
 from worldmodel.files import atomic_path, disk_full
 
 FORMAT = 1
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` → CUDA when present, else CPU; a device this machine lacks is a ``ValueError``."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ValueError(f"device {device!r} is not a device (auto, cpu, cuda or cuda:N)") from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(
-                f"device {device!r}: this PyTorch build sees no CUDA GPU (torch.cuda.is_available() is "
-                "False); use --device cpu or auto"
-            )
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ValueError(f"device {device!r}: there are only {torch.cuda.device_count()} CUDA devices")
-    elif dev.type not in ("cpu", "mps", "xpu", "meta"):
-        raise ValueError(f"device {device!r}: unsupported device type {dev.type!r} (auto, cpu or cuda)")
-    return dev
 
 
 def checkpoint_dict(model: LatentDynamics, step: int = 0, **fields: Any) -> dict[str, Any]:
