@@ -33,7 +33,8 @@ def train(data: str, out: Path, nproc: int, args: argparse.Namespace) -> float:
         sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
         "-m", "worldmodel", "train", args.model, "--data", data, "--out", str(out), "--preset", args.preset,
         "--steps", str(args.steps), "--batch-size", str(args.batch_size), "--log-every", str(args.steps // 6),
-        "--sample-every", "0", "--ckpt-every", str(args.steps), "--no-progress", "--device", args.device,
+        "--sample-every", "0", "--eval-every", "0", "--ckpt-every", str(args.steps), "--no-progress",
+        "--device", args.device,
     ]  # fmt: skip
     subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL)
     return frames_per_s(out)

@@ -25,7 +25,8 @@ from typing import Any
 from worldmodel.envs.task import wilson_interval
 from worldmodel.report import Report, interval_chart, line_chart, mean_interval
 
-_SKIP_CURVES = ("lr", "frames_per_s", "grad_norm")
+# The trainer's held-out scores (eval/, control/) are not training-batch curves.
+_SKIP_CURVES = ("lr", "frames_per_s", "grad_norm", "eval/", "control/")
 # Plain names of the trainer's state-head metrics (training batches, cm).
 _STATE_NAMES = {"metrics/state_ee_cm": "arm (end effector)", "metrics/state_obj_cm": "object"}
 
