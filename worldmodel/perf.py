@@ -3,9 +3,8 @@
 ``keep_freed_memory()``: glibc's malloc serves blocks above its mmap threshold (128 KiB at start,
 rising to at most 32 MiB) with fresh ``mmap`` pages and gives them back on ``free``. A batched
 dream step at 256 envs allocates dozens of 1-12 MiB activations, and faulting in fresh pages for
-them on every step showed in profiles of ``DreamVecEnv.step`` on a 2-core CPU (one profile:
-``clamp`` on a 12 MiB frame tensor 3.6 ms instead of 0.35 ms in isolation; over 3 alternating
-runs of 100 bf16 steps, 26.1 instead of 28.6 ms per step). Raising the mmap and trim thresholds
+them on every step showed in profiles of ``DreamVecEnv.step`` on CPU (figures in
+``benchmarks/README.md``). Raising the mmap and trim thresholds
 keeps freed blocks in the heap for reuse; PyTorch's CPU tuning guide gets the same effect by
 swapping in jemalloc or tcmalloc.
 """

@@ -20,13 +20,12 @@ float rounding (the tests check every shipped model against the original):
    conv_s(skip)``. With the reference's fixed skips (those of the last context frame) the
    ``conv_s`` half is the same at every step of a rollout, so ``SVG.initial`` computes it once
    (``skip_terms``) and keeps it in the state, and each step pays only for ``conv_d`` (and no
-   concatenation): the tiny SVG's decoder at 256 rows went from 28.7 to 21.4 ms (float32) and
-   from 10.2 to 7.7 ms (bf16) on CPU.
+   concatenation).
 
 With ``dtype="bfloat16"`` the model's ``inference_half_modules`` (SVG: the convolutional encoder
-and decoder; the recurrent nets keep float32 state) are cast to bf16: 1.6× faster batched SVG
-steps than the float32 copy on a CPU with AVX-512 BF16, at bf16 rounding (on a random model
-whose frames span [0, 1], mean 1e-3 and max 7e-3 per pixel over three steps).
+and decoder; the recurrent nets keep float32 state) are cast to bf16, at bf16 rounding. What each
+rewrite and bf16 gain is measured by ``benchmarks/inference_copy.py`` (figures in
+``benchmarks/README.md``).
 
 Training never uses these copies: BatchNorm is gone and the weights do not require grad. The
 original model is not touched.
