@@ -5,10 +5,10 @@
 The baseline for dream-trained agents at equal real-sample budgets: ``--timesteps`` counts real
 sim steps (give the number of transitions the world model's dataset holds). Pixel observations
 and ``CnnPolicy``, envs in ``SubprocVecEnv`` worker processes (``--vec dummy``: in this process)
-under ``VecMonitor``; the reward is the sim's (minus the target's distance to the goal). Outputs
-as ``agents.train`` (``config.json``, ``checkpoints/last.zip``, ``tb/`` with ``real/*`` from
-separate evaluation episodes and ``train_env/success_rate``, ``videos/``, ``eval.jsonl``), so
-``agents.evaluate RUN`` works on it too.
+under ``VecMonitor``; the reward is the sim's (the task's shared reward, ``worldmodel.envs.task``).
+Outputs as ``agents.train`` (``config.json``, ``checkpoints/last.zip``, ``tb/`` with ``real/*``
+from separate evaluation episodes, the ``real/video`` of each evaluation, ``train_env/success_rate``
+and the run's hparams, ``videos/``, ``eval.jsonl``), so ``agents.evaluate RUN`` works on it too.
 """
 
 from __future__ import annotations
