@@ -100,10 +100,10 @@ def run(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from worldmodel.data import open_dataset
+    from worldmodel.data.windows import ZeroActions
     from worldmodel.dynamics import load
     from worldmodel.dynamics.checkpoint import read
     from worldmodel.training.evaluate import comparison_video, evaluate
-    from worldmodel.training.trainer import ZeroActions
     from worldmodel.video import write_video
 
     ckpt = Path(args.checkpoint)

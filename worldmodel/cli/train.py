@@ -136,8 +136,8 @@ def _held_out(args: argparse.Namespace, config, tcfg, say):
     if not tcfg.eval_every:
         return None
     from worldmodel.data import open_dataset
+    from worldmodel.data.windows import ZeroActions
     from worldmodel.errors import DataError
-    from worldmodel.training.trainer import ZeroActions
 
     kw = {"split": "test", "random_offset": False, "image_size": config.image_size}
     try:
@@ -153,8 +153,9 @@ def _held_out(args: argparse.Namespace, config, tcfg, say):
 def run(args: argparse.Namespace) -> int:
     """Build (or restore) the model, open the data, train."""
     from worldmodel.data import open_dataset
+    from worldmodel.data.windows import ZeroActions
     from worldmodel.training import distributed
-    from worldmodel.training.trainer import Trainer, ZeroActions
+    from worldmodel.training.trainer import Trainer
 
     out = Path(args.out)
     ckpt_path = out / "checkpoints" / "last.pt"

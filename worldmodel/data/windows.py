@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import Tensor
 from torch.utils.data import Dataset
 
 
@@ -123,3 +124,20 @@ class WindowDataset(Dataset):
 def fingerprint_of(obj: Any) -> str:
     """Short stable hash of a JSON-able object."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class ZeroActions(Dataset):
+    """Adds all-zero ``actions`` ``(T, A)`` to items of a frames-only dataset (PNG folders), so
+    action-conditioned models train and evaluate on it as if every action were "stand still"."""
+
+    def __init__(self, dataset: Dataset, action_dim: int) -> None:
+        self.dataset, self.action_dim = dataset, action_dim
+        self.fingerprint = getattr(dataset, "fingerprint", None)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict[str, Tensor]:
+        item = dict(self.dataset[index])
+        item["actions"] = torch.zeros(item["frames"].shape[0], self.action_dim)
+        return item

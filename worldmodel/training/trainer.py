@@ -80,6 +80,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from worldmodel.data.batch import frames_to_uint8
+from worldmodel.device import resolve_device
 from worldmodel.dynamics.base import LatentDynamics
 from worldmodel.dynamics.checkpoint import (
     atomic_save,
@@ -87,7 +88,6 @@ from worldmodel.dynamics.checkpoint import (
     checkpoint_dict,
     first_nonfinite,
     read,
-    resolve_device,
 )
 from worldmodel.errors import CheckpointError
 from worldmodel.files import write_text_atomic
@@ -897,20 +897,3 @@ def hparam_value(value: Any) -> int | float | str:
     if isinstance(value, (list, tuple)):
         return ",".join(str(hparam_value(v)) for v in value)
     return str(value)
-
-
-class ZeroActions(Dataset):
-    """Adds all-zero ``actions`` ``(T, A)`` to items of a frames-only dataset (PNG folders), so
-    action-conditioned models train and evaluate on it as if every action were "stand still"."""
-
-    def __init__(self, dataset: Dataset, action_dim: int) -> None:
-        self.dataset, self.action_dim = dataset, action_dim
-        self.fingerprint = getattr(dataset, "fingerprint", None)
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, index: int) -> dict[str, Tensor]:
-        item = dict(self.dataset[index])
-        item["actions"] = torch.zeros(item["frames"].shape[0], self.action_dim)
-        return item
