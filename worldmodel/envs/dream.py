@@ -1023,7 +1023,7 @@ class DreamEnv(gym.Env):
         self._seed = int(draw.key[0])
         self._t = 0
         self._readout = start
-        return _row(core.observation(obs0, start, self._ep)), _row(core.info_arrays(start, self._ep))
+        return _row(core.observation(obs0, start, self._ep)), row_info(core.info_arrays(start, self._ep), 0)
 
     def step(self, action: Any) -> tuple[Any, float, bool, bool, dict]:
         if self._state is None:
@@ -1036,7 +1036,7 @@ class DreamEnv(gym.Env):
         obs = core.observe(self._state, goal=ep.dev["goal"], ee=ep.dev["ee"]).cpu().numpy()
         self._readout = r = core.readout(self._state, ep)
         truncated = self.config.horizon is not None and self._t >= self.config.horizon
-        info = _row(core.info_arrays(r, ep))
+        info = row_info(core.info_arrays(r, ep), 0)
         return _row(core.observation(obs, r, ep)), float(r["reward"][0]), False, bool(truncated), info
 
     @property
@@ -1097,10 +1097,8 @@ def row_info(arrays: dict[str, np.ndarray], i: int) -> dict[str, Any]:
 
 
 def _row(x: Any, i: int = 0) -> Any:
-    """Row ``i`` of batched observations (an array or a dict of arrays) or of ``info_arrays``."""
+    """Row ``i`` of batched observations (an array, or the goal-conditioned dict of arrays)."""
     if isinstance(x, dict):
-        if "distance" in x:
-            return row_info(x, i)
         return {k: v[i].copy() for k, v in x.items()}
     return x[i].copy()
 
