@@ -2,7 +2,9 @@
 
 Names: ``svg-lp``, ``svg-fp`` (and ``svg-det``, the deterministic ablation); ``videoflow`` (flow-based,
 exact likelihood, see ``videoflow.py``);
-``vgan`` (two-stream video GAN generating clips from a context frame, see ``vgan.py``).
+``vgan`` (two-stream video GAN generating clips from a context frame, see ``vgan.py``); ``jepa``
+(decoder-free: predicts the next latent, SIGReg against collapse, optional detached decoder, see
+``jepa.py``).
 """
 
 from worldmodel.device import resolve_device

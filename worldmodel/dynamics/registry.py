@@ -23,6 +23,7 @@ _BUILTIN: dict[str, tuple[str, str, dict[str, Any]]] = {
     "svg-det": ("worldmodel.dynamics.svg", "SVG", {"prior": "none"}),
     "vgan": ("worldmodel.dynamics.vgan", "VGAN", {}),
     "videoflow": ("worldmodel.dynamics.videoflow", "VideoFlow", {}),
+    "jepa": ("worldmodel.dynamics.jepa", "JEPA", {}),
 }
 _EXTRA: dict[str, tuple[type[LatentDynamics], dict[str, Any]]] = {}
 
