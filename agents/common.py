@@ -72,7 +72,7 @@ from worldmodel.dynamics.inference import for_inference
 from worldmodel.envs.dream import resolve_dtype
 from worldmodel.envs.push_table import REST_ACTION
 from worldmodel.envs.task import TASKS, TaskSpec, wilson_interval
-from worldmodel.files import write_text_atomic
+from worldmodel.files import atomic_path, write_text_atomic
 from worldmodel.perf import keep_freed_memory
 from worldmodel.video import add_tensorboard_video, grid, write_video
 
@@ -570,10 +570,8 @@ class ProgressCallback(BaseCallback):
 def save_agent(model, run: Path) -> Path:
     """``RUN/checkpoints/last.zip``, written under a temporary name and renamed."""
     path = checkpoint_path(run)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".last.tmp-{os.getpid()}.zip")
-    model.save(tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:  # the temporary keeps .zip, so SB3 does not append one
+        model.save(tmp)
     return path
 
 
@@ -745,11 +743,8 @@ def save_replay_buffer(model, run: Path) -> Path | None:
     arrays = {k: getattr(buffer, k)[:filled] for k in _buffer_arrays(buffer)}
     arrays["pos"], arrays["full"] = np.asarray(buffer.pos, np.int64), np.asarray(buffer.full, np.bool_)
     path = replay_buffer_path(run)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".replay_buffer.tmp-{os.getpid()}.npz")
-    with open(tmp, "wb") as f:
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.savez(f, **arrays)
-    os.replace(tmp, path)
     return path
 
 

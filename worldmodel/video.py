@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from worldmodel.files import atomic_path
+
 
 def grid(frames: np.ndarray, ncols: int, pad: int = 2, pad_value: int = 255) -> np.ndarray:
     """Tile ``N`` sequences into one: uint8 ``(N, T, H, W, 3)`` → ``(T, H', W', 3)``.
@@ -34,8 +36,8 @@ def grid(frames: np.ndarray, ncols: int, pad: int = 2, pad_value: int = 255) -> 
 def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float = 10.0) -> Path:
     """Write uint8 ``(T, H, W, 3)`` frames as ``.mp4`` (H.264) or ``.gif``; returns the path.
 
-    Written under a temporary name in the same folder, then renamed, so an interrupted write never
-    leaves a half file at ``path``. MP4 frames are padded to even sizes (needed by yuv420p).
+    Written through ``worldmodel.files.atomic_path``, so an interrupted write never leaves a half
+    file at ``path``. MP4 frames are padded to even sizes (needed by yuv420p).
     """
     from moviepy import ImageSequenceClip
 
@@ -48,27 +50,24 @@ def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float = 10.0) 
         raise ValueError(f"frames: expected non-empty uint8 (T, H, W, 3), got {frames.dtype} {frames.shape}")
     if ext == ".mp4" and (frames.shape[1] % 2 or frames.shape[2] % 2):
         frames = np.pad(frames, ((0, 0), (0, frames.shape[1] % 2), (0, frames.shape[2] % 2), (0, 0)))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{ext}")
     # moviepy sums n float durations (n * 0.1 -> 0.7999...) and writes int(duration * fps) frames,
     # dropping the last one; half a frame of slack gives exactly n.
     clip = ImageSequenceClip(list(frames), fps=fps).with_duration((len(frames) + 0.5) / fps)
     try:
-        if ext == ".gif":
-            clip.write_gif(str(tmp), fps=fps, logger=None)
-        else:
-            clip.write_videofile(
-                str(tmp),
-                fps=fps,
-                codec="libx264",
-                audio=False,
-                logger=None,
-                ffmpeg_params=["-pix_fmt", "yuv420p"],
-            )
-        os.replace(tmp, path)
+        with atomic_path(path, fsync=False) as tmp:
+            if ext == ".gif":
+                clip.write_gif(str(tmp), fps=fps, logger=None)
+            else:
+                clip.write_videofile(
+                    str(tmp),
+                    fps=fps,
+                    codec="libx264",
+                    audio=False,
+                    logger=None,
+                    ffmpeg_params=["-pix_fmt", "yuv420p"],
+                )
     finally:
         clip.close()
-        tmp.unlink(missing_ok=True)
     return path
 
 
