@@ -18,6 +18,7 @@ from worldmodel.envs.task import TASKS
 from worldmodel.files import write_json_atomic
 
 OBJECTIVES = ("auto", "learned", "pixels", "features")
+PLANNERS = ("cem", "icem", "mppi", "grad")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -37,7 +38,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="recorded-goal: steps to the goal (default 20; budget 2k)",
     )
     p.add_argument("--episodes", type=positive_int, default=4, help="episodes per agent (default 4)")
-    p.add_argument("--planner", choices=("cem", "icem"), default="cem", help="cem or icem (default cem)")
+    p.add_argument(
+        "--planner",
+        choices=PLANNERS,
+        default="cem",
+        help="cem, icem (colored noise, kept and shifted elites), mppi (softmax-weighted refits as in "
+        "TD-MPC2; --elites: weight only the best, default all) or grad (a short CEM of --population x "
+        "--iterations, then Adam steps through the differentiable model; the oracle plans with cem); "
+        "default cem",
+    )
     p.add_argument(
         "--population", type=int_at_least(2), default=400, help="model candidates per iteration (default 400)"
     )
@@ -142,6 +151,30 @@ def _objective(args: argparse.Namespace, ckpt: Path, model):
     return kind, GoalImage(kind, **options)
 
 
+def _planners(args: argparse.Namespace, action_dim: int):
+    """The model's planner, the oracle's (None with --oracle-budget 0) and the oracle's planner name:
+    the simulator has no gradient, so ``grad``'s oracle plans with ``cem``."""
+    from worldmodel.planning import CEM, MPPI, CEMConfig, GradientConfig, GradientPlanner, MPPIConfig
+
+    planning = {"horizon": args.horizon, "iterations": args.iterations}
+    if args.planner == "mppi":
+        model = MPPI(MPPIConfig.mppi(population=args.population, elites=args.elites, **planning), action_dim)
+        if not args.oracle_budget:
+            return model, None, None
+        return model, MPPI(MPPIConfig.mppi(population=args.oracle_budget, **planning), 4), "mppi"
+    make_config = CEMConfig.icem if args.planner == "icem" else CEMConfig.cem
+    config = make_config(population=args.population, elites=args.elites, **planning)
+    if args.planner == "grad":
+        model = GradientPlanner(GradientConfig.cem_adam(config), action_dim)
+    else:
+        model = CEM(config, action_dim)
+    if not args.oracle_budget:
+        return model, None, None
+    elites = min(args.oracle_budget - 1, max(2, min(config.elites, args.oracle_budget // 4)))
+    oracle_cfg = make_config(population=args.oracle_budget, elites=elites, **planning)
+    return model, CEM(oracle_cfg, 4), "icem" if args.planner == "icem" else "cem"
+
+
 def _spec(args: argparse.Namespace):
     from worldmodel.envs.task import TaskSpec
 
@@ -202,7 +235,7 @@ def run(args: argparse.Namespace) -> int:
 
     from worldmodel.dynamics import load
     from worldmodel.envs.push_table import REST_ACTION
-    from worldmodel.planning import CEM, CEMConfig, MPCAgent, OracleAgent, RandomAgent, evaluate
+    from worldmodel.planning import MPCAgent, OracleAgent, RandomAgent, evaluate
     from worldmodel.planning.oracle import SimOracle
     from worldmodel.video import write_video
 
@@ -215,12 +248,10 @@ def run(args: argparse.Namespace) -> int:
     model = load(ckpt, device=args.device)
     size = model.config.image_size
     kind, objective = _objective(args, ckpt, model)
-    make_config = CEMConfig.icem if args.planner == "icem" else CEMConfig.cem
-    planning = {"horizon": args.horizon, "iterations": args.iterations}
-    config = make_config(population=args.population, elites=args.elites, **planning)
+    planner, oracle_planner, oracle_name = _planners(args, model.config.action_dim)
     mpc = MPCAgent(
         model,
-        CEM(config, model.config.action_dim),
+        planner,
         objective,
         args.replan_every,
         seed=args.seed,
@@ -229,11 +260,9 @@ def run(args: argparse.Namespace) -> int:
     mpc.record = args.video is not None
     venv = _venv(args, size)
     agents = {"model": mpc, "random": RandomAgent(model.config.action_dim, seed=args.seed)}
-    if args.oracle_budget:
-        elites = min(args.oracle_budget - 1, max(2, min(config.elites, args.oracle_budget // 4)))
-        oracle_cfg = make_config(population=args.oracle_budget, elites=elites, **planning)
+    if oracle_planner is not None:
         oracle = SimOracle(venv.get_attr("config", indices=[0])[0], reach_weight=args.reach_weight)
-        agents["oracle"] = OracleAgent(CEM(oracle_cfg, 4), oracle, args.replan_every, seed=args.seed)
+        agents["oracle"] = OracleAgent(oracle_planner, oracle, args.replan_every, seed=args.seed)
     results: dict[str, dict | None] = {"model": None, "oracle": None, "random": None}
     for name in ("model", "oracle", "random"):
         if name not in agents:
@@ -249,7 +278,7 @@ def run(args: argparse.Namespace) -> int:
     if args.task == "recorded-goal":
         report["recorded_k"] = args.recorded_k
     if results["oracle"] is not None:
-        results["oracle"].update(planner=args.planner, population=args.oracle_budget)
+        results["oracle"].update(planner=oracle_name, population=args.oracle_budget)
     planner_text = f"{args.planner} H={args.horizon} iters={args.iterations}"
     if args.json:
         write_json_atomic(args.json, report)

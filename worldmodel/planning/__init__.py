@@ -1,6 +1,8 @@
-"""Planning with world models: CEM / iCEM, objectives on a ``LatentDynamics``, and MPC agents.
+"""Planning with world models: CEM / iCEM, MPPI, gradient ascent, objectives on a ``LatentDynamics``,
+and MPC agents.
 
-``CEM`` is a pure batched optimiser over action sequences ``(P, N, H, A)``; objectives roll a
+``CEM``, ``MPPI`` and ``GradientPlanner`` are pure batched optimisers over action sequences
+``(P, N, H, A)`` with one interface (``optimize``, ``warm_start``, ``CEMResult``); objectives roll a
 model forward from a tiled state and score the candidates; ``MPCAgent`` re-plans in a real env
 behind SB3's ``predict``; ``OracleAgent`` runs the same planner on the simulator itself
 (``SimOracle``), ``RandomAgent`` is the baseline. ``evaluate`` runs any of them with SB3's
@@ -9,18 +11,26 @@ behind SB3's ``predict``; ``OracleAgent`` runs the same planner on the simulator
 
 from __future__ import annotations
 
+from worldmodel.planning.box import BoxPlanner
 from worldmodel.planning.cem import CEM, CEMConfig, CEMResult, WarmStart, colored_noise
+from worldmodel.planning.gradient import GradientConfig, GradientPlanner
 from worldmodel.planning.mpc import MPCAgent, OracleAgent, PlanningAgent, RandomAgent, TaskInfo, evaluate
+from worldmodel.planning.mppi import MPPI, MPPIConfig, mppi_weights
 from worldmodel.planning.objectives import GoalImage, LearnedReward, Objective, Task, goal_features
 from worldmodel.planning.oracle import SimOracle
 
 __all__ = [
     "CEM",
+    "MPPI",
+    "BoxPlanner",
     "CEMConfig",
     "CEMResult",
     "GoalImage",
+    "GradientConfig",
+    "GradientPlanner",
     "LearnedReward",
     "MPCAgent",
+    "MPPIConfig",
     "Objective",
     "OracleAgent",
     "PlanningAgent",
@@ -32,4 +42,5 @@ __all__ = [
     "colored_noise",
     "evaluate",
     "goal_features",
+    "mppi_weights",
 ]

@@ -138,7 +138,6 @@ class Objective(ABC):
         """Per-step rewards ``(B, H)`` of rollout outputs ``(B, H, ...)`` (frames ``(B, H, 3, h, w)``
         if ``needs_pixels`` else features ``(B, H, F)``); ``problem`` ``(B,)`` indexes ``task``."""
 
-    @torch.no_grad()
     def __call__(
         self,
         model: LatentDynamics,
@@ -147,7 +146,21 @@ class Objective(ABC):
         actions: Tensor,
         generator: torch.Generator | None = None,
     ) -> Tensor:
-        """Scores ``(P, N)`` of candidates ``actions`` ``(P, N, H, A)`` from ``state`` (batch ``P``)."""
+        """Scores ``(P, N)`` of candidates ``actions`` ``(P, N, H, A)`` from ``state`` (batch ``P``).
+
+        Runs without autograd unless asked: with grad mode on and ``actions`` requiring grad (the
+        gradient planner), the scores are differentiable in the actions."""
+        with torch.set_grad_enabled(torch.is_grad_enabled() and actions.requires_grad):
+            return self._scores(model, state, task, actions, generator)
+
+    def _scores(
+        self,
+        model: LatentDynamics,
+        state: State,
+        task: Task,
+        actions: Tensor,
+        generator: torch.Generator | None,
+    ) -> Tensor:
         p, n, h, a = actions.shape
         if len(state) != p:
             raise ValueError(f"actions: {p} problems but the state has batch {len(state)}")
