@@ -19,7 +19,7 @@ from pathlib import Path
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
-from worldmodel.data.collect import CollectConfig, collect
+from worldmodel.envs.collect import CollectConfig, collect
 
 
 def run(workers: int, args: argparse.Namespace, root: Path) -> tuple[float, Path]:

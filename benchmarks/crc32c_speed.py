@@ -6,9 +6,9 @@ Builds BAIR-sized records in memory (30 steps × two 64×64×3 images + action +
 position, ≈ 740 KB, as softmotion30_44k) and a TFRecord file of them, then times, per record and
 per backend in alternating rounds (median of the rounds): the masked CRC of the data alone, and a
 whole read (``iter_records``: both CRCs checked) plus ``decode_example``, and windows/s of
-``open_dataset`` over the file (opened anew each round, T 12, one process, every window once). Needs ``google-crc32c``
-(or ``crc32c``) installed; prints the NumPy figures alone otherwise. The last line is the figure:
-the whole-read speed-up per record.
+``open_dataset`` over the file (opened anew each round, T 12, one process, every window once).
+Needs ``google-crc32c`` (or ``crc32c``) installed; prints the NumPy figures alone otherwise. The
+last line is the figure: the whole-read speed-up per record.
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ from worldmodel.data import open_dataset
 
 
 def make_shards(root: Path, episodes: int) -> Path:
-    from worldmodel.data.collect import CollectConfig, collect
+    from worldmodel.envs.collect import CollectConfig, collect
 
     out = root / "shards"
     collect(CollectConfig(out=out, episodes=episodes, seq_len=30, workers=2, episodes_per_shard=8))

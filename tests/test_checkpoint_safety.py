@@ -63,7 +63,7 @@ def _png_data(root):
 def test_train_head_records_the_checkpoint_and_a_resumed_run_makes_the_head_stale(tmp_path, capsys):
     """The whole story: train 2 steps, `worldmodel train-head`, the head is used without a word;
     `train --resume` rewrites last.pt, and plan, the dream, agents.train and find_head refuse it."""
-    from worldmodel.data.collect import CollectConfig, collect
+    from worldmodel.envs.collect import CollectConfig, collect
 
     collect(CollectConfig(out=tmp_path / "sim", episodes=4, seq_len=8, seed=0, image_size=16, workers=0))
     run = tmp_path / "run"

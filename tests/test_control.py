@@ -210,7 +210,7 @@ def test_eval_cli_writes_a_control_section(tmp_path, capsys):
     targets move by the ranking's horizon (the scripted pushes start some 15 steps in)."""
     from worldmodel.cli import main
     from worldmodel.data import open_dataset
-    from worldmodel.data.collect import CollectConfig, collect
+    from worldmodel.envs.collect import CollectConfig, collect
 
     data = tmp_path / "data"
     cfg = CollectConfig(out=data, episodes=12, seq_len=24, image_size=16, num_objects=1, push_probability=1.0)

@@ -18,10 +18,10 @@ import numpy as np
 import pytest
 from data_fake_sim import children_of, wait_gone
 
-import worldmodel.data.policy as policy_mod
+import worldmodel.envs.policy as policy_mod
 from worldmodel.cli import main
 from worldmodel.data import open_dataset
-from worldmodel.data.collect import episode_seeds, object_moved
+from worldmodel.envs.collect import episode_seeds, object_moved
 
 SMALL = [
     "--episodes",

@@ -22,7 +22,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from worldmodel.data import open_dataset
-from worldmodel.data.collect import CollectConfig, collect, episode_seeds, object_moved
+from worldmodel.envs.collect import CollectConfig, collect, episode_seeds, object_moved
 from worldmodel.errors import DataError
 
 FAKE = {"_factory": "data_fake_sim:fake_rollout_factory", "_sim_info": data_fake_sim.fake_sim_info}
@@ -153,7 +153,7 @@ def test_same_bytes_whatever_the_workers(tmp_path):
 def _collect_script(out: Path, workers: int) -> list[str]:
     code = (
         "import sys; from pathlib import Path; import data_fake_sim as f\n"
-        "from worldmodel.data.collect import CollectConfig, collect\n"
+        "from worldmodel.envs.collect import CollectConfig, collect\n"
         f"collect(CollectConfig(out=Path({str(out)!r}), episodes=23, seq_len=10, workers={workers},"
         " image_size=16, episodes_per_shard=4),"
         " _factory='data_fake_sim:fake_rollout_factory', _sim_info=f.fake_sim_info)\n"

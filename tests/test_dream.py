@@ -173,7 +173,7 @@ def test_bad_options():
 
 
 def test_dataset_contexts(model, tmp_path):
-    from worldmodel.data.collect import CollectConfig, collect
+    from worldmodel.envs.collect import CollectConfig, collect
 
     collect(CollectConfig(out=str(tmp_path / "data"), episodes=6, seq_len=4, seed=0))
     env = DreamEnv(

@@ -22,7 +22,7 @@ from worldmodel.errors import CheckpointError
 @pytest.fixture(scope="module")
 def sim_items():
     """48 short PushTable episodes at 16 px, one object, every episode scripts a push."""
-    from worldmodel.data.policy import RandomPushPolicy, rollout
+    from worldmodel.envs.policy import RandomPushPolicy, rollout
     from worldmodel.envs.push_table import PushTableEnv
 
     env = PushTableEnv(image_size=16, num_objects=1)
@@ -122,7 +122,7 @@ def test_storage_sidecar_and_checkpoint_field(tmp_path):
 
 def test_cli_train_head(tmp_path):
     from worldmodel.cli import main
-    from worldmodel.data.collect import CollectConfig, collect
+    from worldmodel.envs.collect import CollectConfig, collect
 
     collect(CollectConfig(out=str(tmp_path / "data"), episodes=12, seq_len=8, seed=0, image_size=16))
     torch.manual_seed(0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from worldmodel.data.policy import RandomPushPolicy, rollout
+from worldmodel.envs.policy import RandomPushPolicy, rollout
 from worldmodel.envs.push_table import MAX_OBJECTS, PushTableEnv
 
 

@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     """Collect, with a progress bar over episodes, then print a summary."""
     from tqdm import tqdm
 
-    from worldmodel.data.collect import CollectConfig, collect
+    from worldmodel.envs.collect import CollectConfig, collect
 
     cfg = CollectConfig(
         out=args.out,

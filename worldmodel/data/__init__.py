@@ -1,7 +1,9 @@
-"""Datasets: collection from the sim, the shard format, and readers for shards, BAIR and PNG folders.
+"""Datasets: the on-disk formats and their readers (own shards, BAIR TFRecords, PNG folders).
 
-``open_dataset`` is imported lazily so that light modules of this package (the collector's worker
-processes, the policy) do not pull in torch.
+Data knows nothing of models or envs: collection from the sim (``worldmodel.envs.collect``) and
+its scripted policy (``worldmodel.envs.policy``) live next to the simulator and write through
+``shards.py``. ``open_dataset`` is imported lazily so that the collector's worker processes, which
+import ``shards``, do not pull in torch.
 """
 
 from __future__ import annotations

@@ -1,6 +1,9 @@
 """Environments: the real MuJoCo pushing world and the learned dream environments (single, batched).
 
-Names are imported lazily so that ``import worldmodel.envs`` loads neither MuJoCo nor torch.
+``task`` holds the facts every face of the task shares (goals, success, reward, info keys);
+``policy`` is the scripted pushing policy and ``collect`` writes datasets of its episodes
+(``worldmodel collect``). Names are imported lazily so that ``import worldmodel.envs`` loads
+neither MuJoCo nor torch.
 """
 
 from __future__ import annotations

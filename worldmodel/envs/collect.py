@@ -132,7 +132,7 @@ def _exit_with_parent(parent_pid: int, period: float = 0.5) -> None:
 
 def sim_rollout_factory(env_kwargs: dict[str, Any], policy_kwargs: dict[str, Any]) -> Callable:
     """A function ``(env_seed, policy_seed, seq_len) -> episode dict`` on one PushTable env."""
-    from worldmodel.data.policy import RandomPushPolicy, rollout
+    from worldmodel.envs.policy import RandomPushPolicy, rollout
     from worldmodel.envs.push_table import PushTableEnv
 
     env = PushTableEnv(**env_kwargs)
@@ -310,7 +310,7 @@ def collect(
     cfg: CollectConfig,
     progress: Callable[[int], None] | None = None,
     *,
-    _factory: str = "worldmodel.data.collect:sim_rollout_factory",
+    _factory: str = "worldmodel.envs.collect:sim_rollout_factory",
     _sim_info: Callable | None = None,
 ) -> dict[str, Any]:
     """Collect (or finish collecting) a dataset; returns a summary dict.

@@ -866,7 +866,7 @@ def _sim_pool(cfg: DreamConfig, context: int) -> dict[str, np.ndarray]:
     ``push`` and ``reach``: a ``RandomPushPolicy`` rollout of ``context`` steps in a PushTable of
     that task. ``recorded-goal``: the real env's recorded-goal start, its first frame held still
     (``REST_ACTION``) as the context, as the planner pads it."""
-    from worldmodel.data.policy import RandomPushPolicy, rollout
+    from worldmodel.envs.policy import RandomPushPolicy, rollout
     from worldmodel.envs.push_table import PushTableEnv
 
     env = PushTableEnv(image_size=cfg.image_size, task=cfg.task)

@@ -384,7 +384,7 @@ class PushTableEnv(gym.Env):
         (``RandomPushPolicy``, every episode a push) until one has a window of ``recorded_k`` steps
         in which some object moved at least ``min_move``; start at the window's first state, with
         that object as the target and its position at the window's end as the goal."""
-        from worldmodel.data.policy import RandomPushPolicy  # the policy imports this module
+        from worldmodel.envs.policy import RandomPushPolicy  # the policy imports this module
 
         spec, k = self._spec, int(self._spec.recorded_k)
         length = k + _RECORDED_SLACK
