@@ -28,8 +28,10 @@ mode on (``optimize`` enables it, so it works inside ``MPCAgent._plan``'s ``no_g
 ``worldmodel.planning.objectives``' ``Objective.__call__`` then keeps the graph. Differentiable:
 ``LearnedReward`` (the task's reward on an ``ObjectHead`` through the model's features),
 ``GoalImage("features")`` and ``GoalImage("pixels")`` (through the decoder), on models whose
-``step`` is a differentiable function of the action (SVG-LP/FP with reparameterised ``z``; VGAN
-and VideoFlow compute their frames with ordinary differentiable layers too). Not differentiable:
+``step`` is a differentiable function of the action: gradients reach the actions through the
+rollouts of SVG-LP/FP (reparameterised ``z``), VGAN and VideoFlow, and their ``for_inference``
+copies (an untrained VideoFlow's zero-initialised priors ignore the actions, so its gradient is
+exactly 0 until trained). Not differentiable:
 the simulator oracle (``SimOracle``, MuJoCo), or any objective computed under ``torch.no_grad``;
 ``optimize`` raises a ``ValueError`` when the scores carry no gradient.
 
