@@ -51,7 +51,7 @@ from worldmodel.envs.dream import (
 )
 
 
-class _Batch:
+class _BatchedEpisodes:
     """The batched episode state both vector APIs share."""
 
     def __init__(self, core: DreamCore, num_envs: int) -> None:
@@ -229,7 +229,7 @@ class DreamVecEnv(VecEnv):
     ) -> None:
         self.core = _core(model, head, device, options)
         self.render_mode = render_mode
-        self._batch = _Batch(self.core, num_envs)
+        self._batch = _BatchedEpisodes(self.core, num_envs)
         obs_space = self.core.observation_space()
         super().__init__(num_envs, obs_space, gym.spaces.Box(-1.0, 1.0, (4,), np.float32))
         self._actions: np.ndarray | None = None
@@ -334,7 +334,7 @@ class DreamVectorEnv(VectorEnv):
         **options: Any,
     ) -> None:
         self.core = _core(checkpoint, head, device, options)
-        self._batch = _Batch(self.core, num_envs)
+        self._batch = _BatchedEpisodes(self.core, num_envs)
         self.num_envs = num_envs
         self.render_mode = render_mode
         self.single_observation_space = self.core.observation_space()
