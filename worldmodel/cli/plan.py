@@ -57,7 +57,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="elites, fewer than --population (default: 10%% of --population)",
     )
     p.add_argument("--horizon", type=positive_int, default=10, help="planning horizon in steps (default 10)")
-    p.add_argument("--iterations", type=positive_int, default=3, help="CEM iterations per plan (default 3)")
+    p.add_argument(
+        "--iterations",
+        type=positive_int,
+        default=3,
+        help="refits per plan: CEM's / MPPI's iterations; for grad, its starting CEM's (default 3)",
+    )
     p.add_argument(
         "--replan-every", type=positive_int, default=1, help="actions executed per plan (default 1)"
     )

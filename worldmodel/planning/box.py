@@ -9,13 +9,60 @@ Every planner here plans ``P`` independent problems over action sequences ``(P, 
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from worldmodel.planning.cem import CEMResult, Objective, WarmStart
+Objective = Callable[[Tensor], Tensor]
+"""Candidates ``(P, N, H, A)`` → scores ``(P, N)``, higher is better."""
+
+
+@dataclasses.dataclass
+class CEMResult:
+    """What ``CEM.optimize`` returns (tensors on the objective's device).
+
+    ``actions`` ``(P, H, A)`` is the plan to execute (the mean or the best, per ``returns``);
+    ``mean`` and ``std`` ``(P, H, A)`` the final distribution; ``best`` ``(P, H, A)`` and
+    ``best_score`` ``(P,)`` the best candidate seen; ``elites`` ``(P, E, H, A)`` the last elites
+    (best first); ``evaluations`` the candidates scored per problem.
+    """
+
+    actions: Tensor
+    mean: Tensor
+    std: Tensor
+    best: Tensor
+    best_score: Tensor
+    elites: Tensor
+    evaluations: int
+
+
+@dataclasses.dataclass
+class WarmStart:
+    """A previous solution shifted in time: ``mean`` ``(P, H, A)`` and, for iCEM's shifted elites,
+    ``elites`` ``(P, K, H, A)`` (or None)."""
+
+    mean: Tensor
+    elites: Tensor | None = None
+
+    def __getitem__(self, idx: Any) -> WarmStart:
+        """The warm start of a subset of problems."""
+        return WarmStart(self.mean[idx], None if self.elites is None else self.elites[idx])
+
+    @staticmethod
+    def cat(parts: list[WarmStart]) -> WarmStart:
+        """Problems of several warm starts, in order. Parts without elites (a problem that just
+        started) get copies of their mean in place of the ``K`` shifted elites the others carry."""
+        sizes = {p.elites.shape[1] for p in parts if p.elites is not None}
+        mean = torch.cat([p.mean for p in parts])
+        if len(sizes) != 1:
+            return WarmStart(mean, None)
+        k = sizes.pop()
+        elites = [p.elites if p.elites is not None else p.mean[:, None].expand(-1, k, -1, -1) for p in parts]
+        return WarmStart(mean, torch.cat(elites))
 
 
 class BoxPlanner:

@@ -40,16 +40,24 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from worldmodel.planning.box import (
+    BoxPlanner,
+    CEMResult,
+    Objective,
+    WarmStart,
+    checked_scores,
+    raise_unless_finite,
+    take,
+)
+
 SAMPLING = ("clip", "truncate")
 RETURNS = ("mean", "best")
 
-Objective = Callable[[Tensor], Tensor]
 """Batched objective: candidates ``(P, N, H, A)`` → scores ``(P, N)``, higher is better."""
 
 
@@ -160,51 +168,7 @@ class CEMConfig:
         return kept + (1 if self.add_mean and i == self.iterations - 1 else 0)
 
 
-@dataclasses.dataclass
-class CEMResult:
-    """What ``CEM.optimize`` returns (tensors on the objective's device).
-
-    ``actions`` ``(P, H, A)`` is the plan to execute (the mean or the best, per ``returns``);
-    ``mean`` and ``std`` ``(P, H, A)`` the final distribution; ``best`` ``(P, H, A)`` and
-    ``best_score`` ``(P,)`` the best candidate seen; ``elites`` ``(P, E, H, A)`` the last elites
-    (best first); ``evaluations`` the candidates scored per problem.
-    """
-
-    actions: Tensor
-    mean: Tensor
-    std: Tensor
-    best: Tensor
-    best_score: Tensor
-    elites: Tensor
-    evaluations: int
-
-
-@dataclasses.dataclass
-class WarmStart:
-    """A previous solution shifted in time: ``mean`` ``(P, H, A)`` and, for iCEM's shifted elites,
-    ``elites`` ``(P, K, H, A)`` (or None)."""
-
-    mean: Tensor
-    elites: Tensor | None = None
-
-    def __getitem__(self, idx: Any) -> WarmStart:
-        """The warm start of a subset of problems."""
-        return WarmStart(self.mean[idx], None if self.elites is None else self.elites[idx])
-
-    @staticmethod
-    def cat(parts: list[WarmStart]) -> WarmStart:
-        """Problems of several warm starts, in order. Parts without elites (a problem that just
-        started) get copies of their mean in place of the ``K`` shifted elites the others carry."""
-        sizes = {p.elites.shape[1] for p in parts if p.elites is not None}
-        mean = torch.cat([p.mean for p in parts])
-        if len(sizes) != 1:
-            return WarmStart(mean, None)
-        k = sizes.pop()
-        elites = [p.elites if p.elites is not None else p.mean[:, None].expand(-1, k, -1, -1) for p in parts]
-        return WarmStart(mean, torch.cat(elites))
-
-
-class CEM:
+class CEM(BoxPlanner):
     """Batched CEM / iCEM over action sequences in a box.
 
     Args:
@@ -216,30 +180,8 @@ class CEM:
     def __init__(
         self, config: CEMConfig, action_dim: int, low: float | Tensor = -1.0, high: float | Tensor = 1.0
     ) -> None:
+        super().__init__(action_dim, low, high)
         self.config = config
-        self.action_dim = int(action_dim)
-        self.low = torch.as_tensor(low, dtype=torch.float32).expand(self.action_dim).clone()
-        self.high = torch.as_tensor(high, dtype=torch.float32).expand(self.action_dim).clone()
-        if not bool((self.high > self.low).all()):
-            raise ValueError(f"high must exceed low in every dimension, got {self.low} and {self.high}")
-        self._bounds_on: dict[str, tuple[Tensor, Tensor]] = {}
-
-    @property
-    def horizon(self) -> int:
-        return self.config.horizon
-
-    # --- helpers ------------------------------------------------------------------------------
-    def _bounds(self, device: torch.device) -> tuple[Tensor, Tensor]:
-        # Cached per device: a CPU -> GPU copy per call would sync the stream every iteration.
-        key = str(device)
-        if key not in self._bounds_on:
-            self._bounds_on[key] = (self.low.to(device), self.high.to(device))
-        return self._bounds_on[key]
-
-    def initial_mean(self, problems: int, device: torch.device | str = "cpu") -> Tensor:
-        """The bounds' midpoint repeated: ``(P, H, A)``."""
-        low, high = self._bounds(torch.device(device))
-        return ((low + high) / 2).expand(problems, self.horizon, self.action_dim).clone()
 
     def warm_start(
         self, result: CEMResult | WarmStart, steps: int, generator: torch.Generator | None = None
@@ -307,25 +249,15 @@ class CEM:
             A ``CEMResult``; ``actions`` ``(P, H, A)`` is the plan to execute.
         """
         cfg = self.config
-        if isinstance(init, Tensor):
-            init = WarmStart(init)
-        if init is None:
-            if problems is None:
-                raise ValueError("problems: give the number of problems or an init")
-            init = WarmStart(self.initial_mean(problems, device or "cpu"))
-        mean = init.mean.to(device) if device is not None else init.mean
+        shifted_elites = init.elites if isinstance(init, WarmStart) else None
+        mean = self._start(init, problems, device)
         p, h, a = mean.shape
-        if (h, a) != (self.horizon, self.action_dim) or (problems is not None and p != problems):
-            raise ValueError(
-                f"init: expected a mean of shape ({problems or 'P'}, {self.horizon}, {self.action_dim}), "
-                f"got {tuple(mean.shape)}"
-            )
         dev = mean.device
         std = self._init_std(dev).expand(p, h, a).clone()
         min_std = cfg.min_std * (self._bounds(dev)[1] - self._bounds(dev)[0]) / 2
         carried = None
-        if cfg.shift_elites and init.elites is not None:
-            carried = init.elites.to(dev)[:, : cfg.kept()]
+        if cfg.shift_elites and shifted_elites is not None:
+            carried = shifted_elites.to(dev)[:, : cfg.kept()]
         best = mean.clone()
         best_score = torch.full((p,), -math.inf, device=dev)
         elites = mean[:, None]
@@ -337,10 +269,10 @@ class CEM:
             if cfg.add_mean and i == cfg.iterations - 1:
                 pool.append(mean[:, None])
             cand = torch.cat(pool, dim=1)
-            scores = self._scores(objective, cand)
+            scores = checked_scores(objective, cand)
             evaluations += cand.shape[1]
             top, idx = scores.topk(min(cfg.elites, cand.shape[1]), dim=1)  # sorted, best first
-            elites = _take(cand, idx)
+            elites = take(cand, idx)
             improved = top[:, 0] > best_score
             best = torch.where(improved[:, None, None], elites[:, 0], best)
             best_score = torch.where(improved, top[:, 0], best_score)
@@ -349,18 +281,8 @@ class CEM:
             std = torch.maximum(std, min_std)
             carried = elites[:, : cfg.kept()] if cfg.kept() > 0 else None
         actions = mean if cfg.returns == "mean" else best
-        if not bool(torch.isfinite(best_score).all()):  # one host sync per call
-            bad = torch.nonzero(~torch.isfinite(best_score)).flatten().tolist()
-            raise ValueError(f"objective: no finite score for planning problem(s) {bad} (a diverged model?)")
+        raise_unless_finite(best_score)  # one host sync per call
         return CEMResult(actions, mean, std, best, best_score, elites, evaluations)
-
-    def _scores(self, objective: Objective, cand: Tensor) -> Tensor:
-        scores = objective(cand)
-        if not isinstance(scores, Tensor) or tuple(scores.shape) != tuple(cand.shape[:2]):
-            got = tuple(scores.shape) if isinstance(scores, Tensor) else type(scores).__name__
-            raise ValueError(f"objective: expected scores of shape {tuple(cand.shape[:2])}, got {got}")
-        scores = scores.to(cand.device, torch.float32)
-        return torch.where(torch.isfinite(scores), scores, torch.full_like(scores, -math.inf))
 
 
 # ----------------------------------------------------------------------------------- noise
@@ -370,11 +292,6 @@ def _white(shape: tuple[int, ...], generator: torch.Generator | None, device: to
 
 def _clamp(x: Tensor, low: Tensor, high: Tensor) -> Tensor:
     return torch.maximum(torch.minimum(x, high), low)
-
-
-def _take(cand: Tensor, idx: Tensor) -> Tensor:
-    """``cand[p, idx[p, k]]`` for every problem: ``(P, K, H, A)``."""
-    return cand.gather(1, idx[:, :, None, None].expand(-1, -1, *cand.shape[2:]))
 
 
 def truncate_normal(eps: Tensor, bound: float) -> Tensor:

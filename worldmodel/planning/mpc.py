@@ -51,7 +51,7 @@ from worldmodel.data.batch import frames_to_uint8
 from worldmodel.dynamics.base import LatentDynamics, State
 from worldmodel.dynamics.inference import for_inference
 from worldmodel.envs.task import wilson_interval
-from worldmodel.planning.cem import CEM, CEMResult, WarmStart
+from worldmodel.planning.box import BoxPlanner, CEMResult, WarmStart
 from worldmodel.planning.objectives import Objective, Task
 
 
@@ -171,7 +171,7 @@ class PlanningAgent:
 
     def __init__(
         self,
-        planner: CEM,
+        planner: BoxPlanner,
         replan_every: int = 1,
         *,
         seed: int = 0,
@@ -361,7 +361,7 @@ class MPCAgent(PlanningAgent):
     def __init__(
         self,
         model: LatentDynamics,
-        planner: CEM,
+        planner: BoxPlanner,
         objective: Objective,
         replan_every: int = 1,
         *,
@@ -470,7 +470,9 @@ class OracleAgent(PlanningAgent):
     """The same planning loop on the real simulator (``SimOracle``); reads ``get_state`` from the
     attached env at every plan. ``oracle`` defaults to a ``SimOracle`` with the env's config."""
 
-    def __init__(self, planner: CEM, oracle: Any = None, replan_every: int = 1, *, seed: int = 0) -> None:
+    def __init__(
+        self, planner: BoxPlanner, oracle: Any = None, replan_every: int = 1, *, seed: int = 0
+    ) -> None:
         super().__init__(planner, replan_every, seed=seed)
         self.oracle = oracle
         self.generator = torch.Generator().manual_seed(self.seed)
