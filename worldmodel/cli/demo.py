@@ -154,6 +154,7 @@ MODEL_SETS: dict[str, tuple[str, ...]] = {
     "svg-lp": ("n_future=8",),
     "svg-fp": ("n_future=8",),
     "svg-det": ("n_future=8",),
+    "jepa": ("n_future=8",),
 }
 
 
