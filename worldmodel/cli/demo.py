@@ -313,6 +313,9 @@ class Pipeline:
                 max(c.train_steps // 2, 1),
                 "--log-every",
                 max(c.train_steps // 60, 1),
+                # held-out scores once, at the end: the eval stage that follows scores in full
+                "--eval-every",
+                c.train_steps,
             ),
         )
         if not c.state_head:  # a model with a state head plans and dreams with its own
