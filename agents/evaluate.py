@@ -10,31 +10,32 @@ evaluations during training) and act deterministically. An episode succeeds when
 within 5 cm of the goal at its last step. The JSON has ``success_rate``, ``final_distance`` (mean,
 m), ``episodes`` and ``per_episode``; a video of the first episodes goes to ``--video``.
 
-The zip is read by ``agents.common.load_agent``, which executes nothing in it: the agent is
+The zip is read by ``worldmodel.rl.load_agent``, which executes nothing in it: the agent is
 rebuilt from the config, and only tensors (``torch.load(weights_only=True)``) and the step counters
 come from the file; a file that holds anything else is refused with one line naming it.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from agents.common import (
+    cli,
+)
+from worldmodel.cli.flags import OneLineParser, nonneg_int, positive_int
+from worldmodel.envs.task import TASKS
+from worldmodel.files import write_json_atomic
+from worldmodel.rl import (
     EVAL_SEED,
     RandomPolicy,
     RunConfig,
-    atomic_write_text,
     checkpoint_path,
-    cli,
     evaluate_real,
     load_agent,
     make_eval_env,
     make_real_env,
     write_episodes_video,
 )
-from worldmodel.cli.flags import OneLineParser, nonneg_int, positive_int
-from worldmodel.envs.task import TASKS
 
 
 def build_parser() -> OneLineParser:
@@ -134,7 +135,7 @@ def run(argv: list[str] | None = None) -> int:
     if args.json:
         path = Path(args.json)
         path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(path, json.dumps(result, indent=2) + "\n")
+        write_json_atomic(path, result)
     if frames is not None:
         print(f"video: {write_episodes_video(video, frames)}")
     return 0

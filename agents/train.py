@@ -15,7 +15,7 @@ writes ``RUN/videos/real_STEP.mp4``, a line of ``RUN/eval.jsonl`` and ``RUN/chec
 
 ``RUN/config.json`` is written only once SB3 has accepted the settings, so a refused value leaves
 the folder free for the corrected command. ``--resume`` rebuilds the agent from it and reads
-``last.zip`` (and SAC's ``replay_buffer.npz``) with ``agents.common.load_agent``, which executes
+``last.zip`` (and SAC's ``replay_buffer.npz``) with ``worldmodel.rl.load_agent``, which executes
 nothing from the run folder.
 """
 
@@ -24,19 +24,21 @@ from __future__ import annotations
 from pathlib import Path
 
 from agents.common import (
-    MIN_CNN_SIZE,
-    RunConfig,
     add_agent_arguments,
     base_config,
     cli,
-    load_world_model,
-    make_eval_env,
     parse_with_run_config,
-    prepare_run,
-    train,
 )
 from worldmodel.cli.flags import OneLineParser, nonneg_float, positive_float, positive_int
 from worldmodel.envs.task import TASKS, TaskSpec
+from worldmodel.rl import (
+    MIN_CNN_SIZE,
+    RunConfig,
+    load_world_model,
+    make_eval_env,
+    prepare_run,
+    train,
+)
 
 
 def build_parser() -> OneLineParser:

@@ -17,17 +17,19 @@ import functools
 from pathlib import Path
 
 from agents.common import (
-    MIN_CNN_SIZE,
     add_agent_arguments,
     base_config,
     cli,
+    parse_with_run_config,
+)
+from worldmodel.cli.flags import OneLineParser, positive_int
+from worldmodel.rl import (
+    MIN_CNN_SIZE,
     make_eval_env,
     make_real_env,
-    parse_with_run_config,
     prepare_run,
     train,
 )
-from worldmodel.cli.flags import OneLineParser, positive_int
 
 VEC_TYPES = ("subproc", "dummy")
 

@@ -30,12 +30,14 @@ from test_agents import SMALL, TINY_PPO
 from agents import evaluate as evaluate_script
 from agents import train as train_script
 from agents import train_real as train_real_script
-from agents.common import (
+from agents.common import cli
+from worldmodel import dynamics
+from worldmodel.dynamics.heads import fit_record, head_path_for, save_head
+from worldmodel.rl import (
     RunConfig,
     algo_class,
     build_agent,
     checkpoint_path,
-    cli,
     load_agent,
     load_replay_buffer,
     make_eval_env,
@@ -43,8 +45,6 @@ from agents.common import (
     replay_buffer_path,
     save_agent,
 )
-from worldmodel import dynamics
-from worldmodel.dynamics.heads import fit_record, head_path_for, save_head
 
 PPO_ARGS = ["--horizon", "16", "--eval-every", "0", "--eval-episodes", "1", "--video-episodes", "0"]
 

@@ -26,17 +26,17 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 import worldmodel
 from agents import evaluate as evaluate_script
 from agents import train as train_script
-from agents.common import (
+from worldmodel import dynamics
+from worldmodel.dynamics.heads import fit_record, head_path_for, save_head
+from worldmodel.envs.latent import LatentObservation
+from worldmodel.rl import (
     EVAL_SEED,
-    LatentObservation,
     RunConfig,
     algo_class,
     evaluate_real,
     load_agent,
     make_eval_env,
 )
-from worldmodel import dynamics
-from worldmodel.dynamics.heads import fit_record, head_path_for, save_head
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_PPO = ["--n-steps", "32", "--batch-size", "32", "--n-epochs", "1"]

@@ -84,7 +84,8 @@ def test_missing_config_file(tmp_path, capsys):
 def test_agent_scripts_take_another_runs_config(tmp_path, capsys):
     from agents import train as agents_train
     from agents import train_real
-    from agents.common import HYPER_DEFAULTS, RunConfig, parse_with_run_config
+    from agents.common import parse_with_run_config
+    from worldmodel.rl import HYPER_DEFAULTS, RunConfig
 
     hyper = {**HYPER_DEFAULTS["ppo"], "learning_rate": 1e-3, "n_steps": 16}
     dream = {"horizon": 30, "pool_size": 8, "temperature": 0.5, "data": None, "goal_distance": "pixels"}

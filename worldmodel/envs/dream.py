@@ -122,8 +122,9 @@ class DreamConfig:
     task_obs: bool = False
     """``obs="latent"``, ``reward="learned"``: append the dreamed end effector (the state head's
     reading) and the episode's goal to the features, ``(F + 6,)``, a goal-conditioned observation
-    (the goal is not in the pixels for ``reach``); in the real env ``agents.common.LatentObservation``
-    appends the true end effector (proprioception) and goal."""
+    (the goal is not in the pixels for ``reach``); in the real env
+    ``worldmodel.envs.latent.LatentObservation`` appends the true end effector (proprioception) and
+    goal."""
     goal_conditioned: bool = False
     """``reward="learned"``: observations ``Dict(observation=<pixels or latent>,
     achieved_goal=Box(3), desired_goal=Box(3))`` (Gymnasium-Robotics' ``GoalEnv``, SB3's

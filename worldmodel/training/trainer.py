@@ -829,7 +829,13 @@ class Trainer:
             # checkpoint's own step stays: it is not logged again); a fresh run drops everything
             # an earlier attempt left, its hparams included.
             purge = self.step + 1 if self.step else 0
-            self._writer = SummaryWriter(str(self.out_dir / "tb"), purge_step=purge)
+            tb = self.out_dir / "tb"
+            if not self.step:  # a fresh run: an earlier attempt's curves are obsolete
+                # (purge_step alone is not enough here: TensorBoard applies it in file-name order,
+                # and the writers' counters sort as text, "…10" before "…9")
+                for old in tb.glob("events.out.tfevents.*"):
+                    old.unlink()
+            self._writer = SummaryWriter(str(tb), purge_step=purge)
         return self._writer
 
     # --- samples ------------------------------------------------------------------------------
