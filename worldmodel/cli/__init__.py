@@ -24,6 +24,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("worldmodel.cli.evaluate", "score a checkpoint: per-step PSNR/SSIM vs copy-last-frame"),
     "plan": ("worldmodel.cli.plan", "MPC in the real sim: learned model vs simulator oracle vs random"),
     "demo": ("worldmodel.cli.demo", "run the whole pipeline on built-in defaults and write a report"),
+    "bench": ("worldmodel.cli.bench", "train every model alike and compare how each predicts and plans"),
+    "online": ("worldmodel.cli.online", "model-based RL loop: plan in the sim, grow the data, fine-tune"),
 }
 
 
