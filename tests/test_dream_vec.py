@@ -175,3 +175,15 @@ def test_task_observation_ends_with_the_dreamed_arm_and_the_goal(model):
     np.testing.assert_allclose([i["distance"] for i in infos], dist, atol=1e-5)
     with pytest.raises(ValueError, match="task_obs"):
         DreamConfig(task_obs=True, obs="pixels")
+
+
+def test_every_dream_takes_its_checkpoint_first(model):
+    core = DreamCore(model, DreamConfig(reward="goal-image", pool_size=2, horizon=3), device="cpu")
+    for env in (DreamVecEnv(core, 2), DreamVectorEnv(core, 2)):
+        assert env.num_envs == 2 and env.core is core
+        env.close()
+    with pytest.warns(DeprecationWarning, match="DreamVectorEnv\\(checkpoint, num_envs\\)"):
+        old = DreamVectorEnv(2, core)  # the old order still works, with a warning
+    assert old.num_envs == 2 and old.core is core
+    with pytest.warns(DeprecationWarning, match="DreamVecEnv\\(checkpoint=...\\)"):
+        assert DreamVecEnv(model=core, num_envs=3).num_envs == 3

@@ -29,6 +29,7 @@ Start contexts of the caller's own (Dyna/MBPO-style branched rollouts from a rep
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -211,7 +212,8 @@ class DreamVecEnv(VecEnv):
     Episodes last ``horizon`` steps (default ``MAX_EPISODE_STEPS``, 50).
 
     Args:
-        model: a checkpoint path or a ``LatentDynamics`` (or a ``DreamCore`` to share its pool).
+        checkpoint: a checkpoint path or a loaded ``LatentDynamics`` (or a ``DreamCore`` to share
+            its pool), as every dream takes first.
         num_envs: batch size.
         render_mode: ``None`` or ``"rgb_array"`` (``get_images``: frame | goal per env).
         head, device, **options: as ``DreamEnv``.
@@ -219,15 +221,18 @@ class DreamVecEnv(VecEnv):
 
     def __init__(
         self,
-        model: Any,
-        num_envs: int,
+        checkpoint: Any = None,
+        num_envs: int = 1,
         *,
         render_mode: str | None = None,
         head: Any = None,
         device: Any = "auto",
         **options: Any,
     ) -> None:
-        self.core = _core(model, head, device, options)
+        if "model" in options:  # the old name of the first argument
+            warnings.warn("DreamVecEnv(model=...) is now DreamVecEnv(checkpoint=...)", DeprecationWarning, 2)
+            checkpoint = options.pop("model")
+        self.core = _core(checkpoint, head, device, options)
         self.render_mode = render_mode
         self._batch = _BatchedEpisodes(self.core, num_envs)
         obs_space = self.core.observation_space()
@@ -325,14 +330,22 @@ class DreamVectorEnv(VectorEnv):
 
     def __init__(
         self,
-        num_envs: int,
         checkpoint: Any = None,
+        num_envs: int = 1,
         *,
         render_mode: str | None = None,
         head: Any = None,
         device: Any = "auto",
         **options: Any,
     ) -> None:
+        if isinstance(checkpoint, int) and not isinstance(num_envs, int):  # the old order
+            warnings.warn(
+                "DreamVectorEnv(num_envs, checkpoint) is now DreamVectorEnv(checkpoint, num_envs), as "
+                "every dream takes its checkpoint first",
+                DeprecationWarning,
+                2,
+            )
+            checkpoint, num_envs = num_envs, checkpoint
         self.core = _core(checkpoint, head, device, options)
         self._batch = _BatchedEpisodes(self.core, num_envs)
         self.num_envs = num_envs
@@ -400,7 +413,7 @@ def make_dream_vector_env(
     """
     if max_episode_steps is not None and kwargs.get("horizon") is None:
         kwargs["horizon"] = int(max_episode_steps)
-    return DreamVectorEnv(num_envs, checkpoint, **kwargs)
+    return DreamVectorEnv(checkpoint, num_envs, **kwargs)
 
 
 __all__ = ["DreamEnv", "DreamVecEnv", "DreamVectorEnv", "make_dream_vector_env", "split_contexts"]
