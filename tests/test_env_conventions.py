@@ -26,7 +26,7 @@ from worldmodel.envs.dream import DreamConfig, DreamCore, DreamEnv
 from worldmodel.envs.dream_vec import DreamVecEnv
 from worldmodel.envs.push_table import PushTableEnv
 from worldmodel.envs.task import INFO_KEYS, INFO_SPEC, MAX_EPISODE_STEPS
-from worldmodel.planning import CEM, CEMConfig, LearnedReward, MPCAgent, RandomAgent, evaluate
+from worldmodel.planning import CEM, CEMConfig, LearnedReward, MPCAgent, RandomAgent, run_episodes
 
 EXTRAS = {"pool_index"}  # the dreams' documented extra key
 
@@ -426,7 +426,7 @@ def test_mpc_plans_inside_a_dream_and_beats_random():
         RandomAgent(seed=0), venv, n_eval_episodes=4, return_episode_rewards=True, warn=False
     )
     assert np.mean(planned) > np.mean(random) + 0.5, (planned, random)  # measured: -0.48 vs -1.43
-    solved, baseline = evaluate(mpc, venv, 4, seed=0), evaluate(RandomAgent(seed=0), venv, 4, seed=0)
+    solved, baseline = run_episodes(mpc, venv, 4, seed=0), run_episodes(RandomAgent(seed=0), venv, 4, seed=0)
     assert solved["success_rate"] == 1.0 and baseline["success_rate"] == 0.0  # measured: 4/4, 0/4
     # What the agent read: each episode's reset info, and proprioception equals the dreamed arm.
     venv.reset()

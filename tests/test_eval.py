@@ -8,7 +8,7 @@ from train_stubs import TinyConfig, TinyPredictor, write_png_dataset
 from worldmodel.cli import main
 from worldmodel.data.synthetic import SyntheticDataset, moving_square
 from worldmodel.dynamics import make, save
-from worldmodel.training.evaluate import evaluate
+from worldmodel.training.evaluate import score_predictions
 from worldmodel.training.metrics import PSNR_MAX_DB
 
 
@@ -23,7 +23,9 @@ def _static(n=3, t=6, seed=0):
 def test_evaluate_static_video_baseline_is_perfect_and_best_beats_mean():
     torch.manual_seed(0)
     model = TinyPredictor(TinyConfig(noise=1.0)).eval()  # very noisy samples: best-of-N >= mean-of-N
-    res = evaluate(model, SyntheticDataset(_static()), n_past=2, n_future=4, samples=5, max_rollouts=10)
+    res = score_predictions(
+        model, SyntheticDataset(_static()), n_past=2, n_future=4, samples=5, max_rollouts=10
+    )
     assert res.sequences == 3 and res.samples == 5
     assert len(res.psnr) == len(res.ssim) == 4
     assert res.baseline["psnr"] == [PSNR_MAX_DB] * 4
@@ -38,9 +40,9 @@ def test_evaluate_is_seeded():
     torch.manual_seed(0)
     model = TinyPredictor(TinyConfig(noise=0.5)).eval()
     data = SyntheticDataset.moving_square(4, 6, image_size=16)
-    a = evaluate(model, data, n_past=2, n_future=4, samples=3, seed=1)
-    b = evaluate(model, data, n_past=2, n_future=4, samples=3, seed=1)
-    c = evaluate(model, data, n_past=2, n_future=4, samples=3, seed=2)
+    a = score_predictions(model, data, n_past=2, n_future=4, samples=3, seed=1)
+    b = score_predictions(model, data, n_past=2, n_future=4, samples=3, seed=1)
+    c = score_predictions(model, data, n_past=2, n_future=4, samples=3, seed=2)
     assert a.psnr == b.psnr and a.ssim == b.ssim
     assert a.psnr != c.psnr
 

@@ -18,7 +18,7 @@ from worldmodel.dynamics.jepa import sigreg
 from worldmodel.envs import DreamVecEnv
 from worldmodel.envs.push_table import PushTableEnv
 from worldmodel.envs.task import TaskSpec
-from worldmodel.planning import CEM, CEMConfig, MPCAgent, RandomAgent, evaluate
+from worldmodel.planning import CEM, CEMConfig, MPCAgent, RandomAgent, run_episodes
 from worldmodel.planning.objectives import LearnedReward
 
 STEPS = 300  # about 8 s on one CPU thread for the tiny preset
@@ -235,8 +235,8 @@ def test_mpc_on_its_state_head_plans_reach_and_random_does_not(with_head):
     venv = DummyVecEnv([SquareWorld for _ in range(4)])
     planner = CEM(CEMConfig.cem(population=64, elites=8, horizon=4, iterations=2), 4)
     objective = LearnedReward(with_head.state_head, task=TaskSpec(name="reach", reach_tolerance=TOLERANCE))
-    learned = evaluate(MPCAgent(with_head, planner, objective, 1, seed=0), venv, 8, seed=0)
-    random = evaluate(RandomAgent(4, seed=0), venv, 8, seed=0)
+    learned = run_episodes(MPCAgent(with_head, planner, objective, 1, seed=0), venv, 8, seed=0)
+    random = run_episodes(RandomAgent(4, seed=0), venv, 8, seed=0)
     venv.close()
     assert learned["episodes"] == random["episodes"] == 8
     assert learned["success_rate"] >= 0.75  # measured: 8/8 (random: 0/8)

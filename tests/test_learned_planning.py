@@ -13,7 +13,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv
 from worldmodel import dynamics
 from worldmodel.data.synthetic import _BACKGROUND, _PALETTE, moving_square
 from worldmodel.envs.task import TaskSpec
-from worldmodel.planning import CEM, CEMConfig, MPCAgent, RandomAgent, evaluate
+from worldmodel.planning import CEM, CEMConfig, MPCAgent, RandomAgent, run_episodes
 from worldmodel.planning.objectives import LearnedReward
 
 SIZE, SQUARE, TOLERANCE = 16, 3, 0.1
@@ -80,7 +80,7 @@ def _train(steps: int):
 def _plan(model, venv) -> dict:
     planner = CEM(CEMConfig.cem(population=64, elites=8, horizon=4, iterations=2), 4)
     objective = LearnedReward(model.state_head, task=TaskSpec(name="reach", reach_tolerance=TOLERANCE))
-    return evaluate(MPCAgent(model, planner, objective, 1, seed=0), venv, 8, seed=0)
+    return run_episodes(MPCAgent(model, planner, objective, 1, seed=0), venv, 8, seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +93,7 @@ def venv():
 def test_a_learned_model_plans_reach_and_random_does_not(venv):
     learned = _plan(_train(120), venv)
     untrained = _plan(_train(0), venv)
-    random = evaluate(RandomAgent(4, seed=0), venv, 8, seed=0)
+    random = run_episodes(RandomAgent(4, seed=0), venv, 8, seed=0)
     assert learned["episodes"] == untrained["episodes"] == random["episodes"] == 8
     assert learned["success_rate"] >= 0.75  # measured: 8/8
     assert learned["ci95"][0] > random["ci95"][1]  # the 95 % intervals do not overlap

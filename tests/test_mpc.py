@@ -23,7 +23,7 @@ from worldmodel.planning import (
     RandomAgent,
     Task,
     TaskInfo,
-    evaluate,
+    run_episodes,
 )
 
 SIZE, SPEED = 8, 0.1
@@ -130,8 +130,8 @@ def make_venv(n: int) -> DummyVecEnv:
 )
 def test_mpc_drives_the_point_to_its_goal(objective, icem):
     venv = VecMonitor(make_venv(2))  # the agent reads goals through VecEnv wrappers
-    result = evaluate(agent(objective, icem=icem), venv, episodes=4, seed=0)
-    random = evaluate(RandomAgent(seed=0), venv, episodes=4, seed=0)
+    result = run_episodes(agent(objective, icem=icem), venv, episodes=4, seed=0)
+    random = run_episodes(RandomAgent(seed=0), venv, episodes=4, seed=0)
     assert result["episodes"] == 4
     assert result["success_rate"] == 1.0 and result["final_distance"] < 0.05, result
     assert random["success_rate"] == 0.0 and random["final_distance"] > 0.2, random

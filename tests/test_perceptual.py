@@ -19,7 +19,7 @@ from worldmodel.cli import main
 from worldmodel.data.synthetic import SyntheticDataset, moving_square
 from worldmodel.dynamics import make, save
 from worldmodel.errors import CheckpointError
-from worldmodel.training.evaluate import evaluate
+from worldmodel.training.evaluate import score_predictions
 from worldmodel.training.perceptual import (
     I3D,
     LPIPS,
@@ -292,8 +292,10 @@ def test_evaluate_adds_lpips_and_fvd(lpips_file, i3d_file):
     model = make("svg-lp", preset="tiny", image_size=32).eval()
     data = SyntheticDataset({"frames": _static(3), "actions": torch.zeros(3, 6, 4)})
     kw = dict(n_past=2, n_future=4, samples=3, max_rollouts=6)
-    plain = evaluate(model, data, **kw)
-    res = evaluate(model, data, **kw, lpips=load_lpips(lpips_file), i3d=load_i3d(i3d_file), fvd_resolution=32)
+    plain = score_predictions(model, data, **kw)
+    res = score_predictions(
+        model, data, **kw, lpips=load_lpips(lpips_file), i3d=load_i3d(i3d_file), fvd_resolution=32
+    )
     assert res.psnr == plain.psnr and res.ssim == plain.ssim  # the old numbers are untouched
     report, old = res.to_json(), plain.to_json()
     assert not {"lpips", "lpips_mean", "fvd", "perceptual"} & set(old)
@@ -310,7 +312,7 @@ def test_evaluate_adds_lpips_and_fvd(lpips_file, i3d_file):
         "fvd_resolution": 32,
     }
     with pytest.raises(ValueError, match="at least 2 sequences"):
-        evaluate(model, data, **kw, sequences=1, i3d=load_i3d(i3d_file))
+        score_predictions(model, data, **kw, sequences=1, i3d=load_i3d(i3d_file))
 
 
 @pytest.fixture

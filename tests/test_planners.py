@@ -28,8 +28,8 @@ from worldmodel.planning import (
     RandomAgent,
     Task,
     WarmStart,
-    evaluate,
     mppi_weights,
+    run_episodes,
 )
 
 
@@ -278,8 +278,8 @@ def test_mpc_drives_the_point_to_its_goal(name):
         )
     agent = MPCAgent(LinearPoint(), planner, LearnedReward(PositionHead()), seed=0)
     venv = make_venv(2)
-    result = evaluate(agent, venv, episodes=2, seed=0)
-    random = evaluate(RandomAgent(seed=0), venv, episodes=2, seed=0)
+    result = run_episodes(agent, venv, episodes=2, seed=0)
+    random = run_episodes(RandomAgent(seed=0), venv, episodes=2, seed=0)
     assert result["success_rate"] == 1.0 and result["final_distance"] < 0.05, result
     assert random["success_rate"] == 0.0
     assert agent.plans == 25  # one plan per step of the 25-step episodes

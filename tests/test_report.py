@@ -347,12 +347,12 @@ def test_eval_keeps_per_sequence_scores_that_average_to_its_curves():
     from train_stubs import TinyConfig, TinyPredictor
 
     from worldmodel.data.synthetic import SyntheticDataset
-    from worldmodel.training.evaluate import evaluate
+    from worldmodel.training.evaluate import score_predictions
 
     torch.manual_seed(0)
     model = TinyPredictor(TinyConfig(noise=0.5)).eval()
     data = SyntheticDataset.moving_square(3, 6, image_size=16)
-    res = evaluate(model, data, n_past=2, n_future=4, samples=3, max_rollouts=6)  # 2 batches
+    res = score_predictions(model, data, n_past=2, n_future=4, samples=3, max_rollouts=6)  # 2 batches
     per = res.per_sequence
     for block, means in (("best", res), ("mean_of_n", res.mean_of_n), ("baseline", res.baseline)):
         for metric in ("psnr", "ssim"):

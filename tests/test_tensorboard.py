@@ -23,7 +23,7 @@ from worldmodel.cli import main
 from worldmodel.data.synthetic import SyntheticDataset, moving_square
 from worldmodel.dynamics import make
 from worldmodel.training.control import control_diagnostics
-from worldmodel.training.evaluate import evaluate
+from worldmodel.training.evaluate import score_predictions
 from worldmodel.training.trainer import TrainConfig, Trainer
 from worldmodel.video import add_tensorboard_video, gif_bytes
 
@@ -115,7 +115,9 @@ def test_model_run_tags_and_held_out_scores(tmp_path):
     model.eval()
     items = [held_out[i] for i in range(3)]
     c = model.config
-    direct = evaluate(model, items, n_past=c.n_past, n_future=c.n_future, samples=2, seed=1).to_json()
+    direct = score_predictions(
+        model, items, n_past=c.n_past, n_future=c.n_future, samples=2, seed=1
+    ).to_json()
     control = control_diagnostics(model, items, ks=(10,), candidates=7, seed=1, context=2, windows="moving")
     expect = {
         "eval/psnr": direct["psnr_mean"],

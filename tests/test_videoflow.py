@@ -16,7 +16,7 @@ from worldmodel.data.synthetic import SyntheticDataset, moving_square
 from worldmodel.dynamics import build_config, make, save
 from worldmodel.dynamics.glow import Glow
 from worldmodel.dynamics.videoflow import VideoFlow, WarmupAdam, allowed_dilations
-from worldmodel.training.evaluate import evaluate
+from worldmodel.training.evaluate import score_predictions
 
 
 def _model(seed: int = 0, **kw) -> VideoFlow:
@@ -359,7 +359,7 @@ def test_checkpointing_gives_the_same_loss_and_gradients():
 def test_evaluate_reports_bpp_and_uses_the_temperature():
     model = _initialized_random(_model())
     data = SyntheticDataset.moving_square(3, 5, image_size=16)
-    res = evaluate(model, data, n_past=2, n_future=3, samples=2)
+    res = score_predictions(model, data, n_past=2, n_future=3, samples=2)
     assert res.bpp is not None and len(res.bpp) == 3 and all(math.isfinite(v) for v in res.bpp)
     frames = torch.stack([data[i]["frames"] for i in range(3)])
     actions = torch.stack([data[i]["actions"] for i in range(3)])
@@ -367,7 +367,7 @@ def test_evaluate_reports_bpp_and_uses_the_temperature():
     assert res.bpp == pytest.approx(direct.double().mean(0).tolist(), abs=1e-5)
     report = res.to_json()
     assert report["bpp_mean"] == pytest.approx(sum(res.bpp) / 3)
-    cold = evaluate(model, data, n_past=2, n_future=3, samples=2, temperature=0.0)
+    cold = score_predictions(model, data, n_past=2, n_future=3, samples=2, temperature=0.0)
     assert cold.mean_of_n["psnr"] == cold.psnr  # temperature 0: every sample is the mean
 
 

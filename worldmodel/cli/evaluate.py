@@ -103,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
     from worldmodel.data.windows import ZeroActions
     from worldmodel.dynamics import load
     from worldmodel.dynamics.checkpoint import read
-    from worldmodel.training.evaluate import comparison_video, evaluate
+    from worldmodel.training.evaluate import comparison_video, score_predictions
     from worldmodel.video import write_video
 
     ckpt = Path(args.checkpoint)
@@ -121,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
         data = ZeroActions(data, cfg.action_dim)
     total = len(data) if args.sequences is None else min(args.sequences, len(data))
     with tqdm(total=total, desc="eval", unit="seq", dynamic_ncols=True) as bar:
-        result = evaluate(
+        result = score_predictions(
             model,
             data,
             n_past=args.n_past,

@@ -240,7 +240,7 @@ def run(args: argparse.Namespace) -> int:
 
     from worldmodel.dynamics import load
     from worldmodel.envs.push_table import REST_ACTION
-    from worldmodel.planning import MPCAgent, OracleAgent, RandomAgent, evaluate
+    from worldmodel.planning import MPCAgent, OracleAgent, RandomAgent, run_episodes
     from worldmodel.planning.oracle import SimOracle
     from worldmodel.video import write_video
 
@@ -275,7 +275,7 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"worldmodel plan: running {name} for {args.episodes} episode(s)...", file=sys.stderr, flush=True
         )
-        results[name] = evaluate(agents[name], venv, args.episodes, seed=args.seed)
+        results[name] = run_episodes(agents[name], venv, args.episodes, seed=args.seed)
     venv.close()
     results["model"].update(objective=kind, planner=args.planner, population=args.population)
     report = {"task": args.task, "max_steps": args.max_steps, **results}

@@ -5,7 +5,7 @@ and MPC agents.
 ``(P, N, H, A)`` with one interface (``optimize``, ``warm_start``, ``CEMResult``); objectives roll a
 model forward from a tiled state and score the candidates; ``MPCAgent`` re-plans in a real env
 behind SB3's ``predict``; ``OracleAgent`` runs the same planner on the simulator itself
-(``SimOracle``), ``RandomAgent`` is the baseline. ``evaluate`` runs any of them with SB3's
+(``SimOracle``), ``RandomAgent`` is the baseline. ``run_episodes`` runs any of them with SB3's
 ``evaluate_policy`` and reports success, final distance and planning time per action.
 """
 
@@ -14,7 +14,15 @@ from __future__ import annotations
 from worldmodel.planning.box import BoxPlanner
 from worldmodel.planning.cem import CEM, CEMConfig, CEMResult, WarmStart, colored_noise
 from worldmodel.planning.gradient import GradientConfig, GradientPlanner
-from worldmodel.planning.mpc import MPCAgent, OracleAgent, PlanningAgent, RandomAgent, TaskInfo, evaluate
+from worldmodel.planning.mpc import (
+    MPCAgent,
+    OracleAgent,
+    PlanningAgent,
+    RandomAgent,
+    TaskInfo,
+    evaluate,
+    run_episodes,
+)
 from worldmodel.planning.mppi import MPPI, MPPIConfig, mppi_weights
 from worldmodel.planning.objectives import GoalImage, LearnedReward, Objective, Task, goal_features
 from worldmodel.planning.oracle import SimOracle
@@ -43,4 +51,5 @@ __all__ = [
     "evaluate",
     "goal_features",
     "mppi_weights",
+    "run_episodes",
 ]

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import warnings
 from collections import deque
 from typing import Any
 
@@ -528,7 +529,7 @@ class RandomAgent:
         return (actions[0] if obs.ndim == 3 else actions), None
 
 
-def evaluate(agent: Any, env: Any, episodes: int, *, seed: int | None = None) -> dict[str, Any]:
+def run_episodes(agent: Any, env: Any, episodes: int, *, seed: int | None = None) -> dict[str, Any]:
     """Run ``agent`` for ``episodes`` episodes with SB3's ``evaluate_policy``.
 
     Args:
@@ -568,3 +569,9 @@ def evaluate(agent: Any, env: Any, episodes: int, *, seed: int | None = None) ->
         "ms_per_action": float(agent.ms_per_action),
         "episodes": len(finals),
     }
+
+
+def evaluate(*args: Any, **kwargs: Any) -> dict[str, Any]:
+    """Deprecated name of ``run_episodes`` ("evaluate" named five different things)."""
+    warnings.warn("worldmodel.planning.evaluate is now run_episodes", DeprecationWarning, 2)
+    return run_episodes(*args, **kwargs)

@@ -1,6 +1,6 @@
 """Training and evaluation of world models: a model-agnostic trainer, metrics, DDP glue."""
 
-from worldmodel.training.evaluate import EvalResult, evaluate
+from worldmodel.training.evaluate import EvalResult, evaluate, score_predictions
 from worldmodel.training.metrics import psnr, ssim
 from worldmodel.training.trainer import TrainConfig, Trainer, TrainingDivergedError, TrainResult
 
@@ -12,5 +12,6 @@ __all__ = [
     "TrainingDivergedError",
     "evaluate",
     "psnr",
+    "score_predictions",
     "ssim",
 ]

@@ -21,6 +21,7 @@ frames are never scored). Reported per future step, averaged over sequences:
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -99,7 +100,7 @@ class EvalResult:
 
 
 @torch.no_grad()
-def evaluate(
+def score_predictions(
     model: LatentDynamics,
     dataset: Dataset,
     *,
@@ -296,3 +297,9 @@ def comparison_video(videos: dict[str, np.ndarray]) -> np.ndarray:
     v = truth.shape[0]
     cells = np.stack([truth, best, rand], axis=1).reshape(v * 3, *truth.shape[1:])
     return grid(cells, ncols=3)
+
+
+def evaluate(*args: Any, **kwargs: Any) -> EvalResult:
+    """Deprecated name of ``score_predictions`` ("evaluate" named five different things)."""
+    warnings.warn("worldmodel.training.evaluate.evaluate is now score_predictions", DeprecationWarning, 2)
+    return score_predictions(*args, **kwargs)

@@ -583,7 +583,7 @@ class Trainer:
         """
         if self._eval_items is None:
             return {}
-        from worldmodel.training.evaluate import evaluate
+        from worldmodel.training.evaluate import score_predictions
 
         cfg = self.model.config
         was_training = self.model.training
@@ -595,7 +595,7 @@ class Trainer:
             # evaluate samples from its own seeded generators, but its DataLoader draws a seed from
             # the global RNG: the fork keeps the training streams (and so resumes) as without it.
             with torch.random.fork_rng(devices=cuda):
-                report = evaluate(
+                report = score_predictions(
                     self.model,
                     self._eval_items,
                     n_past=cfg.n_past,
