@@ -6,6 +6,12 @@ Layout of a dataset folder::
                                one entry per finished shard (file, episodes, size, sha256, record index)
     DIR/shard-00000.wms        episodes [0, K), then shard-00001.wms holds [K, 2K), ...
 
+A finished collection can grow (``append_shard``, e.g. the episodes of an online model-based RL
+loop): each append adds one shard of any size after the last episode and rewrites the manifest
+atomically with ``"layout": "appended"`` (shard ``i`` then holds the episodes after shard
+``i - 1``'s; without the key the layout is ``"fixed"``, K per shard). Finished shard files are
+never written again.
+
 A shard file is the 8-byte magic ``WMSHARD1`` followed by one record per episode, framed like a
 TFRecord but with zlib's CRC-32 (fast in C)::
 
@@ -216,6 +222,12 @@ def check_manifest(manifest: dict[str, Any], path: Path) -> None:
     if missing:
         raise DataError(f"{path}: inconsistent manifest: missing keys {missing}")
     n, k, s = manifest["episodes"], manifest["episodes_per_shard"], manifest["num_shards"]
+    layout = manifest.get("layout", "fixed")
+    if layout == "appended":
+        _check_appended(manifest, path)
+        return
+    if layout != "fixed":
+        raise DataError(f"{path}: inconsistent manifest: unknown shard layout {layout!r}")
     if not (isinstance(n, int) and isinstance(k, int) and n > 0 and k > 0 and s == -(-n // k)):
         raise DataError(
             f"{path}: inconsistent manifest: episodes={n}, episodes_per_shard={k}, num_shards={s}"
@@ -241,6 +253,84 @@ def check_manifest(manifest: dict[str, Any], path: Path) -> None:
     _check_arrays(manifest.get("arrays", {}), path)
     if manifest["complete"] and len(seen) != s:
         raise DataError(f"{path}: inconsistent manifest: marked complete but lists {len(seen)} of {s} shards")
+
+
+def _check_appended(manifest: dict[str, Any], path: Path) -> None:
+    """The ``appended`` layout (``append_shard``): complete, and shard ``i`` (named ``shard_name(i)``)
+    holds the ``episodes`` (>= 1) after shard ``i - 1``'s, so the shards cover ``[0, episodes)``
+    in order; the collection's shards keep their ``episodes_per_shard`` and appended ones hold
+    whatever each append gave."""
+    n, s, shards = manifest["episodes"], manifest["num_shards"], manifest["shards"]
+    if not manifest["complete"] or not isinstance(n, int) or not isinstance(s, int) or len(shards) != s:
+        raise DataError(
+            f"{path}: inconsistent manifest: an appended dataset must be complete and list all "
+            f"{s} shards (lists {len(shards)}, complete={manifest['complete']})"
+        )
+    first = 0
+    for i, entry in enumerate(sorted(shards, key=lambda e: e.get("index", -1))):
+        count = entry.get("episodes")
+        if (
+            entry.get("index") != i
+            or entry.get("file") != shard_name(i)
+            or entry.get("first_episode") != first
+            or not isinstance(count, int)
+            or count < 1
+            or len(entry.get("records", [])) != count
+        ):
+            raise DataError(
+                f"{path}: inconsistent manifest: shard {entry.get('file')} (index {entry.get('index')!r}) "
+                f"should be {shard_name(i)} holding episodes from {first} on, one record each"
+            )
+        first += count
+    if first != n:
+        raise DataError(f"{path}: inconsistent manifest: the shards hold {first} episodes, manifest says {n}")
+    _check_split(manifest["split"], path)
+    _check_arrays(manifest.get("arrays", {}), path)
+
+
+def append_shard(
+    root: str | os.PathLike,
+    episodes: list[tuple[int, dict[str, np.ndarray]]],
+    extra: dict[str, Any] | None = None,
+    update: Any = None,
+) -> dict[str, Any]:
+    """Append ``episodes`` (``(seed, arrays)`` each, arrays as the manifest's ``arrays`` say) to the
+    complete dataset in ``root`` as one new shard, numbered after the last episode.
+
+    The shard is written to a temporary name and renamed into place, then the manifest (its
+    ``episodes``, ``num_shards`` and ``shards`` grown, ``layout`` set to ``"appended"``,
+    ``update(manifest)`` applied when given) replaces the old one atomically: the manifest is the
+    record of what the dataset holds, so a kill before its rename leaves the dataset as it was
+    (a shard file it does not list is overwritten by the next append). Finished shards are never
+    opened for writing. Returns the new shard's manifest entry (with ``extra`` merged in).
+    """
+    root = Path(root)
+    manifest = load_manifest(root)
+    path = root / MANIFEST
+    if not manifest["complete"]:
+        raise DataError(f"{path}: collection is unfinished; finish it before appending episodes")
+    if not episodes:
+        raise ValueError(f"{path}: append_shard needs at least one episode")
+    index, first = manifest["num_shards"], manifest["episodes"]
+    for k, (_, arrays) in enumerate(episodes):
+        if "arrays" in manifest:
+            check_record(arrays, manifest["arrays"], f"{path}: appended episode {first + k}")
+    writer = ShardWriter(root / shard_name(index))
+    try:
+        for k, (seed, arrays) in enumerate(episodes):
+            writer.add(encode_episode(first + k, int(seed), arrays))
+    except BaseException:
+        writer.abort()
+        raise
+    entry = writer.finish()
+    entry.update(index=index, first_episode=first, episodes=len(episodes), **(extra or {}))
+    manifest["shards"].append(entry)
+    manifest.update(episodes=first + len(episodes), num_shards=index + 1, layout="appended")
+    if update is not None:
+        update(manifest)
+    check_manifest(manifest, path)
+    write_json_atomic(path, manifest)
+    return entry
 
 
 def _check_split(split: Any, path: Path) -> None:

@@ -378,6 +378,26 @@ def collect(
     }
 
 
+def append_episodes(
+    root: str | os.PathLike, episodes: list[tuple[int, dict[str, np.ndarray]]], **extra: Any
+) -> dict[str, Any]:
+    """Append recorded episodes (``(env seed, rollout dict)`` each, the arrays ``rollout`` records,
+    e.g. a planning agent's) to the finished collection in ``root`` as one new shard
+    (``shards.append_shard``: atomic, finished shards untouched).
+
+    The shard's entry counts ``moved`` and ``pushed`` episodes as ``collect`` does, plus ``extra``
+    (say where the episodes came from); the manifest's ``moved_share`` / ``pushed_share`` are
+    recomputed over every shard. Returns the new entry.
+    """
+    manifest = sh.load_manifest(root)
+    task = {"seq_len": manifest["seq_len"], "env": {"image_size": manifest["image_size"]}}
+    for k, (_, ep) in enumerate(episodes):
+        _check_episode(ep, task, manifest["episodes"] + k)
+    moved = sum(object_moved(ep["objects"]) for _, ep in episodes)
+    pushed = sum(bool(ep.get("pushed", False)) for _, ep in episodes)
+    return sh.append_shard(root, episodes, {"moved": moved, "pushed": pushed, **extra}, update=_finalise)
+
+
 def _policy_kwargs(manifest: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in manifest["policy"].items() if k != "name"}
 

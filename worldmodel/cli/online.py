@@ -1,0 +1,249 @@
+"""``worldmodel online --data DIR --out OUT``: online model-based RL in the real sim, resumably.
+
+Acts with the learned planner, appends the episodes to the dataset, fine-tunes the model, repeats;
+reports success against real environment steps (``worldmodel.training.online``). The model-free
+baseline is a separate command, printed at the end, whose run folder ``--ppo-run`` reads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from worldmodel.cli.flags import (
+    CONFIG_HELP,
+    int_at_least,
+    nonneg_float,
+    nonneg_int,
+    positive_float,
+    positive_int,
+    settings_of,
+)
+from worldmodel.envs.task import TASKS
+from worldmodel.files import write_json_atomic
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Flags of ``worldmodel online``."""
+    p.add_argument(
+        "--data", required=True, help="initial dataset (a `worldmodel collect` folder; never written)"
+    )
+    p.add_argument(
+        "--out",
+        required=True,
+        help="run folder: data/ (the growing dataset), model/ (checkpoints, TensorBoard), online.json, "
+        "online.html; running again resumes it",
+    )
+    p.add_argument(
+        "--checkpoint",
+        default=None,
+        help="initial model with a state head (trained with --set state_head=true); default: train one "
+        "(--model, --preset, --set, --initial-steps) on the initial data",
+    )
+    p.add_argument(
+        "--model", default="svg-lp", help="without --checkpoint: the model to train (default svg-lp)"
+    )
+    p.add_argument("--preset", default="tiny", help="without --checkpoint: its preset (default tiny)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="without --checkpoint: a model config override (repeatable; state_head is always on)",
+    )
+    p.add_argument(
+        "--initial-steps",
+        type=positive_int,
+        default=1000,
+        help="without --checkpoint: training steps on the initial data (default 1000)",
+    )
+    p.add_argument(
+        "--iterations", type=nonneg_int, default=3, help="collect / fine-tune / evaluate rounds (default 3)"
+    )
+    p.add_argument(
+        "--episodes-per-iter",
+        type=positive_int,
+        default=16,
+        help="real episodes collected per iteration, each as long as the dataset's (default 16)",
+    )
+    p.add_argument(
+        "--train-steps", type=positive_int, default=200, help="fine-tuning steps per iteration (default 200)"
+    )
+    p.add_argument(
+        "--batch-size", type=positive_int, default=None, help="training batch (default: the model's)"
+    )
+    p.add_argument(
+        "--lr",
+        type=positive_float,
+        default=None,
+        help="fine-tuning learning rate (default: the checkpoint's)",
+    )
+    p.add_argument(
+        "--task",
+        choices=TASKS,
+        default="push",
+        help="push, recorded-goal or reach: what the planner aims at and is judged on (default push)",
+    )
+    p.add_argument(
+        "--recorded-k",
+        type=int_at_least(1, 100),
+        default=20,
+        help="recorded-goal: steps to the goal (default 20)",
+    )
+    p.add_argument(
+        "--reach-weight",
+        type=nonneg_float,
+        default=0.5,
+        help="object tasks: weight of the end-effector-to-object distance in the reward (default 0.5)",
+    )
+    p.add_argument(
+        "--max-steps",
+        type=positive_int,
+        default=None,
+        help="steps per evaluation episode (default the task's budget: push 50, recorded-goal 2k, reach 30)",
+    )
+    p.add_argument(
+        "--eval-episodes",
+        type=positive_int,
+        default=20,
+        help="evaluation episodes per iteration, the same ones every time (default 20)",
+    )
+    p.add_argument(
+        "--envs",
+        type=positive_int,
+        default=4,
+        help="episodes run side by side and planned as one batch; divides --episodes-per-iter and "
+        "--eval-episodes (default 4)",
+    )
+    p.add_argument(
+        "--explore-noise",
+        type=nonneg_float,
+        default=0.3,
+        help="std of the Gaussian noise added to the planned actions while collecting (PlaNet's 0.3; "
+        "0: none; evaluation never adds it)",
+    )
+    p.add_argument("--planner", choices=("cem", "icem"), default="cem", help="cem or icem (default cem)")
+    p.add_argument(
+        "--population", type=int_at_least(2), default=400, help="candidates per iteration (default 400)"
+    )
+    p.add_argument(
+        "--elites", type=positive_int, default=None, help="elites, fewer than --population (default 10%%)"
+    )
+    p.add_argument("--horizon", type=positive_int, default=10, help="planning horizon in steps (default 10)")
+    p.add_argument("--plan-iterations", type=positive_int, default=3, help="CEM refits per plan (default 3)")
+    p.add_argument(
+        "--replan-every", type=positive_int, default=1, help="actions executed per plan (default 1)"
+    )
+    p.add_argument(
+        "--temperature", type=nonneg_float, default=1.0, help="model sampling temperature (0: mean)"
+    )
+    p.add_argument(
+        "--num-objects",
+        type=int_at_least(1, 4),
+        default=None,
+        help="objects per episode (default: as the initial dataset was collected)",
+    )
+    p.add_argument(
+        "--seed",
+        type=nonneg_int,
+        default=0,
+        help="seed of the episodes, planner, exploration noise and training (default 0)",
+    )
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
+    p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument(
+        "--ppo-run",
+        default=None,
+        metavar="RUN",
+        help="an `agents.train_real` run folder on the same task, drawn beside the loop (the command for "
+        "the loop's budget is printed at the end)",
+    )
+    p.add_argument(
+        "--json", default=None, metavar="FILE", help="also write the summary (OUT/online.json) to FILE"
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--config", metavar="FILE", default=None, help=f"{CONFIG_HELP}; OUT/config.json is one")
+
+
+def config_from(args: argparse.Namespace):
+    """The ``OnlineConfig`` of the parsed flags."""
+    from worldmodel.cli.train import parse_sets
+    from worldmodel.training.online import OnlineConfig
+
+    return OnlineConfig(
+        out=Path(args.out),
+        data=Path(args.data),
+        checkpoint=None if args.checkpoint is None else Path(args.checkpoint),
+        model=args.model,
+        preset=args.preset,
+        model_set=parse_sets(args.set),
+        initial_steps=args.initial_steps,
+        iterations=args.iterations,
+        episodes_per_iter=args.episodes_per_iter,
+        train_steps=args.train_steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        task=args.task,
+        recorded_k=args.recorded_k,
+        reach_weight=args.reach_weight,
+        max_steps=args.max_steps,
+        eval_episodes=args.eval_episodes,
+        envs=args.envs,
+        explore_noise=args.explore_noise,
+        planner=args.planner,
+        population=args.population,
+        elites=args.elites,
+        horizon=args.horizon,
+        plan_iterations=args.plan_iterations,
+        replan_every=args.replan_every,
+        temperature=args.temperature,
+        num_objects=args.num_objects,
+        seed=args.seed,
+        device=args.device,
+        ppo_run=None if args.ppo_run is None else Path(args.ppo_run),
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run or resume the loop, then print one row per iteration."""
+    import torch
+
+    from worldmodel.training.online import run_online
+
+    cfg = config_from(args)  # every check of the settings before anything is written
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    def say(line: str) -> None:
+        print(f"worldmodel online: {line}", file=sys.stderr, flush=True)
+
+    summary = run_online(cfg, say, progress=not args.no_progress)
+    settings = settings_of(args, skip=("no_progress",))
+    write_json_atomic(cfg.out / "config.json", {"command": "online", "args": settings})
+    if args.json:
+        write_json_atomic(args.json, summary)
+
+    print(
+        f"{cfg.out}: online MPC on PushTable {cfg.task} ({summary['eval_steps']}-step evaluation episodes, "
+        f"{cfg.planner} H={cfg.horizon} pop={cfg.population}); real steps include the initial "
+        f"{summary['initial_real_steps']}"
+    )
+    print(
+        f"{'iter':>4} {'real steps':>10} {'episodes':>8} {'success':>8} {'95% interval':>13} "
+        f"{'final dist (cm)':>16} {'collect':>8} {'model step':>10} {'seconds':>8} {'PPO':>6}"
+    )
+    for r in summary["rows"]:
+        collect = "-" if r["collect_success_rate"] is None else f"{r['collect_success_rate']:.2f}"
+        ppo = "-" if r["ppo_success_rate"] is None else f"{r['ppo_success_rate']:.2f}"
+        interval = "{:.2f}-{:.2f}".format(*r["ci95"])
+        print(
+            f"{r['iteration']:>4} {r['real_steps']:>10} {r['episodes']:>8} {r['success_rate']:>8.2f} "
+            f"{interval:>13} {100 * r['final_distance']:>16.2f} {collect:>8} {r['train_step']:>10} "
+            f"{r['seconds']:>8.0f} {ppo:>6}"
+        )
+    print(f"  report: {cfg.out / 'online.json'}  {cfg.out / 'online.html'}")
+    if summary["ppo"] is None:
+        print(f"  model-free baseline at the same budget (then --ppo-run {cfg.out / 'ppo'}):")
+        print(f"    {summary['ppo_command']}")
+    return 0
