@@ -8,16 +8,12 @@ from __future__ import annotations
 
 import argparse
 import ast
-import dataclasses
 import sys
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from worldmodel.cli.flags import CONFIG_HELP, nonneg_int, positive_float, positive_int, settings_of
-from worldmodel.dynamics.checkpoint import read
-from worldmodel.dynamics.registry import available, build_config, resolve
+from worldmodel.dynamics.registry import available
 from worldmodel.files import write_json_atomic
 
 # TrainConfig fields settable from the command line: flag -> (field, type, help)
@@ -95,30 +91,9 @@ def parse_sets(items: list[str]) -> dict[str, Any]:
     return out
 
 
-def _fresh_config(args: argparse.Namespace, overrides: dict[str, Any]):
-    """A new run's model config: the preset and ``--set``, with the frame size of the data unless
-    ``--set image_size`` says otherwise (a preset never shrinks the user's frames silently)."""
-    from worldmodel.data import open_dataset
-
-    if "image_size" in overrides:
-        return build_config(args.model, args.preset, **overrides)
-    native = open_dataset(args.data, split="train", seq_len=1).spec.get("image_size")
-    try:
-        return build_config(args.model, args.preset, **{**overrides, "image_size": native})
-    except ValueError as err:
-        if "image_size" not in str(err):
-            raise
-        raise ValueError(
-            f"{args.data}: {args.model} cannot take its {native}-px frames ({err}); resize them with "
-            "--set image_size=N"
-        ) from None
-
-
-def _train_config(args: argparse.Namespace, saved: dict[str, Any] | None):
-    from worldmodel.training.trainer import TrainConfig
-
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    values = {k: v for k, v in (saved or {}).items() if k in fields}
+def _train_config(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``TrainConfig`` fields given on the command line."""
+    values = {}
     for flag, (name, _, _) in _TRAIN_FLAGS.items():
         given = getattr(args, flag.lstrip("-").replace("-", "_"))
         if given is not None:
@@ -126,103 +101,41 @@ def _train_config(args: argparse.Namespace, saved: dict[str, Any] | None):
     for name in ("compile", "channels_last"):
         if getattr(args, name):
             values[name] = True
-    return TrainConfig(**values)
-
-
-def _held_out(args: argparse.Namespace, config, tcfg, say):
-    """The test split from step 0 for the trainer's held-out scores (whole episodes when the model
-    has a state head, so the control diagnostics can find the push), or ``None``: scores off, or
-    no usable test split (said once)."""
-    if not tcfg.eval_every:
-        return None
-    from worldmodel.data import open_dataset
-    from worldmodel.data.windows import ZeroActions
-    from worldmodel.errors import DataError
-
-    kw = {"split": "test", "random_offset": False, "image_size": config.image_size}
-    try:
-        test = open_dataset(args.data, seq_len=config.seq_len, **kw)
-        if config.state_head and test.has_actions and test.episode_length > config.seq_len:
-            test = open_dataset(args.data, seq_len=test.episode_length, **kw)
-    except (DataError, ValueError) as err:
-        say(f"worldmodel train: no held-out scores (eval/*): {err}", file=sys.stderr)
-        return None
-    return test if test.has_actions else ZeroActions(test, config.action_dim)
+    return values
 
 
 def run(args: argparse.Namespace) -> int:
-    """Build (or restore) the model, open the data, train."""
-    from worldmodel.data import open_dataset
-    from worldmodel.data.windows import ZeroActions
+    """Parse the flags into a ``TrainJob`` and run it (``worldmodel.training.run.train_model``)."""
     from worldmodel.training import distributed
-    from worldmodel.training.trainer import Trainer
+    from worldmodel.training.run import TrainJob, train_model
 
-    out = Path(args.out)
-    ckpt_path = out / "checkpoints" / "last.pt"
     main = distributed.env_info().is_main
-    say = print if main else (lambda *a, **k: None)
-    saved = None
-    if ckpt_path.exists():
-        if not args.resume:
-            raise ValueError(f"{ckpt_path} exists: pass --resume to continue it, or choose another --out")
-        saved = read(ckpt_path)
-        if saved["model"] != args.model:
-            raise ValueError(f"{ckpt_path} holds a {saved['model']!r} model, not {args.model!r}")
-    elif args.resume:
-        say(f"worldmodel train: no checkpoint in {out} yet; starting a fresh run", file=sys.stderr)
+    out = Path(args.out)
 
-    overrides = parse_sets(args.set)
-    if saved is not None:
-        config = build_config(args.model, **{**saved["config"], **overrides})
-    else:
-        config = _fresh_config(args, overrides)
-    tcfg = _train_config(args, (saved or {}).get("extra", {}).get("train_config"))
+    def say(msg: str) -> None:
+        if main:
+            print(f"worldmodel train: {msg}", file=sys.stderr)
 
-    data = open_dataset(args.data, split="train", seq_len=config.seq_len, image_size=config.image_size)
-    if data.spec.get("image_size") != config.image_size:
-        say(
-            f"worldmodel train: {data.spec.get('image_size')}-px frames resized to {config.image_size} px "
-            "(--set image_size)",
-            file=sys.stderr,
-        )
-    if args.batch_size is not None and args.batch_size > len(data):
-        raise ValueError(
-            f"--batch-size {args.batch_size} is larger than the {len(data)} training windows of "
-            f"{args.data}; use at most {len(data)}"
-        )
-    if config.state_head and not data.has_actions:  # PNG folders: no actions, no states
-        raise ValueError(
-            f"--set state_head=true: {args.data} records no states (end-effector positions) to train "
-            "the state head on; train without it"
-        )
-    if not data.has_actions:
-        say(f"worldmodel train: {args.data} has no actions; training with zero actions", file=sys.stderr)
-        data = ZeroActions(data, config.action_dim)
-    elif data.spec["action_dim"] != config.action_dim:
-        raise ValueError(
-            f"{args.data}: actions have {data.spec['action_dim']} dims, the model expects "
-            f"{config.action_dim} (--set action_dim=...)"
-        )
-
-    cls, _ = resolve(args.model)
-    torch.manual_seed(tcfg.seed)  # the initial weights
-    model = cls(config)
-    held_out = _held_out(args, config, tcfg, say) if main else None
-    trainer = Trainer(model, data, out, tcfg, progress=main and not args.no_progress, eval_data=held_out)
-    if main:  # the settings of this command, for `worldmodel train --config RUN/config.json`
+    def record_settings() -> None:  # for `worldmodel train --config RUN/config.json`
         settings = settings_of(args, skip=("resume", "no_progress"))
         write_json_atomic(out / "config.json", {"command": "train", "args": settings})
-    if saved is not None:
-        step = trainer.resume(ckpt_path)
-        say(f"worldmodel train: resumed {ckpt_path} at step {step}", file=sys.stderr)
-    try:
-        result = trainer.fit()
-    finally:
-        distributed.shutdown()
+
+    job = TrainJob(
+        model=args.model,
+        data=args.data,
+        out=out,
+        preset=args.preset,
+        overrides=parse_sets(args.set),
+        train=_train_config(args),
+        resume=args.resume,
+        progress=not args.no_progress,
+    )
+    result = train_model(job, say=say, before_fit=record_settings)
     last = result.history.get(result.step, {})
     losses = ", ".join(f"{k} {v:.5g}" for k, v in last.items())
-    say(
-        f"trained {args.model} to step {result.step} ({losses}); checkpoint {trainer.checkpoint_path}; "
-        f"TensorBoard: tensorboard --logdir {out / 'tb'}"
-    )
+    if main:
+        print(
+            f"trained {args.model} to step {result.step} ({losses}); checkpoint "
+            f"{out / 'checkpoints' / 'last.pt'}; TensorBoard: tensorboard --logdir {out / 'tb'}"
+        )
     return 0
