@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
-from pathlib import Path
 
 from worldmodel.cli.flags import (
     CONFIG_HELP,
@@ -131,175 +131,49 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _objective(args: argparse.Namespace, ckpt: Path, model):
-    from worldmodel.dynamics.heads import select_head
-    from worldmodel.planning import GoalImage, LearnedReward
-
-    options = {"temperature": args.temperature, "sample": args.temperature > 0}
-    kind = args.objective
-    head = None
-    if args.head or kind in ("auto", "learned"):
-        # --head, else the model's own state head, else the checkpoint's; refused when stale or
-        # fitted to another model (a different feature size).
-        head, _ = select_head(ckpt, model, args.head)
-        if head is None and (kind == "learned" or args.task == "reach"):
-            raise ValueError(
-                f"{ckpt}: --objective learned (and --task reach) needs a state head: train the model with "
-                "--set state_head=true or run `worldmodel train-head`"
-            )
-    if kind == "learned" or (kind == "auto" and head is not None):
-        weight = args.reach_weight if args.learned_reach_weight is None else args.learned_reach_weight
-        return "learned", LearnedReward(head, task=_spec(args), reach_weight=weight, **options)
-    if args.task == "reach":
-        raise ValueError("--task reach is scored on the gripper's position: use --objective learned")
-    kind = "pixels" if kind == "auto" else kind
-    return kind, GoalImage(kind, **options)
-
-
-def _planners(args: argparse.Namespace, action_dim: int):
-    """The model's planner, the oracle's (None with --oracle-budget 0) and the oracle's planner name:
-    the simulator has no gradient, so ``grad``'s oracle plans with ``cem``."""
-    from worldmodel.planning import CEM, MPPI, CEMConfig, GradientConfig, GradientPlanner, MPPIConfig
-
-    planning = {"horizon": args.horizon, "iterations": args.iterations}
-    if args.planner == "mppi":
-        model = MPPI(MPPIConfig.mppi(population=args.population, elites=args.elites, **planning), action_dim)
-        if not args.oracle_budget:
-            return model, None, None
-        return model, MPPI(MPPIConfig.mppi(population=args.oracle_budget, **planning), 4), "mppi"
-    make_config = CEMConfig.icem if args.planner == "icem" else CEMConfig.cem
-    config = make_config(population=args.population, elites=args.elites, **planning)
-    if args.planner == "grad":
-        model = GradientPlanner(GradientConfig.cem_adam(config), action_dim)
-    else:
-        model = CEM(config, action_dim)
-    if not args.oracle_budget:
-        return model, None, None
-    elites = min(args.oracle_budget - 1, max(2, min(config.elites, args.oracle_budget // 4)))
-    oracle_cfg = make_config(population=args.oracle_budget, elites=elites, **planning)
-    return model, CEM(oracle_cfg, 4), "icem" if args.planner == "icem" else "cem"
-
-
-def _spec(args: argparse.Namespace):
-    from worldmodel.envs.task import TaskSpec
-
-    return TaskSpec(name=args.task, reach_weight=args.reach_weight, recorded_k=args.recorded_k)
-
-
-def _venv(args: argparse.Namespace, image_size: int):
-    import gymnasium as gym
-    from stable_baselines3.common.vec_env import DummyVecEnv
-
-    import worldmodel
-
-    kw = {"image_size": image_size, "max_episode_steps": args.max_steps, "task": args.task}
-    kw.update(recorded_k=args.recorded_k, reach_weight=args.reach_weight)
-    if args.num_objects is not None:
-        kw["num_objects"] = args.num_objects
-    return DummyVecEnv([lambda: gym.make(worldmodel.PUSH_TABLE_ID, **kw) for _ in range(args.envs)])
-
-
-def _video_frames(trace: list[dict], size: int):
-    """uint8 ``(T, h, 3w, 3)``: real | imagined | goal per step, upscaled to about 64 px."""
-    import numpy as np
-
-    scale = max(1, 64 // size)
-    rows = []
-    for step in trace:
-        blank = np.zeros_like(step["real"])
-        parts = [step["real"], step["imagined"] if step["imagined"] is not None else blank]
-        parts.append(step["goal"] if step["goal"] is not None else blank)
-        row = np.concatenate(parts, axis=1)
-        rows.append(row.repeat(scale, 0).repeat(scale, 1))
-    return np.stack(rows)
-
-
-def _check_counts(args: argparse.Namespace) -> None:
-    if args.envs < 1 or args.episodes < 1 or args.episodes % args.envs:
-        # SB3's evaluate_policy gives env i episodes // envs (+1 for the first ones); envs that are
-        # done keep stepping and would keep planning, which skews the timing and the video.
-        raise ValueError(f"--episodes ({args.episodes}) must be a positive multiple of --envs ({args.envs})")
-    if args.elites is not None and args.elites >= args.population:
-        raise ValueError(
-            f"--elites ({args.elites}) must be < --population ({args.population}): refitting to every "
-            "candidate never selects; leave --elites out for 10% of the population"
-        )
-    if args.oracle_budget and args.oracle_budget < 2:
-        raise ValueError(f"--oracle-budget must be 0 (skip the oracle) or >= 2, got {args.oracle_budget}")
-
-
-def _check_args(args: argparse.Namespace) -> None:
-    """What the flags' types cannot say alone: the default episode length is the task's."""
-    if args.max_steps is None:
-        args.max_steps = _spec(args).budget
-
-
 def run(args: argparse.Namespace) -> int:
-    """Load the model, run the three agents on the same episodes, report one table."""
+    """Parse the flags into a ``PlanJob``, run it (``worldmodel.planning.run.plan``), report one table."""
     import torch
 
-    from worldmodel.dynamics import load
-    from worldmodel.envs.push_table import REST_ACTION
-    from worldmodel.planning import MPCAgent, OracleAgent, RandomAgent, run_episodes
-    from worldmodel.planning.oracle import SimOracle
+    from worldmodel.planning.run import PlanJob, plan, video_frames
     from worldmodel.video import write_video
 
-    _check_args(args)
     if args.threads:
         torch.set_num_threads(args.threads)
-    _check_counts(args)
-    torch.manual_seed(args.seed)
-    ckpt = Path(args.checkpoint)
-    model = load(ckpt, device=args.device)
-    size = model.config.image_size
-    kind, objective = _objective(args, ckpt, model)
-    planner, oracle_planner, oracle_name = _planners(args, model.config.action_dim)
-    mpc = MPCAgent(
-        model,
-        planner,
-        objective,
-        args.replan_every,
-        seed=args.seed,
-        rest_action=REST_ACTION,
-    )
-    mpc.record = args.video is not None
-    venv = _venv(args, size)
-    agents = {"model": mpc, "random": RandomAgent(model.config.action_dim, seed=args.seed)}
-    if oracle_planner is not None:
-        oracle = SimOracle(venv.get_attr("config", indices=[0])[0], reach_weight=args.reach_weight)
-        agents["oracle"] = OracleAgent(oracle_planner, oracle, args.replan_every, seed=args.seed)
-    results: dict[str, dict | None] = {"model": None, "oracle": None, "random": None}
-    for name in ("model", "oracle", "random"):
-        if name not in agents:
-            continue
-        print(
-            f"worldmodel plan: running {name} for {args.episodes} episode(s)...", file=sys.stderr, flush=True
-        )
-        results[name] = run_episodes(agents[name], venv, args.episodes, seed=args.seed)
-    venv.close()
-    results["model"].update(objective=kind, planner=args.planner, population=args.population)
-    report = {"task": args.task, "max_steps": args.max_steps, **results}
+    fields = {f.name for f in dataclasses.fields(PlanJob)} - {"record"}
+    job = PlanJob(**{k: getattr(args, k) for k in fields}, record=args.video is not None)
+    args.max_steps = job.max_steps  # the task's budget when not given, also in the saved settings
+
+    def say(msg: str) -> None:
+        print(f"worldmodel plan: {msg}", file=sys.stderr, flush=True)
+
+    report, trace = plan(job, say=say)
     report.update(command="plan", args=settings_of(args))
-    if args.task == "recorded-goal":
-        report["recorded_k"] = args.recorded_k
-    if results["oracle"] is not None:
-        results["oracle"].update(planner=oracle_name, population=args.oracle_budget)
-    planner_text = f"{args.planner} H={args.horizon} iters={args.iterations}"
     if args.json:
         write_json_atomic(args.json, report)
     if args.video:
-        write_video(args.video, _video_frames(mpc.trace, size), fps=10)
+        write_video(args.video, video_frames(trace, int(trace[0]["real"].shape[0]) if trace else 64), fps=10)
+    print_table(args, report)
+    if args.json or args.video:
+        print("  " + "  ".join(f"{k}: {v}" for k, v in (("report", args.json), ("video", args.video)) if v))
+    return 0
 
+
+def print_table(args: argparse.Namespace, report: dict) -> None:
+    """The three agents as one table."""
+    kind = report["model"].get("objective")
+    planner_text = f"{args.planner} H={args.horizon} iters={args.iterations}"
     print(
-        f"{ckpt}: {args.episodes} episode(s) of PushTable task {args.task} ({size} px, {args.max_steps} "
-        f"steps), {planner_text}"
+        f"{args.checkpoint}: {args.episodes} episode(s) of PushTable task {args.task} "
+        f"({args.max_steps} steps), {planner_text}"
     )
     head = (
         f"{'agent':<8} {'success':>8} {'95% interval':>13} {'final dist (cm)':>16} {'plan ms/action':>15} "
         f"{'episodes':>9}"
     )
     print(head + "  candidates")
-    for name, r in results.items():
+    for name in ("model", "oracle", "random"):
+        r = report[name]
         if r is None:
             print(f"{name:<8} {'(skipped: --oracle-budget 0)':>40}")
             continue
@@ -309,6 +183,3 @@ def run(args: argparse.Namespace) -> int:
             f"{name:<8} {r['success_rate']:>8.2f} {interval:>13} {100 * r['final_distance']:>16.2f} "
             f"{r['ms_per_action']:>15.1f} {r['episodes']:>9}  {cands.get(name, '-')}"
         )
-    if args.json or args.video:
-        print("  " + "  ".join(f"{k}: {v}" for k, v in (("report", args.json), ("video", args.video)) if v))
-    return 0
