@@ -950,7 +950,7 @@ def _stack(out: dict[str, list]) -> dict[str, np.ndarray]:
 
 
 # ------------------------------------------------------------------------------------- the env
-class DreamEnv(gym.Env):
+class DreamEnv(tasks.GoalConditionedReward, gym.Env):
     """A world model's dream of PushTable, one episode at a time.
 
     **Spaces** as ``worldmodel/PushTable-v0``: action ``Box(-1, 1, (4,), float32)``;
@@ -1039,14 +1039,6 @@ class DreamEnv(gym.Env):
         truncated = self.config.horizon is not None and self._t >= self.config.horizon
         info = row_info(core.info_arrays(r, ep), 0)
         return _row(core.observation(obs, r, ep)), float(r["reward"][0]), False, bool(truncated), info
-
-    @property
-    def compute_reward(self) -> Any:
-        """``compute_reward(achieved_goal, desired_goal, info)`` (below); only goal-conditioned envs
-        have it (SB3's and Gymnasium-Robotics' checkers take an env that has it for a GoalEnv)."""
-        if not self.config.goal_conditioned:
-            raise AttributeError("compute_reward: only with goal_conditioned=True")
-        return self._compute_reward
 
     def _compute_reward(self, achieved_goal: Any, desired_goal: Any, info: Any) -> Any:
         """The reward for achieved and desired goals ``(..., 3)`` (``goal_conditioned``; a float

@@ -112,7 +112,7 @@ class _Objects:
     friction: np.ndarray = field(default_factory=lambda: np.full(MAX_OBJECTS, 0.5))
 
 
-class PushTableEnv(gym.Env):
+class PushTableEnv(tasks.GoalConditionedReward, gym.Env):
     """Goal-conditioned pushing with a SCARA-like arm, seen by a fixed oblique camera.
 
     **Action** ``Box(-1, 1, (4,), float32)``: ``dx, dy, dz`` move the end-effector target by
@@ -444,14 +444,6 @@ class PushTableEnv(gym.Env):
             reward = self._compute_reward(obs["achieved_goal"], obs["desired_goal"], info)
             return obs, reward, False, False, info
         return obs, self._reward(), False, False, info
-
-    @property
-    def compute_reward(self) -> Any:
-        """``compute_reward(achieved_goal, desired_goal, info)`` (below); only goal-conditioned envs
-        have it (SB3's and Gymnasium-Robotics' checkers take an env that has it for a GoalEnv)."""
-        if not self.config.goal_conditioned:
-            raise AttributeError("compute_reward: only with goal_conditioned=True")
-        return self._compute_reward
 
     def _compute_reward(self, achieved_goal: Any, desired_goal: Any, info: Any) -> Any:
         """The reward for achieved goals ``(..., 3)`` and desired goals ``(..., 3)`` (the

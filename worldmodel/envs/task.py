@@ -245,6 +245,20 @@ def _info_ee(info: Any, shape: tuple[int, ...]) -> np.ndarray:
         ) from None
 
 
+class GoalConditionedReward:
+    """``compute_reward`` for an env whose ``config.goal_conditioned`` may be set (PushTable-v0 and
+    Dream-v0): present only then, since SB3's and Gymnasium-Robotics' checkers take an env that has
+    it for a GoalEnv; the env implements ``_compute_reward(achieved_goal, desired_goal, info)``."""
+
+    @property
+    def compute_reward(self) -> Any:
+        """``compute_reward(achieved_goal, desired_goal, info)``: the task's reward for goals
+        ``(..., 3)`` (a float for one pair, ``(B,)`` for a batch)."""
+        if not self.config.goal_conditioned:
+            raise AttributeError("compute_reward: only with goal_conditioned=True")
+        return self._compute_reward
+
+
 def goal_space(observation: Any) -> Any:
     """``Dict(observation=observation, achieved_goal=Box(3), desired_goal=Box(3))``: the
     goal-conditioned observation space (unbounded float32 goals, as Gymnasium-Robotics')."""
