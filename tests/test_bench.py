@@ -9,25 +9,13 @@ import json
 import statistics
 
 import pytest
+from test_demo import TINY as DEMO_TINY
 
 from worldmodel.cli import main
 from worldmodel.envs.task import wilson_interval
 
 MODELS = ("svg-det", "jepa")
-TINY = {
-    "episodes": 20,
-    "episode_len": 12,
-    "image_size": 16,
-    "train_steps": 12,
-    "batch_size": 4,
-    "eval_sequences": 1,
-    "eval_samples": 2,
-    "plan_episodes": 1,
-    "plan_args": "--population 8 --elites 2 --horizon 3 --iterations 1 --oracle-budget 4 --max-steps 6",
-    "agent_timesteps": 64,
-    "agent_envs": 4,
-    "agent_eval_episodes": 1,
-}
+TINY = {**DEMO_TINY, "image_size": 16}  # the demo test's sizes, at the tiny presets' frame size
 # every stage of one model: the demo's (collect marked done from the shared data) and mppi, grad
 MODEL_STAGES = ("collect", "train", "eval", "plan", "plan-recorded-goal", "plan-reach", "agent", "agent-eval")
 MODEL_STAGES += ("plan-reach-mppi", "plan-reach-grad")

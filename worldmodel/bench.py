@@ -43,13 +43,12 @@ def quality(eval_report: Mapping[str, Any] | None) -> dict[str, Any] | None:
     if not eval_report:
         return None
     ev = eval_report
+    blocks = {"": ev, "_mean_of_n": ev["mean_of_n"], "_copy_last": ev["baseline"]}
+    scores = {
+        f"{m}{suffix}": block[f"{m}_mean"] for suffix, block in blocks.items() for m in ("psnr", "ssim")
+    }
     return {
-        "psnr": ev["psnr_mean"],
-        "ssim": ev["ssim_mean"],
-        "psnr_mean_of_n": ev["mean_of_n"]["psnr_mean"],
-        "ssim_mean_of_n": ev["mean_of_n"]["ssim_mean"],
-        "psnr_copy_last": ev["baseline"]["psnr_mean"],
-        "ssim_copy_last": ev["baseline"]["ssim_mean"],
+        **scores,
         "bpp": ev.get("bpp_mean"),
         "sequences": ev["sequences"],
         "samples": ev["samples"],
