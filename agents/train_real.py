@@ -23,6 +23,7 @@ from agents.common import (
     parse_with_run_config,
 )
 from worldmodel.cli.flags import OneLineParser, positive_int
+from worldmodel.envs.task import TASKS
 from worldmodel.rl import (
     MIN_CNN_SIZE,
     make_eval_env,
@@ -46,6 +47,7 @@ def build_parser() -> OneLineParser:
         "(default subproc)",
     )
     p.add_argument("--image-size", type=positive_int, default=64, help="sim frames, pixels (default 64)")
+    p.add_argument("--task", choices=TASKS, default="push", help="task trained and judged on (default push)")
     add_agent_arguments(p, default_envs=4)
     return p
 
@@ -59,7 +61,9 @@ def run(argv: list[str] | None = None) -> int:
             raise ValueError(f"--vec must be one of {', '.join(VEC_TYPES)}, got {args.vec!r}")
         if args.image_size < MIN_CNN_SIZE:
             raise ValueError(f"--image-size {args.image_size}: SB3's CnnPolicy needs >= {MIN_CNN_SIZE} px")
-        return base_config(args, env="real", obs="pixels", image_size=args.image_size, vec=args.vec)
+        return base_config(
+            args, env="real", obs="pixels", image_size=args.image_size, vec=args.vec, task=args.task
+        )
 
     cfg = prepare_run(out, args.resume, fresh, args.timesteps)
     return train(  # writes RUN/config.json once SB3 has accepted the settings
@@ -75,7 +79,7 @@ def run(argv: list[str] | None = None) -> int:
 def _vec_env(cfg):
     from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
-    make = functools.partial(make_real_env, cfg.image_size)
+    make = functools.partial(make_real_env, cfg.image_size, task=cfg.task)
     fns = [make for _ in range(cfg.num_envs)]
     return SubprocVecEnv(fns) if cfg.vec == "subproc" else DummyVecEnv(fns)
 

@@ -155,29 +155,40 @@ class OnlineConfig:
             raise ValueError(f"task must be one of {', '.join(TASKS)}, got {self.task!r}")
         if self.planner not in PLANNERS:
             raise ValueError(f"planner must be one of {', '.join(PLANNERS)}, got {self.planner!r}")
-        for name in ("episodes_per_iter", "train_steps", "eval_episodes", "envs", "horizon"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("iterations", "initial_steps", "seed"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        self._check_numbers()
+        if self.elites is not None and not 1 <= self.elites < self.population:
+            raise ValueError(f"elites ({self.elites}) must be in 1..population-1 ({self.population - 1})")
+        if not 1 <= self.replan_every <= self.horizon:
+            raise ValueError(f"replan_every must be in 1..horizon ({self.horizon}), got {self.replan_every}")
+        if self.checkpoint is None and self.initial_steps < 1:
+            raise ValueError("without a checkpoint the loop trains one: initial_steps must be >= 1")
+        self.spec()  # checks the task's numbers
+
+    def _check_numbers(self) -> None:
+        """Counts, bounds and finite numbers (what the CLI's flag types check, for library callers)."""
+        # field -> (lowest value, highest value or None, may be None)
+        whole = {"episodes_per_iter": (1, None, False), "train_steps": (1, None, False)}
+        whole.update(eval_episodes=(1, None, False), envs=(1, None, False), horizon=(1, None, False))
+        whole.update(iterations=(0, None, False), initial_steps=(0, None, False), seed=(0, None, False))
+        whole.update(max_steps=(1, None, True), batch_size=(1, None, True), num_objects=(1, 4, True))
+        whole.update(population=(2, None, False), plan_iterations=(1, None, False))
+        for name, (low, high, optional) in whole.items():
+            value = getattr(self, name)
+            if value is None and optional:
+                continue
+            if not isinstance(value, int) or value < low or (high is not None and value > high):
+                bound = f">= {low}" if high is None else f"in {low}..{high}"
+                raise ValueError(f"{name} must be a whole number {bound}, got {value!r}")
+        for name, positive in (("lr", True), ("temperature", False), ("explore_noise", False)):
+            value = getattr(self, name)
+            if value is not None and not (np.isfinite(value) and (value > 0 if positive else value >= 0)):
+                raise ValueError(f"{name} must be a finite number {'>' if positive else '>='} 0, got {value}")
         for name in ("episodes_per_iter", "eval_episodes"):
             if getattr(self, name) % self.envs:
                 raise ValueError(
                     f"{name} ({getattr(self, name)}) must be a multiple of envs ({self.envs}): every "
                     "env runs the same number of episodes"
                 )
-        if self.population < 2:
-            raise ValueError(f"population must be >= 2, got {self.population}")
-        if self.elites is not None and not 1 <= self.elites < self.population:
-            raise ValueError(f"elites ({self.elites}) must be in 1..population-1 ({self.population - 1})")
-        if not 1 <= self.replan_every <= self.horizon:
-            raise ValueError(f"replan_every must be in 1..horizon ({self.horizon}), got {self.replan_every}")
-        if not (np.isfinite(self.explore_noise) and self.explore_noise >= 0):
-            raise ValueError(f"explore_noise must be a finite number >= 0, got {self.explore_noise}")
-        if self.checkpoint is None and self.initial_steps < 1:
-            raise ValueError("without a checkpoint the loop trains one: initial_steps must be >= 1")
-        self.spec()  # checks the task's numbers
 
     def spec(self) -> TaskSpec:
         """The task."""
@@ -344,7 +355,7 @@ class _Run:
         if self.out.exists() and not self.out.is_dir():
             raise ValueError(f"{self.out}: --out exists and is not a folder")
         path = self.out / "settings.json"
-        mine = cfg.settings()
+        mine = json.loads(json.dumps(cfg.settings()))  # as the file holds them (tuples as lists)
         if cfg.ppo_run is not None:
             read_ppo_run(cfg.ppo_run, cfg.task)  # a bad --ppo-run fails now, not after the loop
         if path.is_file():
@@ -710,7 +721,9 @@ class _Run:
             "initial_real_steps": self.initial_episodes * self.seq_len,
             "rows": rows,
             "ppo": ppo,
-            "ppo_command": ppo_command(cfg, final, cfg.episodes_per_iter * self.seq_len),
+            # about 8 evaluations over the budget (the last at the budget itself), none closer
+            # together than an iteration's worth of steps
+            "ppo_command": ppo_command(cfg, final, max(cfg.episodes_per_iter * self.seq_len, -(-final // 8))),
             "settings": cfg.settings(),
         }
 
@@ -752,7 +765,8 @@ def run_online(cfg: OnlineConfig, log: Log | None = None, *, progress: bool = Fa
 # ------------------------------------------------------------------------------------ PPO + report
 def ppo_command(cfg: OnlineConfig, timesteps: int, eval_every: int) -> str:
     """The ``agents.train_real`` command of the model-free baseline at the loop's final real-step
-    budget, evaluated every iteration's worth of steps on as many episodes."""
+    budget ``timesteps``, evaluated every ``eval_every`` steps (and at the end) on as many
+    episodes as the loop's evaluations."""
     out = cfg.out / "ppo"
     line = (
         f"python -m agents.train_real --algo ppo --timesteps {timesteps} --eval-every {eval_every} "
