@@ -651,11 +651,7 @@ class _Run:
         if mark is not None:
             return mark
         from worldmodel.dynamics.checkpoint import read
-
-        try:  # the name of SB3-evaluate-an-agent since "evaluate" was split into several names
-            from worldmodel.planning import run_episodes
-        except ImportError:
-            from worldmodel.planning import evaluate as run_episodes
+        from worldmodel.planning import run_episodes
 
         cfg, tic = self.cfg, time.perf_counter()
         step = int(read(self.ckpt)["step"])
