@@ -234,5 +234,5 @@ def table(bench: Mapping[str, Any]) -> str:
         *map(line, rows),
     ]
     errors = bench.get("errors") or {}
-    lines += [f"{name}: failed: {msg}" for name, msg in errors.items()]
+    lines += [f"{name}: failed: {msg}" for name, messages in errors.items() for msg in messages]
     return "\n".join(lines)

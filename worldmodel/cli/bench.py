@@ -29,7 +29,7 @@ model whose stage fails is reported and the bench goes on with the next one (exi
 ``--models`` may change between runs in one ``DIR`` (finished models are not redone).
 
 Profiles: ``--quick`` fits a 2-core CPU in under 30 minutes for the six built-in models (tiny
-presets at 16 px, 300 steps; measured in benchmarks/README.md); ``--full`` (the default on a
+presets at 16 px, 600 steps; measured in benchmarks/README.md); ``--full`` (the default on a
 GPU) uses the demo's full profile (paper presets at 64 px, 20k steps) with every planner on every
 task, meant for a GPU.
 ``--set FIELD=VALUE`` overrides a ``DemoConfig`` field for every model.
@@ -75,15 +75,13 @@ PROFILES: dict[str, BenchProfile] = {
         demo={
             "image_size": 16,
             "episodes": 512,
-            "train_steps": 300,
-            "eval_sequences": 16,
-            "eval_samples": 4,
+            "train_steps": 600,
             "plan_episodes": 10,
             "plan_args": tuple(
                 "--population 32 --elites 4 --horizon 6 --iterations 2 --replan-every 3 "
                 "--oracle-budget 16 --envs 10 --num-objects 1".split()
             ),
-            "agent_timesteps": 50_000,
+            "agent_timesteps": 100_000,
             "agent_args": (*DemoConfig.agent_args, "--eval-every", "0", "--video-episodes", "0"),
             "agent_eval_episodes": 10,
         },
@@ -184,7 +182,7 @@ class Bench:
         self.shared = self.configs[names[0]]  # the fields every model shares (data, budgets)
         tasks = tuple(t for t in self.shared.tasks if t in self.profile.planner_tasks)
         self.planners = {"cem": self.shared.tasks, **{p: tasks for p in OTHER_PLANNERS if tasks}}
-        self.errors: dict[str, str] = {}
+        self.errors: dict[str, list[str]] = {}
         self.timings: dict[str, dict[str, float]] = {}
 
     def model_dir(self, name: str) -> Path:
@@ -226,29 +224,29 @@ class Bench:
         if not self._needs_baselines():  # random and the oracle are done: this model plans alone
             c = dataclasses.replace(c, plan_args=(*c.plan_args, "--oracle-budget", "0"))
         pipe = Pipeline(c, folder)
+        self.timings[name] = pipe.timings  # filled as the stages finish
         extra = [
             (planner, task) for planner, tasks in self.planners.items() if planner != "cem" for task in tasks
         ]
         pipe.total += len(extra)
+        self._guarded(name, pipe.run)
+        if f"train {name}" not in pipe.timings:  # not trained: nothing to plan with
+            return
+        ckpt = folder / "model" / "checkpoints" / "last.pt"
+        for k, (planner, task) in enumerate(extra, start=9):  # also when a demo stage after training failed
+            flags = _flags(task=task, planner=planner, episodes=c.plan_episodes, seed=c.seed, device=c.device)
+            plan = ["plan", ckpt, *flags, "--json", folder / plan_file(task, planner), *c.plan_args]
+            plan += ["--oracle-budget", "0"]
+            label = f"plan ({planner}) in the real sim: {task}"
+            self._guarded(name, pipe.stage, k, label, f"plan-{task}-{planner}", lambda a=plan: pipe.wm(*a))
+
+    def _guarded(self, name: str, fn, *args: Any) -> None:
+        """``fn(*args)``; a failed stage is reported and the bench goes on."""
         try:
-            pipe.run()
-            ckpt = folder / "model" / "checkpoints" / "last.pt"
-            for k, (planner, task) in enumerate(extra, start=9):
-                json_out = folder / plan_file(task, planner)
-                flags = _flags(
-                    task=task, planner=planner, episodes=c.plan_episodes, seed=c.seed, device=c.device
-                )
-                plan = ["plan", ckpt, *flags, "--json", json_out, *c.plan_args, "--oracle-budget", "0"]
-                pipe.stage(
-                    k,
-                    f"plan ({planner}) in the real sim: {task}",
-                    f"plan-{task}-{planner}",
-                    lambda a=plan: pipe.wm(*a),
-                )
-        except RuntimeError as err:  # a failed stage: report it, go on with the next model
-            self.errors[name] = str(err)
+            fn(*args)
+        except RuntimeError as err:
+            self.errors.setdefault(name, []).append(str(err))
             print(f"worldmodel bench: {name} failed: {err}", file=sys.stderr, flush=True)
-        self.timings[name] = pipe.timings
 
     # --- figures -------------------------------------------------------------------------------
     def baselines(self) -> dict[str, dict[str, Any] | None]:
