@@ -124,7 +124,9 @@ def test_table_is_printed_with_a_row_per_model_and_the_baselines(run):
     assert "12 steps x batch 4" in printed  # the shared budget is stated
     first = report["models"][MODELS[0]]["plan"]["cem"]["push"]
     lo, hi = first["ci95"]
-    assert f"{first['successes']}/1 ({lo:.2f}-{hi:.2f}) {first['ms_per_action']:.0f} ms" in rows[MODELS[0]]
+    ms = first["ms_per_action"]
+    ms_text = f"{ms:.0f}" if ms >= 10 else f"{ms:.1f}"
+    assert f"{first['successes']}/1 ({lo:.2f}-{hi:.2f}) {ms_text} ms" in rows[MODELS[0]]
     assert "bench.json" in lines[-1]
 
 
@@ -264,6 +266,7 @@ def test_table_cells_are_successes_interval_and_ms():
     from worldmodel.bench import model_row, table
 
     plans = {"cem": {"push": _plan(3, 10, 41.2, oracle=True)}}
+    plans["cem"]["push"]["oracle"]["ms_per_action"] = 4.26  # under 10 ms: one decimal
     row = model_row(
         preset="tiny",
         params=1_234_567,
@@ -304,4 +307,20 @@ def test_table_cells_are_successes_interval_and_ms():
     assert lines["m"][:3] == ["1.23 M", "12", "100"]
     assert lines["m"][-2:] == ["3/10 (0.11-0.60) 41 ms", "-"]  # Wilson (0.108, 0.603); no agent
     assert lines["*random*"][-2] == "0/10 (0.00-0.28)"  # random's ms per action is not a planner's
-    assert lines["*oracle*"][-2] == "10/10 (0.72-1.00) 41 ms"
+    assert lines["*oracle*"][-2] == "10/10 (0.72-1.00) 4.3 ms"
+
+
+def test_ctrl_c_in_a_stage_stops_the_bench(tmp_path, monkeypatch):
+    # `main` turns Ctrl-C inside a command into status 130; the bench must stop there, not take
+    # it for a failed stage and go on
+    import worldmodel.cli.plan
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(worldmodel.cli.plan, "run", interrupted)
+    out = tmp_path / "out"
+    assert bench(out, models=("svg-det",)) == 130
+    stages = sorted(p.name for p in (out / "models/svg-det/.stages").iterdir())
+    assert stages == ["collect.done", "eval.done", "train.done"]
+    assert not (out / "bench.json").exists()

@@ -165,8 +165,9 @@ def _rate(r: Mapping[str, Any] | None, timed: bool = True) -> str:
         return "-"
     lo, hi = r["ci95"]
     text = f"{r['successes']}/{r['episodes']} ({lo:.2f}-{hi:.2f})"
-    if timed and r.get("ms_per_action") is not None:
-        text += f" {r['ms_per_action']:.0f} ms"
+    ms = r.get("ms_per_action")
+    if timed and ms is not None:
+        text += f" {ms:.0f} ms" if ms >= 10 else f" {ms:.1f} ms"
     return text
 
 

@@ -249,7 +249,10 @@ class Pipeline:
         from worldmodel.cli import main
 
         argv = [str(a) for a in args]
-        if main(argv) != 0:
+        code = main(argv)
+        if code == 130:  # Ctrl-C, which `main` turned into a status: stop here too
+            raise KeyboardInterrupt
+        if code != 0:
             raise RuntimeError(f"`worldmodel {' '.join(argv)}` failed (see the message above)")
 
     def agents(self, module: str, *args: Any) -> None:
