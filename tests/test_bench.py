@@ -167,6 +167,11 @@ def test_bad_model_list_is_a_one_line_error_before_anything_is_written(models, t
     assert not out.exists()
 
 
+def test_a_model_set_for_all_is_refused(tmp_path, capsys):
+    assert main(["bench", "--quick", "--out", str(tmp_path / "x"), "--set", "model=vgan"]) == 2
+    assert "--models" in capsys.readouterr().err and not (tmp_path / "x").exists()
+
+
 def test_a_failing_model_is_reported_and_the_bench_goes_on(tmp_path, capsys):
     # elites >= population: `worldmodel plan` refuses, so the first plan stage of every model fails
     out = tmp_path / "out"

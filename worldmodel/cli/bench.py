@@ -320,6 +320,8 @@ def run(args: argparse.Namespace) -> int:
     names = model_names(args.models)  # before anything is written
     profile = choose_profile(args.quick, args.full, torch.cuda.is_available())
     sets = {**parse_sets(args.set), "seed": args.seed, "device": args.device}
+    if "model" in sets:
+        raise ValueError("--set model: the models are --models")
     out = Path(args.out)
     bench = Bench(profile, names, sets, out)  # every model's config checked here
     _check_settings(
