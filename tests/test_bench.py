@@ -75,7 +75,10 @@ def test_json_has_every_figure_of_every_model(run):
         assert row["params"] == sum(p.numel() for p in make(name, **saved["config"]).parameters())
         metrics = [json.loads(line) for line in (folder / "model" / "metrics.jsonl").read_text().splitlines()]
         assert row["train"]["frames_per_s"] == statistics.median(m["frames_per_s"] for m in metrics)
-        assert row["train"]["steps"] == 12 and row["train"]["seconds"] >= 0
+        assert row["train"]["steps"] == 12
+        # the training stage's own timing, as the demo's stage marker recorded it
+        marker = float((folder / ".stages" / "train.done").read_text())
+        assert row["train"]["seconds"] == pytest.approx(marker, abs=0.06) and marker > 0
         ev = _read(folder / "eval.json")
         assert row["quality"]["psnr"] == ev["psnr_mean"]
         assert row["quality"]["ssim_copy_last"] == ev["baseline"]["ssim_mean"]

@@ -60,6 +60,13 @@ def _png_data(root):
 # --- heads: stale, foreign, old ----------------------------------------------------------------
 
 
+def _is_the_file(head, path) -> bool:
+    """``head`` holds exactly the weights stored in the head file ``path``."""
+    stored = torch.load(path, weights_only=True)["weights"]
+    got = head.state_dict()
+    return got.keys() == stored.keys() and all(torch.equal(got[k], stored[k]) for k in got)
+
+
 def test_train_head_records_the_checkpoint_and_a_resumed_run_makes_the_head_stale(tmp_path, capsys):
     """The whole story: train 2 steps, `worldmodel train-head`, the head is used without a word;
     `train --resume` rewrites last.pt, and plan, the dream, agents.train and find_head refuse it."""
@@ -76,7 +83,7 @@ def test_train_head_records_the_checkpoint_and_a_resumed_run_makes_the_head_stal
     assert record == {"checkpoint": str(ckpt), "step": 2, "weights_sha256": model_sha256(model)}
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a matching head: no warning either
-        assert find_head(ckpt, model=model) is not None
+        assert _is_the_file(find_head(ckpt, model=model), head_path_for(ckpt))
         head, source = select_head(ckpt, model)
         assert source == "file" and head.feature_dim == model.feature_dim
 
@@ -104,7 +111,7 @@ def test_train_head_records_the_checkpoint_and_a_resumed_run_makes_the_head_stal
     with pytest.raises(CheckpointError, match=stale):
         _head(types.SimpleNamespace(reward="learned", head=None, checkpoint=str(ckpt)), new_model)
     # The old weights still match (a copy of the checkpoint it was fitted to is fine).
-    assert select_head(ckpt, model)[0] is not None
+    assert _is_the_file(select_head(ckpt, model)[0], head_path_for(ckpt))
 
 
 def test_stale_head_named_when_the_weights_change_at_the_same_step(tmp_path):
@@ -113,7 +120,7 @@ def test_stale_head_named_when_the_weights_change_at_the_same_step(tmp_path):
     save_head(
         ObjectHead(model.feature_dim, hidden=8), head_path_for(ckpt), fitted_to=fit_record(model, ckpt, 3)
     )
-    assert find_head(ckpt) is not None
+    assert _is_the_file(find_head(ckpt), head_path_for(ckpt))
     with torch.no_grad():
         next(model.parameters()).add_(1.0)
     dynamics.save(model, ckpt, step=3)

@@ -204,8 +204,12 @@ def test_batched_reset_from_contexts_equals_single_envs(core):
     single = [s.step(a[i]) for i, s in enumerate(singles)]
     np.testing.assert_allclose(r, [x[1] for x in single], atol=1e-4)
     vec.step(a)
-    _, _, dones, _ = vec.step(a)  # horizon 3: the next episodes come from the pool again
-    assert dones.all() and all(i["pool_index"] >= 0 for i in vec.reset_infos)
+    next_obs, _, dones, _ = vec.step(a)  # horizon 3: the next episodes come from the pool again
+    assert dones.all() and all(0 <= i["pool_index"] < len(core.pool["frames"]) for i in vec.reset_infos)
+    for row, info in enumerate(vec.reset_infos):  # each starts on its pool entry's last context frame
+        np.testing.assert_array_equal(
+            next_obs[row], core.pool["frames"][int(info["pool_index"])][-1].cpu().numpy()
+        )
     vector = gym.make_vec(
         worldmodel.DREAM_ID, num_envs=2, vectorization_mode="vector_entry_point", checkpoint=core
     )
