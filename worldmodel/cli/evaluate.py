@@ -136,10 +136,11 @@ def run(args: argparse.Namespace) -> int:
             i3d=i3d,
             fvd_resolution=args.fvd_resolution or 224,
         )
+    stored = read(ckpt)
     report = result.to_json(
         checkpoint=str(ckpt),
-        model=read(ckpt)["model"],
-        step=read(ckpt)["step"],
+        model=stored["model"],
+        step=stored["step"],
         data=str(args.data),
         split=args.split,
         n_past=args.n_past,

@@ -215,10 +215,7 @@ class CEM(BoxPlanner):
         cfg = self.config
         p, h, a = mean.shape
         low, high = self._bounds(mean.device)
-        if cfg.noise_beta > 0:
-            eps = colored_noise((p, n, a), h, cfg.noise_beta, generator, mean.device).transpose(-1, -2)
-        else:
-            eps = _white((p, n, h, a), generator, mean.device)
+        eps = candidate_noise((p, n, h, a), cfg.noise_beta, generator, mean.device)
         if cfg.sampling == "truncate":
             # Keep mu +- 2 sigma inside the bounds (mbrl-lib), then fold eps into N(0,1) | [-2, 2].
             std = torch.minimum(std, torch.minimum(mean - low, high - mean).clamp_min(0) / 2)
@@ -286,6 +283,17 @@ class CEM(BoxPlanner):
 
 
 # ----------------------------------------------------------------------------------- noise
+def candidate_noise(
+    shape: tuple[int, int, int, int], beta: float, generator: torch.Generator | None, device: torch.device
+) -> Tensor:
+    """Standard normals ``(P, N, H, A)`` for sampled action sequences: white, or colored along the
+    horizon ``H`` with exponent ``beta > 0`` (iCEM). Shared by CEM and MPPI."""
+    p, n, h, a = shape
+    if beta > 0:
+        return colored_noise((p, n, a), h, beta, generator, device).transpose(-1, -2)
+    return _white(shape, generator, device)
+
+
 def _white(shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device) -> Tensor:
     return torch.randn(shape, generator=generator, device=device)
 

@@ -47,7 +47,7 @@ import torch
 from torch import Tensor
 
 from worldmodel.planning.box import BoxPlanner, checked_scores, raise_unless_finite, take
-from worldmodel.planning.cem import RETURNS, CEMResult, Objective, WarmStart, colored_noise
+from worldmodel.planning.cem import RETURNS, CEMResult, Objective, WarmStart, candidate_noise
 
 
 @dataclasses.dataclass
@@ -176,10 +176,7 @@ class MPPI(BoxPlanner):
         cfg = self.config
         p, h, a = mean.shape
         n = cfg.population
-        if cfg.noise_beta > 0:
-            eps = colored_noise((p, n, a), h, cfg.noise_beta, generator, mean.device).transpose(-1, -2)
-        else:
-            eps = torch.randn((p, n, h, a), generator=generator, device=mean.device)
+        eps = candidate_noise((p, n, h, a), cfg.noise_beta, generator, mean.device)
         low, high = self._bounds(mean.device)
         return torch.maximum(torch.minimum(mean[:, None] + std[:, None] * eps, high), low)
 
