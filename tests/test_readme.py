@@ -82,6 +82,8 @@ def shell_commands() -> list[list[str]]:
     for block in blocks("bash"):
         for line in block.replace("\\\n", " ").splitlines():
             words = shlex.split(line, comments=True)
+            while words and re.fullmatch(r"[A-Z_]+=\S*", words[0]):
+                words = words[1:]  # environment settings before the command
             if words:
                 out.append(words)
     return out
