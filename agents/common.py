@@ -13,7 +13,14 @@ from typing import Any
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
-from worldmodel.cli.flags import apply_settings, config_path, nonneg_int, positive_int, read_settings
+from worldmodel.cli.flags import (
+    add_common_flags,
+    apply_settings,
+    config_path,
+    nonneg_int,
+    positive_int,
+    read_settings,
+)
 from worldmodel.perf import keep_freed_memory
 from worldmodel.rl import HYPER_DEFAULTS, HYPER_FLAGS, RunConfig, algo_class
 from worldmodel.rl.config import ALGOS
@@ -72,12 +79,7 @@ def add_agent_arguments(p, *, default_envs: int) -> None:
         default=4,
         help="real episodes per evaluation written to RUN/videos/real_STEP.mp4 (default 4; 0: none)",
     )
-    p.add_argument(
-        "--seed", type=nonneg_int, default=0, help="seed of the agent and the training envs (default 0)"
-    )
-    p.add_argument(
-        "--device", default="auto", help="auto | cpu | cuda | cuda:N, for the agent and the world model"
-    )
+    add_common_flags(p, seed="the agent and the training envs", device="for the agent and the world model")
     for flag, (_, typ, _, help_text) in HYPER_FLAGS.items():
         p.add_argument(flag, type=typ, default=None, help=help_text)
     p.add_argument(

@@ -22,7 +22,7 @@ from pathlib import Path
 from agents.common import (
     cli,
 )
-from worldmodel.cli.flags import OneLineParser, nonneg_int, positive_int
+from worldmodel.cli.flags import OneLineParser, add_common_flags, nonneg_int, positive_int
 from worldmodel.envs.task import TASKS
 from worldmodel.files import write_json_atomic
 from worldmodel.rl import (
@@ -47,9 +47,7 @@ def build_parser() -> OneLineParser:
         "run", nargs="?", default=None, help="run folder written by agents.train or agents.train_real"
     )
     p.add_argument("--episodes", type=positive_int, default=100, help="real episodes (default 100)")
-    p.add_argument(
-        "--json", default=None, metavar="FILE", help="write the figures (and per-episode rows) as JSON"
-    )
+    add_common_flags(p, json="the figures (and per-episode rows)")
     p.add_argument(
         "--video",
         default=None,
@@ -60,12 +58,7 @@ def build_parser() -> OneLineParser:
     p.add_argument(
         "--video-episodes", type=nonneg_int, default=4, help="episodes in the video (default 4; 0: none)"
     )
-    p.add_argument(
-        "--seed",
-        type=nonneg_int,
-        default=EVAL_SEED,
-        help=f"first episode seed (default {EVAL_SEED}, as in training)",
-    )
+    add_common_flags(p, seed="the first episode (as in training's evaluations)", seed_default=EVAL_SEED)
     p.add_argument("--stochastic", action="store_true", help="sample actions instead of the policy's mode")
     p.add_argument("--random", action="store_true", help="evaluate uniform random actions instead of a run")
     p.add_argument(
@@ -77,7 +70,7 @@ def build_parser() -> OneLineParser:
         default=None,
         help="push, recorded-goal or reach (default: the run's task; push for --random)",
     )
-    p.add_argument("--device", default=None, help="auto | cpu | cuda (default: the run's)")
+    add_common_flags(p, device="", device_default=None)
     return p
 
 

@@ -82,6 +82,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     keep_freed_memory()  # batched CPU steps reuse freed blocks instead of faulting in fresh pages
     try:
+        if getattr(args, "threads", None):  # add_common_flags(threads=True)
+            import torch
+
+            torch.set_num_threads(args.threads)
         return int(args._run(args) or 0)
     except KeyboardInterrupt:
         print("worldmodel: interrupted", file=sys.stderr)

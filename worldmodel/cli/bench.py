@@ -47,7 +47,7 @@ from typing import Any
 
 from worldmodel.cli.demo import MODEL_SETS, DemoConfig, Pipeline, choose_profile, demo_config
 from worldmodel.cli.demo_report import PLAN_FILES
-from worldmodel.cli.flags import CONFIG_HELP, nonneg_int, settings_of
+from worldmodel.cli.flags import CONFIG_HELP, add_common_flags, settings_of
 from worldmodel.files import write_json_atomic
 
 OTHER_PLANNERS = ("mppi", "grad")
@@ -115,8 +115,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     quick = "the small profile: a 2-core CPU, under 30 minutes for the six models (default on a CPU)"
     p.add_argument("--quick", action="store_true", help=quick)
     p.add_argument("--full", action="store_true", help="the GPU profile, paper presets (default on a GPU)")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
-    p.add_argument("--seed", type=nonneg_int, default=0, help="seed of every stage (default 0)")
+    add_common_flags(p, seed="every stage", device="")
     p.add_argument(
         "--set",
         action="append",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from worldmodel.cli.flags import int_at_least, nonneg_int, positive_int, probability
+from worldmodel.cli.flags import add_common_flags, int_at_least, nonneg_int, positive_int, probability
 from worldmodel.files import write_json_atomic
 
 
@@ -29,12 +29,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=1,
         help="worker processes, each writing whole shards (default 1; 0 = in this process)",
     )
-    p.add_argument(
-        "--seed",
-        type=nonneg_int,
-        default=0,
-        help="master seed; the bytes written depend only on it and the settings, not on --workers",
-    )
+    add_common_flags(p, seed="what is written: the bytes depend only on it and the settings, not --workers")
     p.add_argument(
         "--image-size", type=int_at_least(8), default=64, help="frame height and width in pixels (default 64)"
     )
@@ -57,7 +52,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="episodes per shard file (default ceil(episodes/32), at most 100)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--json", type=Path, default=None, help="also write the summary to this JSON file")
+    add_common_flags(p, json="the summary")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from worldmodel.cli.flags import int_at_least, nonneg_float, nonneg_int, positive_int
+from worldmodel.cli.flags import add_common_flags, int_at_least, nonneg_float, positive_int
 from worldmodel.files import write_json_atomic
 
 
@@ -29,15 +29,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--sequences", type=positive_int, default=None, help="score only the first N test sequences"
     )
     p.add_argument("--split", default="test", help="dataset split (default test)")
-    p.add_argument("--seed", type=nonneg_int, default=0, help="sampling seed (default 0)")
+    add_common_flags(p, seed="the samples")
     p.add_argument(
         "--temperature", type=nonneg_float, default=1.0, help="sampling temperature (0: the mean; default 1)"
     )
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
+    add_common_flags(p, device="")
     p.add_argument(
         "--max-rollouts", type=positive_int, default=512, help="rollouts per batched call (default 512)"
     )
-    p.add_argument("--json", default=None, metavar="FILE", help="write the report as JSON")
+    add_common_flags(p, json="the report")
     p.add_argument(
         "--video",
         default=None,

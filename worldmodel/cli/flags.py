@@ -7,7 +7,9 @@ zero step count) is refused before anything runs or is written, with one line na
     worldmodel train: error: argument --lr: must be a finite number > 0, got 'nan'
 
 ``OneLineParser`` is the ``ArgumentParser`` whose errors are that one line (argparse's default
-also prints the whole usage block first). Sub-parsers inherit it.
+also prints the whole usage block first). Sub-parsers inherit it. ``add_common_flags`` declares the
+flags many commands share (``--seed``, ``--device``, ``--threads``, ``--json``) the same way
+everywhere; each command says only what its seed seeds and what its JSON holds.
 """
 
 from __future__ import annotations
@@ -30,7 +32,9 @@ from worldmodel.numbers import (
 
 __all__ = [
     "CONFIG_HELP",
+    "DEVICE_HELP",
     "OneLineParser",
+    "add_common_flags",
     "apply_settings",
     "config_path",
     "finite_float",
@@ -51,6 +55,43 @@ class OneLineParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+# ------------------------------------------------------------- flags that many commands share
+DEVICE_HELP = "auto | cpu | cuda | cuda:N"
+
+
+def add_common_flags(
+    p: argparse.ArgumentParser,
+    *,
+    seed: str | None = None,
+    seed_default: int | None = 0,
+    device: str | None = None,
+    device_default: str | None = "auto",
+    threads: bool = False,
+    json: str | None = None,
+) -> None:
+    """Declare the shared flags a command has, each given by the text its help shows.
+
+    ``seed``: what ``--seed`` seeds ("the episodes and the planners"); ``device``: what runs on
+    ``--device`` ("" for nothing more to say); ``threads``: add ``--threads`` (torch CPU threads,
+    applied by the ``worldmodel`` entry point before the command runs); ``json``: what the
+    ``--json FILE`` report holds. Flags left ``None`` are not added."""
+    if seed is not None:
+        default = "none" if seed_default is None else seed_default
+        p.add_argument(
+            "--seed", type=nonneg_int, default=seed_default, help=f"seed of {seed} (default {default})"
+        )
+    if device is not None:
+        default = device_default or "the run's"
+        where = f", {device}" if device else ""
+        p.add_argument("--device", default=device_default, help=f"{DEVICE_HELP}{where} (default {default})")
+    if threads:
+        p.add_argument(
+            "--threads", type=positive_int, default=None, help="torch CPU threads (default: torch's)"
+        )
+    if json is not None:
+        p.add_argument("--json", default=None, metavar="FILE", help=f"write {json} as JSON")
 
 
 # ------------------------------------------------------------------------------ --config FILE

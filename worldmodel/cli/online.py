@@ -13,6 +13,7 @@ from pathlib import Path
 
 from worldmodel.cli.flags import (
     CONFIG_HELP,
+    add_common_flags,
     int_at_least,
     nonneg_float,
     nonneg_int,
@@ -144,14 +145,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="objects per episode (default: as the initial dataset was collected)",
     )
-    p.add_argument(
-        "--seed",
-        type=nonneg_int,
-        default=0,
-        help="seed of the episodes, planner, exploration noise and training (default 0)",
-    )
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
-    p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (default: torch's)")
+    add_common_flags(p, seed="the episodes, planner, exploration noise and training", device="", threads=True)
     p.add_argument(
         "--ppo-run",
         default=None,
@@ -159,9 +153,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="an `agents.train_real` run folder on the same task, drawn beside the loop (the command for "
         "the loop's budget is printed at the end)",
     )
-    p.add_argument(
-        "--json", default=None, metavar="FILE", help="also write the summary (OUT/online.json) to FILE"
-    )
+    add_common_flags(p, json="the summary (also in OUT/online.json)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--config", metavar="FILE", default=None, help=f"{CONFIG_HELP}; OUT/config.json is one")
 
@@ -207,13 +199,10 @@ def config_from(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     """Run or resume the loop, then print one row per iteration."""
-    import torch
 
     from worldmodel.training.online import run_online
 
     cfg = config_from(args)  # every check of the settings before anything is written
-    if args.threads:
-        torch.set_num_threads(args.threads)
 
     def say(line: str) -> None:
         print(f"worldmodel online: {line}", file=sys.stderr, flush=True)

@@ -8,6 +8,7 @@ import sys
 
 from worldmodel.cli.flags import (
     CONFIG_HELP,
+    add_common_flags,
     int_at_least,
     nonneg_float,
     nonneg_int,
@@ -112,13 +113,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--envs", type=positive_int, default=1, help="envs planned together as one batch (default 1)"
     )
     p.add_argument("--num-objects", type=positive_int, default=None, help="objects per episode (default 1-4)")
-    p.add_argument(
-        "--seed", type=nonneg_int, default=0, help="seed of the episodes and the planners (default 0)"
-    )
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
-    p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (default: torch's)")
-    p.add_argument(
-        "--json", default=None, metavar="FILE", help="write the results (and the settings, 'args') as JSON"
+    add_common_flags(
+        p,
+        seed="the episodes and the planners",
+        device="",
+        threads=True,
+        json="the results (and the settings, 'args')",
     )
     p.add_argument(
         "--config", metavar="FILE", default=None, help=f"{CONFIG_HELP}; a --json report of plan is one"
@@ -133,13 +133,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Parse the flags into a ``PlanJob``, run it (``worldmodel.planning.run.plan``), report one table."""
-    import torch
 
     from worldmodel.planning.run import PlanJob, plan, video_frames
     from worldmodel.video import write_video
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
     fields = {f.name for f in dataclasses.fields(PlanJob)} - {"record"}
     job = PlanJob(**{k: getattr(args, k) for k in fields}, record=args.video is not None)
     args.max_steps = job.max_steps  # the task's budget when not given, also in the saved settings

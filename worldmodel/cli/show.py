@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from worldmodel.cli.flags import nonneg_int, positive_float, positive_int
+from worldmodel.cli.flags import add_common_flags, positive_float, positive_int
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -19,12 +19,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--seq-len", type=positive_int, default=None, help="steps to show (default: whole episodes)"
     )
-    p.add_argument(
-        "--seed",
-        type=nonneg_int,
-        default=None,
-        help="pick sequences at random with this seed (default: the first --num)",
-    )
+    add_common_flags(p, seed="a random pick of the sequences; none: the first --num", seed_default=None)
 
 
 def run(args: argparse.Namespace) -> int:

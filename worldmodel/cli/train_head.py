@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from worldmodel.cli.flags import int_at_least, nonneg_int, positive_float, positive_int
+from worldmodel.cli.flags import add_common_flags, int_at_least, positive_float, positive_int
 from worldmodel.files import write_json_atomic
 
 
@@ -43,9 +43,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--batch-size", type=positive_int, default=256, help="rows per Adam step (default 256)")
     p.add_argument("--lr", type=positive_float, default=1e-3, help="Adam learning rate (default 1e-3)")
-    p.add_argument("--seed", type=nonneg_int, default=0, help="seed (default 0)")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
-    p.add_argument("--json", default=None, metavar="FILE", help="write the metrics as JSON")
+    add_common_flags(p, seed="the head's initial weights and batches", device="", json="the metrics")
 
 
 def _items(data, n: int) -> list:
