@@ -1,115 +1,37 @@
 """PushTable: a MuJoCo table-top pushing world in the spirit of the BAIR robot pushing data.
 
-Rendering is headless. ``MUJOCO_GL`` is set to ``"egl"`` here, before ``import mujoco``, unless it is
-already set (``osmesa`` and ``glfw`` also work); if no OpenGL backend can be created the first render
-raises ``RuntimeError`` saying what to set.
+``PushTableEnv`` is the Gymnasium env (``worldmodel/PushTable-v0``). Beside it:
+``push_table_config.py`` (``PushTableConfig``, its settings), ``scene.py`` (the MJCF, compiled
+once), ``push_table_scene.py`` (the random scene a reset draws), ``push_table_sim.py`` (the
+headless ``mujoco`` import and what writes into the model: objects, the arm's pose, the renderer)
+and ``task.py`` (the task's goals, success, reward and info keys).
+
+Rendering is headless. ``MUJOCO_GL`` is set to ``"egl"`` before ``import mujoco``
+(``push_table_sim.py``), unless it is already set (``osmesa`` and ``glfw`` also work); if no
+OpenGL backend can be created the first render raises ``RuntimeError`` saying what to set.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
-from dataclasses import dataclass, field
 from typing import Any
-
-os.environ.setdefault("MUJOCO_GL", "egl")
 
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from worldmodel.envs import push_table_sim as sim
 from worldmodel.envs import scene
 from worldmodel.envs import task as tasks
+from worldmodel.envs.push_table_config import PushTableConfig
+from worldmodel.envs.push_table_scene import Objects, draw_scene
+from worldmodel.envs.push_table_sim import STATE_SPEC, mujoco
 from worldmodel.envs.scene import MAX_OBJECTS, SHAPES
-from worldmodel.envs.task import REST_ACTION, TaskSpec
-
-_NO_GL = (
-    "No OpenGL backend found: set MUJOCO_GL=egl (headless, needs libEGL, e.g. Debian libegl1 libgl1), "
-    "MUJOCO_GL=osmesa (software, needs libosmesa6 and PyOpenGL) or MUJOCO_GL=glfw (needs a display) "
-    "before importing mujoco."
-)
-try:
-    import mujoco
-except ModuleNotFoundError:
-    raise
-except Exception as _err:  # PyOpenGL raises AttributeError/ImportError/OSError when the backend is missing
-    raise RuntimeError(
-        f"importing mujoco failed with MUJOCO_GL={os.environ.get('MUJOCO_GL')!r}: {_err!r}. {_NO_GL}"
-    ) from _err
+from worldmodel.envs.task import REST_ACTION
 
 __all__ = ["MAX_OBJECTS", "REST_ACTION", "SHAPES", "PushTableConfig", "PushTableEnv"]
 
-_TASK = TaskSpec()
-_STATE_SPEC = mujoco.mjtState.mjSTATE_INTEGRATION
 _RECORDED_SLACK = 10  # recorded-goal: episodes of recorded_k + this many steps; windows start in 0..this
-_OBJECT_MARGIN = 0.005  # gap kept between objects (and between the goal and other objects) when placing
-
-
-@dataclass
-class PushTableConfig:
-    """Settings of the PushTable world. ``dataclasses.asdict`` of it is JSON-serialisable."""
-
-    image_size: int = 64  # observations are (image_size, image_size, 3) uint8
-    num_objects: int | None = None  # None: 1..MAX_OBJECTS drawn per episode
-    shapes: tuple[str, ...] = SHAPES  # drawn per object, uniformly
-    # Control: one env step = frame_skip physics steps of `timestep` seconds (default 10 Hz).
-    timestep: float = 0.02
-    frame_skip: int = 5
-    action_scale: float = 0.03  # metres of end-effector target motion per step at |a| = 1
-    max_lead: float = 0.05  # the target never runs further than this ahead of the real end effector
-    # End-effector box (fingertip centre), metres; the table top is z = 0.
-    ee_low: tuple[float, float, float] = (-0.22, -0.22, 0.01)
-    ee_high: tuple[float, float, float] = (0.22, 0.22, 0.15)
-    ee_start_z: tuple[float, float] = (0.09, 0.15)  # start height: above the tallest object
-    # Objects (uniform ranges). Half-extents: box (hx, hy, hz); cylinder (r, h); ellipsoid (a, b, c).
-    object_area: float = 0.17  # object centres start in [-area, area]^2
-    half_xy: tuple[float, float] = (0.02, 0.045)
-    half_z: tuple[float, float] = (0.015, 0.04)
-    mass: tuple[float, float] = (0.05, 0.4)  # kg
-    friction: tuple[float, float] = (0.2, 0.9)  # sliding friction (MuJoCo takes the max of the pair)
-    # The task (worldmodel.envs.task holds its rules; these fields are its numbers).
-    task: str = "push"  # push | recorded-goal | reach
-    goal_area: float = _TASK.goal_area
-    goal_min_distance: float = _TASK.goal_min_distance
-    success_tolerance: float = _TASK.success_tolerance
-    reach_tolerance: float = _TASK.reach_tolerance
-    reach_weight: float = _TASK.reach_weight  # reward shaping: end effector to target (object tasks)
-    recorded_k: int = _TASK.recorded_k  # recorded-goal: the goal is the target this many steps later
-    show_goal_marker: bool = True  # a flat dark-grey disc of radius success_tolerance on the table
-    # Dict(observation, achieved_goal, desired_goal) observations (GoalEnv, for SB3's HER)
-    goal_conditioned: bool = False
-    # Camera (BAIR image_aux1-like: over the front edge, looking down at the table and the arm).
-    camera_pos: tuple[float, float, float] = (0.0, -0.52, 0.62)
-    camera_lookat: tuple[float, float, float] = (0.0, 0.1, 0.0)
-    camera_fovy: float = 45.0
-
-    def __post_init__(self) -> None:
-        if self.image_size < 8:
-            raise ValueError(f"image_size must be >= 8, got {self.image_size}")
-        if self.num_objects is not None and not 1 <= self.num_objects <= MAX_OBJECTS:
-            raise ValueError(f"num_objects must be None or in 1..{MAX_OBJECTS}, got {self.num_objects}")
-        bad = [s for s in self.shapes if s not in SHAPES]
-        if bad or not self.shapes:
-            raise ValueError(f"shapes must be a non-empty subset of {SHAPES}, got {self.shapes}")
-        if self.frame_skip < 1 or self.timestep <= 0:
-            raise ValueError("frame_skip must be >= 1 and timestep > 0")
-        self.shapes = tuple(self.shapes)
-        self.task_spec()  # validates the task's fields
-
-    def task_spec(self) -> TaskSpec:
-        """The task these settings describe (``worldmodel.envs.task``)."""
-        return TaskSpec.of(self)
-
-
-@dataclass
-class _Objects:
-    """Per-episode object parameters (part of the env state)."""
-
-    shape: np.ndarray = field(default_factory=lambda: np.zeros(MAX_OBJECTS, np.int64))  # -1: absent
-    size: np.ndarray = field(default_factory=lambda: np.zeros((MAX_OBJECTS, 3)))
-    rgba: np.ndarray = field(default_factory=lambda: np.ones((MAX_OBJECTS, 4)))
-    mass: np.ndarray = field(default_factory=lambda: np.full(MAX_OBJECTS, 0.1))
-    friction: np.ndarray = field(default_factory=lambda: np.full(MAX_OBJECTS, 0.5))
 
 
 class PushTableEnv(tasks.GoalConditionedReward, gym.Env):
@@ -203,7 +125,7 @@ class PushTableEnv(tasks.GoalConditionedReward, gym.Env):
         self._index_model()
         self._renderer: mujoco.Renderer | None = None
         self._scene_option = mujoco.MjvOption()  # groups 0-2 visible; HIDDEN_GROUP is not
-        self._objects = _Objects()
+        self._objects = Objects()
         self._num_objects = 0
         self._target = 0
         self._goal = np.zeros(3)
@@ -249,52 +171,7 @@ class PushTableEnv(tasks.GoalConditionedReward, gym.Env):
 
     def _apply_objects(self) -> None:
         """Write the per-episode object parameters into the model (size, inertia, colour, contacts)."""
-        m, obj = self.model, self._objects
-        for i in range(MAX_OBJECTS):
-            k = int(obj.shape[i])
-            for j, g in enumerate(self._obj_geom[i]):
-                shown = j == k
-                m.geom_group[g] = 0 if shown else scene.HIDDEN_GROUP
-                m.geom_contype[g] = 1 if shown else 0
-                m.geom_conaffinity[g] = 3 if shown else 0
-            b = self._obj_body[i]
-            m.body_gravcomp[b] = 0.0 if k >= 0 else 1.0
-            if k < 0:
-                continue
-            g = self._obj_geom[i][k]
-            a, bb, c = obj.size[i]
-            mass = float(obj.mass[i])
-            shape = SHAPES[k]
-            if shape == "box":
-                m.geom_size[g] = (a, bb, c)
-                inertia = mass / 3.0 * np.array([bb * bb + c * c, a * a + c * c, a * a + bb * bb])
-                half = (a, bb, c)
-                rbound = float(np.sqrt(a * a + bb * bb + c * c))
-            elif shape == "cylinder":
-                m.geom_size[g] = (a, c, 0.0)
-                inertia = np.array([mass * (3 * a * a + 4 * c * c) / 12.0] * 2 + [mass * a * a / 2.0])
-                half = (a, a, c)
-                rbound = float(np.sqrt(a * a + c * c))
-            else:  # ellipsoid
-                m.geom_size[g] = (a, bb, c)
-                inertia = mass / 5.0 * np.array([bb * bb + c * c, a * a + c * c, a * a + bb * bb])
-                half = (a, bb, c)
-                rbound = float(max(a, bb, c))
-            m.geom_aabb[g] = (0.0, 0.0, 0.0, *half)
-            m.geom_rbound[g] = rbound
-            m.geom_rgba[g] = obj.rgba[i]
-            m.geom_friction[g, 0] = obj.friction[i]
-            m.body_mass[b] = mass
-            m.body_inertia[b] = inertia
-        mujoco.mj_setConst(m, self.data)  # derived constants (invweight, ...) depend on the masses
-
-    def _rest_height(self, i: int) -> float:
-        return float(self._objects.size[i, 2])
-
-    def _footprint(self, i: int) -> float:
-        """Radius of the object's xy footprint (circumscribed)."""
-        a, b, _ = self._objects.size[i]
-        return float(np.hypot(a, b)) if SHAPES[int(self._objects.shape[i])] == "box" else float(max(a, b))
+        sim.apply_objects(self.model, self.data, self._objects, self._obj_body, self._obj_geom)
 
     # ------------------------------------------------------------------ gym API
     def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[Any, dict]:
@@ -320,62 +197,27 @@ class PushTableEnv(tasks.GoalConditionedReward, gym.Env):
         return self._observe(info), info
 
     def _reset_scene(self, rng: np.random.Generator, n: int) -> None:
-        """Draw ``n`` objects, the push task (target and goal spot) and the arm; the ``push`` reset."""
-        cfg, m, d = self.config, self.model, self.data
-        obj = _Objects()
-        obj.shape[:] = -1
-        for i in range(n):
-            k = SHAPES.index(cfg.shapes[int(rng.integers(len(cfg.shapes)))])
-            obj.shape[i] = k
-            hx, hy = rng.uniform(*cfg.half_xy, size=2)
-            hz = rng.uniform(*cfg.half_z)
-            if SHAPES[k] == "cylinder":
-                hy = hx
-            elif SHAPES[k] == "ellipsoid":
-                hz = min(hz, 0.8 * min(hx, hy))  # flattened: rests stably on its bottom
-            obj.size[i] = (hx, hy, hz)
-            hue = rng.uniform(0.0, 1.0)
-            obj.rgba[i, :3] = _hsv_to_rgb(hue, rng.uniform(0.6, 1.0), rng.uniform(0.55, 0.95))
-            obj.mass[i] = rng.uniform(*cfg.mass)
-            obj.friction[i] = rng.uniform(*cfg.friction)
-        self._objects, self._num_objects = obj, n
+        """Draw ``n`` objects, the push task (target and goal spot) and the arm (``draw_scene``) and
+        write them into the simulation; the ``push`` reset."""
+        m, d = self.model, self.data
+        drawn = draw_scene(self.config, self._spec, rng, n)
+        self._objects, self._num_objects = drawn.objects, n
         mujoco.mj_resetData(m, d)
         self._apply_objects()
         mujoco.mj_resetData(m, d)
-
-        # Object poses: rejection sampling for non-overlapping footprints.
-        placed: list[tuple[float, float, float]] = []
-        yaws = rng.uniform(-np.pi, np.pi, size=MAX_OBJECTS)
-        for i in range(n):
-            r = self._footprint(i)
-            lim = cfg.object_area
-            xy = rng.uniform(-lim, lim, size=2)
-            for _ in range(200):
-                if all(np.hypot(xy[0] - px, xy[1] - py) > r + pr + _OBJECT_MARGIN for px, py, pr in placed):
-                    break
-                xy = rng.uniform(-lim, lim, size=2)
-            placed.append((float(xy[0]), float(xy[1]), r))
+        for i, xy in enumerate(drawn.xy):
             q = self._obj_qpos[i]
-            d.qpos[q : q + 3] = (xy[0], xy[1], self._rest_height(i))
-            d.qpos[q + 3 : q + 7] = (np.cos(yaws[i] / 2), 0.0, 0.0, np.sin(yaws[i] / 2))
-
-        # Task: a target among the present objects and a free goal spot.
-        self._target = int(rng.integers(n))
-        tx, ty, tr = placed[self._target]
-        others = [p for j, p in enumerate(placed) if j != self._target]
-        goal = tasks.sample_push_goal(self._spec, rng, np.array([tx, ty]), others, tr, _OBJECT_MARGIN)
-        self._goal = np.array([goal[0], goal[1], self._rest_height(self._target)])
+            d.qpos[q : q + 3] = (xy[0], xy[1], drawn.objects.rest_height(i))
+            d.qpos[q + 3 : q + 7] = (np.cos(drawn.yaw[i] / 2), 0.0, 0.0, np.sin(drawn.yaw[i] / 2))
+        self._target, self._goal = drawn.target, drawn.goal
         q = self._obj_qpos[self._target]
         self._goal_quat = d.qpos[q + 3 : q + 7].copy()
-        d.mocap_pos[self._mocap_goal] = (goal[0], goal[1], 0.0)
-
+        d.mocap_pos[self._mocap_goal] = (drawn.goal[0], drawn.goal[1], 0.0)
         # Arm: end effector above the table, fingers open.
-        low, high = np.array(cfg.ee_low), np.array(cfg.ee_high)
-        ee = np.array([*rng.uniform(low[:2], high[:2]), rng.uniform(*cfg.ee_start_z)])
         p = self._palm_qpos
-        d.qpos[p : p + 3] = ee
+        d.qpos[p : p + 3] = drawn.ee
         d.qpos[p + 3 : p + 7] = (1.0, 0.0, 0.0, 0.0)
-        d.mocap_pos[self._mocap_target] = ee
+        d.mocap_pos[self._mocap_target] = drawn.ee
         self._update_arm_links()
         mujoco.mj_forward(m, d)
 
@@ -501,7 +343,7 @@ class PushTableEnv(tasks.GoalConditionedReward, gym.Env):
         saved = self._physics_state()
         saved_marker = d.mocap_pos[self._mocap_goal].copy()
         if self._goal_state is not None:
-            mujoco.mj_setState(m, d, self._goal_state, _STATE_SPEC)
+            mujoco.mj_setState(m, d, self._goal_state, STATE_SPEC)
             d.mocap_pos[self._mocap_goal] = saved_marker  # the recording had the push goal's disc
             self._update_arm_links()
             mujoco.mj_forward(m, d)
@@ -511,7 +353,7 @@ class PushTableEnv(tasks.GoalConditionedReward, gym.Env):
             d.qpos[q + 3 : q + 7] = self._goal_quat
             mujoco.mj_kinematics(m, d)
         frame = self._render_frame()
-        mujoco.mj_setState(m, d, saved, _STATE_SPEC)
+        mujoco.mj_setState(m, d, saved, STATE_SPEC)
         mujoco.mj_forward(m, d)
         return frame
 
@@ -547,7 +389,7 @@ class PushTableEnv(tasks.GoalConditionedReward, gym.Env):
 
         Stepping after ``set_state(s)`` is bit-identical to stepping from where ``s`` was taken.
         """
-        expected = mujoco.mj_stateSize(self.model, _STATE_SPEC)
+        expected = mujoco.mj_stateSize(self.model, STATE_SPEC)
         missing = {"physics", "obj_shape", "obj_size", "obj_rgba", "obj_mass", "obj_friction",
                    "num_objects", "target", "goal_pos", "goal_quat"} - set(state)  # fmt: skip
         if missing:
@@ -555,7 +397,7 @@ class PushTableEnv(tasks.GoalConditionedReward, gym.Env):
         physics = np.asarray(state["physics"], dtype=np.float64)
         if physics.shape != (expected,):
             raise ValueError(f"state['physics'] must have shape ({expected},), got {physics.shape}")
-        obj = _Objects(
+        obj = Objects(
             shape=np.array(state["obj_shape"], np.int64).reshape(MAX_OBJECTS),
             size=np.array(state["obj_size"], np.float64).reshape(MAX_OBJECTS, 3),
             rgba=np.array(state["obj_rgba"], np.float64).reshape(MAX_OBJECTS, 4),
@@ -568,16 +410,14 @@ class PushTableEnv(tasks.GoalConditionedReward, gym.Env):
         self._goal = np.array(state["goal_pos"], np.float64).reshape(3)
         self._goal_quat = np.array(state["goal_quat"], np.float64).reshape(4)
         self._apply_objects()
-        mujoco.mj_setState(self.model, self.data, physics, _STATE_SPEC)
+        mujoco.mj_setState(self.model, self.data, physics, STATE_SPEC)
         mujoco.mj_forward(self.model, self.data)
         self._has_reset = True
         return self._observe(self._info())
 
     # ------------------------------------------------------------------ helpers
     def _physics_state(self) -> np.ndarray:
-        out = np.empty(mujoco.mj_stateSize(self.model, _STATE_SPEC))
-        mujoco.mj_getState(self.model, self.data, out, _STATE_SPEC)
-        return out
+        return sim.physics_state(self.model, self.data)
 
     def _ee_pos(self) -> np.ndarray:
         p = self._palm_qpos
@@ -585,22 +425,7 @@ class PushTableEnv(tasks.GoalConditionedReward, gym.Env):
 
     def _update_arm_links(self) -> None:
         """Pose the (mocap, contact-free) column and links by planar two-link IK to the palm."""
-        d = self.data
-        bx, by = scene.ARM_BASE
-        x, y = d.qpos[self._palm_qpos : self._palm_qpos + 2]
-        dx, dy = x - bx, y - by
-        dist = min(float(np.hypot(dx, dy)), scene.LINK1 + scene.LINK2 - 1e-6)
-        l1, l2 = scene.LINK1, scene.LINK2
-        cos_elbow = (dist * dist - l1 * l1 - l2 * l2) / (2 * l1 * l2)
-        elbow = float(np.arccos(np.clip(cos_elbow, -1.0, 1.0)))  # elbow to the robot's right
-        shoulder = float(np.arctan2(dy, dx)) - float(np.arctan2(l2 * np.sin(elbow), l1 + l2 * np.cos(elbow)))
-        ex, ey = bx + l1 * np.cos(shoulder), by + l1 * np.sin(shoulder)
-        col, link1, link2 = self._mocap_links
-        d.mocap_quat[col] = _yaw_quat(shoulder)
-        d.mocap_pos[link1] = (bx, by, scene.SHOULDER_Z)
-        d.mocap_quat[link1] = _yaw_quat(shoulder)
-        d.mocap_pos[link2] = (ex, ey, scene.ELBOW_Z)
-        d.mocap_quat[link2] = _yaw_quat(shoulder + elbow)
+        sim.pose_arm_links(self.data, self._palm_qpos, self._mocap_links)
 
     def _info(self) -> dict[str, Any]:
         d = self.data
@@ -630,7 +455,7 @@ class PushTableEnv(tasks.GoalConditionedReward, gym.Env):
 
     def _render_frame(self) -> np.ndarray:
         if self._renderer is None:
-            self._renderer = _make_renderer(self.model, self.config.image_size)
+            self._renderer = sim.make_renderer(self.model, self.config.image_size)
         self._renderer.update_scene(self.data, camera=self._cam, scene_option=self._scene_option)
         return self._renderer.render()
 
@@ -642,24 +467,3 @@ def _warn_no_render_mode(env: gym.Env) -> None:
         "You are calling render method without specifying any render mode. You can specify the "
         f'render_mode at initialization, e.g. gym.make("{name}", render_mode="rgb_array")'
     )
-
-
-def _make_renderer(model: mujoco.MjModel, size: int) -> mujoco.Renderer:
-    try:
-        return mujoco.Renderer(model, size, size)
-    except Exception as err:  # the backends raise ImportError, RuntimeError, mujoco.FatalError, ...
-        backend = os.environ.get("MUJOCO_GL", "")
-        raise RuntimeError(
-            f"PushTableEnv could not create an OpenGL context with MUJOCO_GL={backend!r}: {err!r}. {_NO_GL}"
-        ) from err
-
-
-def _yaw_quat(angle: float) -> tuple[float, float, float, float]:
-    return (float(np.cos(angle / 2)), 0.0, 0.0, float(np.sin(angle / 2)))
-
-
-def _hsv_to_rgb(h: float, s: float, v: float) -> tuple[float, float, float]:
-    i = int(h * 6.0) % 6
-    f = h * 6.0 - int(h * 6.0)
-    p, q, t = v * (1 - s), v * (1 - s * f), v * (1 - s * (1 - f))
-    return [(v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q)][i]
