@@ -5,6 +5,7 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 import pytest
+import torch
 from dream_fixtures import identity_head, noisy_tiny_svg
 from gymnasium.utils.env_checker import check_env as gym_check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
@@ -188,8 +189,9 @@ def test_dataset_contexts(model, tmp_path):
     obs, info = env.reset(seed=0)
     assert obs.shape == (64, 64, 3) and np.isfinite(info["goal_pos"]).all()
     # The episode's own task (read from the shard records), so the goal disc in the frames is the goal.
-    assert env.core._has_task.all()
-    assert np.isin(info["goal_pos"], env.core._pool_goal).all()
+    pool = env.core.pool
+    assert (pool["target"] >= 0).all() and torch.isfinite(pool["goal"]).all()
+    assert np.isin(info["goal_pos"], pool["goal"].cpu().numpy()).all()
     gym_check_env(env, skip_render_check=True)
 
 

@@ -137,7 +137,7 @@ def test_spec_max_episode_steps_is_the_episode_length(core):
     assert env.spec.max_episode_steps == 60 and _episode_length(env) == 60
     assert _episode_length(gym.make(worldmodel.DREAM_ID, core=core)) == 3  # core's horizon=3 still ends it
     assert _episode_length(DreamEnv(core=small)) == -1  # unwrapped, as PushTableEnv: no truncation of its own
-    assert DreamVecEnv(small, 1)._batch.horizon == 50
+    assert DreamVecEnv(small, 1).horizon == 50
 
 
 def _pool_context(core: DreamCore, idx: int, window: bool = False) -> dict:
@@ -279,8 +279,10 @@ def test_goal_conditioned_real_env(task):
         obs["desired_goal"], info["goal_pos"]
     )
     _compute_reward_matches(env, env.config.task_spec())
-    # The float32 reward differs from the float64 state's by rounding only.
-    assert env.step(np.zeros(4, np.float32))[1] == pytest.approx(env._reward(), abs=1e-6)
+    # The float32 reward differs from the one of the float64 state it reports by rounding only.
+    obs, reward, *_, info = env.step(np.zeros(4, np.float32))
+    achieved = info["ee_pos"] if task == "reach" else info["target_pos"]
+    assert reward == pytest.approx(env.compute_reward(achieved, info["goal_pos"], info), abs=1e-6)
     gym_check_env(env, skip_render_check=True)
     sb3_check_env(env, warn=False, skip_render_check=True)
     assert not hasattr(PushTableEnv(image_size=16), "compute_reward")  # not a GoalEnv without the flag

@@ -83,7 +83,7 @@ def test_skips_come_from_the_last_context_frame():
     model = make("svg-lp", preset="tiny", n_past=3).eval()
     # Training: step i decodes with skips of x_{i-1} inside the context, then of x_{n_past-1}
     # (the reference's `<` would freeze them at x_{n_past-2}).
-    assert model._skip_index(6) == [0, 1, 2, 2, 2, 2]
+    assert model.skip_index(6) == [0, 1, 2, 2, 2, 2]
     data = moving_square(2, 5, seed=3)
     with torch.no_grad():
         state = model.initial(data["frames"][:, :3], data["actions"][:, :2])

@@ -249,8 +249,9 @@ class SVG(LatentDynamics):
         """The convolutional encoder and decoder (almost all of a step's work) may run in bf16."""
         return [self.encoder, self.decoder]
 
-    def _skip_index(self, steps: int) -> list[int]:
-        """Frame whose skips decode step ``i = 1..steps``: ``i - 1``, frozen at ``n_past - 1`` (fix)."""
+    def skip_index(self, steps: int) -> list[int]:
+        """The frame whose skips decode each step ``i = 1..steps`` in training: ``i - 1``, frozen at
+        ``n_past - 1`` (fix), or always ``i - 1`` with ``last_frame_skip``."""
         if self.config.last_frame_skip:
             return list(range(steps))
         return [min(i - 1, self.config.n_past - 1) for i in range(1, steps + 1)]
@@ -295,7 +296,7 @@ class SVG(LatentDynamics):
             g, ph, pc = self.predictor(torch.cat(inp, 1), ph, pc)
             g_seq.append(g)
 
-        idx = torch.tensor(self._skip_index(t - 1), device=x.device)
+        idx = torch.tensor(self.skip_index(t - 1), device=x.device)
         skips = [s.index_select(1, idx).flatten(0, 1) for s in skips_all]
         pred = self.decoder(torch.stack(g_seq, 1).flatten(0, 1), skips).view(b, t - 1, *x.shape[2:])
         mse = (pred - x[:, 1:]).pow(2).mean(dim=(0, 2, 3, 4)).sum()

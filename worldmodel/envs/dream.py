@@ -39,6 +39,7 @@ from worldmodel.envs.dream_config import GOAL_DISTANCES, OBS_TYPES, REWARDS, Dre
 from worldmodel.envs.dream_core import DreamCore, resolve_dtype
 from worldmodel.envs.dream_episodes import Draw, Episodes
 from worldmodel.envs.dream_inputs import CONTEXT_KEYS, check_actions
+from worldmodel.envs.render import warn_no_render_mode
 
 __all__ = [
     "CONTEXT_KEYS",
@@ -170,7 +171,7 @@ class DreamEnv(tasks.GoalConditionedReward, gym.Env):
         """Dreamed frame | goal image, uint8 ``(H, 2W, 3)``; ``None`` (and a warning) when the env
         was made without a render mode."""
         if self.render_mode is None:
-            _warn_no_render_mode(self)
+            warn_no_render_mode(self)
             return None
         if self._state is None:
             raise RuntimeError("DreamEnv.render() called before reset()")
@@ -200,13 +201,3 @@ def _row(x: Any, i: int = 0) -> Any:
     if isinstance(x, dict):
         return {k: v[i].copy() for k, v in x.items()}
     return x[i].copy()
-
-
-def _warn_no_render_mode(env: Any) -> None:
-    """Gymnasium's warning for ``render()`` on an env made without ``render_mode``."""
-    spec = getattr(env, "spec", None)
-    name = spec.id if spec is not None else type(env).__name__
-    gym.logger.warn(
-        "You are calling render method without specifying any render mode. You can specify the "
-        f'render_mode at initialization, e.g. gym.make("{name}", render_mode="rgb_array")'
-    )

@@ -41,15 +41,11 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvObs, VecEnvStepReturn
 
 from worldmodel.dynamics.base import State
-from worldmodel.envs.dream import (
-    DreamConfig,
-    DreamCore,
-    DreamEnv,
-    _row,
-    _warn_no_render_mode,
-    check_actions,
-    row_info,
-)
+from worldmodel.envs.dream import DreamEnv, _row, row_info
+from worldmodel.envs.dream_config import DreamConfig
+from worldmodel.envs.dream_core import DreamCore
+from worldmodel.envs.dream_inputs import check_actions
+from worldmodel.envs.render import warn_no_render_mode
 
 
 class _BatchedEpisodes:
@@ -239,6 +235,11 @@ class DreamVecEnv(VecEnv):
         super().__init__(num_envs, obs_space, gym.spaces.Box(-1.0, 1.0, (4,), np.float32))
         self._actions: np.ndarray | None = None
 
+    @property
+    def horizon(self) -> int:
+        """Steps per episode; an env reaching it is truncated and restarts."""
+        return self._batch.horizon
+
     def reset(self) -> VecEnvObs:
         """Start every env: from the contexts given by ``set_options`` (one ``Dream-v0`` options
         dict per env, or one for all), else from the pool."""
@@ -386,7 +387,7 @@ class DreamVectorEnv(VectorEnv):
 
     def render(self) -> tuple[np.ndarray, ...] | None:
         if self.render_mode is None:
-            _warn_no_render_mode(self)
+            warn_no_render_mode(self)
             return None
         return tuple(self._batch.images())
 

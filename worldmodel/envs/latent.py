@@ -25,7 +25,7 @@ import gymnasium as gym
 import numpy as np
 
 from worldmodel.dynamics.inference import for_inference
-from worldmodel.envs.dream import resolve_dtype
+from worldmodel.envs.dream_core import resolve_dtype
 from worldmodel.envs.push_table import REST_ACTION
 
 

@@ -26,6 +26,7 @@ from worldmodel.envs import task as tasks
 from worldmodel.envs.push_table_config import PushTableConfig
 from worldmodel.envs.push_table_scene import Objects, draw_scene
 from worldmodel.envs.push_table_sim import STATE_SPEC, mujoco
+from worldmodel.envs.render import warn_no_render_mode
 from worldmodel.envs.scene import MAX_OBJECTS, SHAPES
 from worldmodel.envs.task import REST_ACTION
 
@@ -329,7 +330,7 @@ class PushTableEnv(tasks.GoalConditionedReward, gym.Env):
         """The current camera image, uint8 (H, W, 3) (``render_mode="rgb_array"``); ``None`` with
         a warning when the env was made without a render mode (Gymnasium's convention)."""
         if self.render_mode is None:
-            _warn_no_render_mode(self)
+            warn_no_render_mode(self)
             return None
         return self._render_frame()
 
@@ -458,12 +459,3 @@ class PushTableEnv(tasks.GoalConditionedReward, gym.Env):
             self._renderer = sim.make_renderer(self.model, self.config.image_size)
         self._renderer.update_scene(self.data, camera=self._cam, scene_option=self._scene_option)
         return self._renderer.render()
-
-
-def _warn_no_render_mode(env: gym.Env) -> None:
-    """Gymnasium's warning for ``render()`` on an env made without ``render_mode``."""
-    name = env.spec.id if env.spec is not None else type(env).__name__
-    gym.logger.warn(
-        "You are calling render method without specifying any render mode. You can specify the "
-        f'render_mode at initialization, e.g. gym.make("{name}", render_mode="rgb_array")'
-    )

@@ -51,7 +51,7 @@ class SimOracle:
     def __init__(self, config=None, *, reach_weight: float = 0.5, frames: str = "all", discount: float = 1.0):
         if frames not in FRAMES:
             raise ValueError(f"frames must be one of {', '.join(FRAMES)}, got {frames!r}")
-        from worldmodel.envs.push_table import PushTableConfig
+        from worldmodel.envs.push_table_config import PushTableConfig
 
         self.config = config if config is not None else PushTableConfig()
         self.spec = self.config.task_spec()
