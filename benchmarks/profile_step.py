@@ -30,7 +30,8 @@ from worldmodel.perf import keep_freed_memory
 def _train_step(args, tmp: str):
     from worldmodel.data.synthetic import SyntheticDataset
     from worldmodel.dynamics import make
-    from worldmodel.training.trainer import TrainConfig, Trainer, _to_device
+    from worldmodel.training.batches import to_device
+    from worldmodel.training.trainer import TrainConfig, Trainer
 
     torch.manual_seed(0)
     model = make(args.model, preset=args.preset, image_size=args.image_size)
@@ -40,7 +41,7 @@ def _train_step(args, tmp: str):
     )
     tcfg = TrainConfig(batch_size=args.batch_size, sample_every=0, device=args.device, amp=args.amp)
     trainer = Trainer(model, data, tmp, tcfg)
-    batch = _to_device(next(trainer._batches(1)), trainer.device)
+    batch = to_device(next(trainer._batches(1)), trainer.device)
     return lambda: trainer.train_step(batch), trainer.device
 
 

@@ -18,7 +18,8 @@ import torch
 
 from worldmodel.data.synthetic import SyntheticDataset
 from worldmodel.dynamics import build_config, make, resolve_device
-from worldmodel.training.trainer import TrainConfig, Trainer, _to_device
+from worldmodel.training.batches import to_device
+from worldmodel.training.trainer import TrainConfig, Trainer
 
 
 def _size(args) -> dict[str, int]:
@@ -39,7 +40,7 @@ def _trainer(args, out, **kw) -> Trainer:
 
 
 def _frames_per_s(trainer: Trainer, steps: int, warmup: int) -> float:
-    batch = _to_device(next(trainer._batches(1)), trainer.device)
+    batch = to_device(next(trainer._batches(1)), trainer.device)
     for _ in range(warmup):
         trainer.train_step(batch)
     sync = torch.cuda.synchronize if trainer.device.type == "cuda" else (lambda: None)
@@ -57,7 +58,7 @@ def _step_flops(trainer: Trainer) -> tuple[float, int]:
     and the frames in that step's batch."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    batch = _to_device(next(trainer._batches(1)), trainer.device)
+    batch = to_device(next(trainer._batches(1)), trainer.device)
     with FlopCounterMode(display=False) as counter:
         trainer.train_step(batch)
     return float(counter.get_total_flops()), batch["frames"].shape[0] * batch["frames"].shape[1]

@@ -21,7 +21,8 @@ import torch
 
 from worldmodel.data.synthetic import SyntheticDataset, moving_square
 from worldmodel.dynamics import make, resolve_device
-from worldmodel.training.trainer import TrainConfig, Trainer, _to_device
+from worldmodel.training.batches import to_device
+from worldmodel.training.trainer import TrainConfig, Trainer
 
 
 def _sync(device: torch.device) -> None:
@@ -36,7 +37,7 @@ def _train_frames_per_s(args, device: torch.device, checkpointing: bool) -> floa
     data = SyntheticDataset.moving_square(256, c.seq_len, image_size=c.image_size)
     with tempfile.TemporaryDirectory() as out:
         trainer = Trainer(model, data, out, TrainConfig(sample_every=0, device=str(device), amp="none"))
-        batch = _to_device(next(trainer._batches(1)), trainer.device)
+        batch = to_device(next(trainer._batches(1)), trainer.device)
         for _ in range(args.warmup):
             trainer.train_step(batch)
         _sync(device)

@@ -14,7 +14,8 @@ from train_stubs import TinyConfig, TinyPredictor
 
 from worldmodel.data.synthetic import SyntheticDataset
 from worldmodel.training import distributed
-from worldmodel.training.trainer import TrainConfig, Trainer, _to_device
+from worldmodel.training.batches import to_device
+from worldmodel.training.trainer import TrainConfig, Trainer
 
 CFG = dict(steps=1, batch_size=8, sample_every=0, seed=4)
 
@@ -24,7 +25,7 @@ def _grads_after_one_step(out_dir) -> tuple[dict[str, torch.Tensor], list[float]
     model = TinyPredictor(TinyConfig(n_future=5, noise=0.0))
     data = SyntheticDataset.moving_square(16, 7, image_size=16, seed=2)
     trainer = Trainer(model, data, out_dir, TrainConfig(**CFG))
-    batch = _to_device(next(trainer._batches(1)), torch.device("cpu"))
+    batch = to_device(next(trainer._batches(1)), torch.device("cpu"))
     values, _ = trainer.train_step(batch)
     return {n: p.grad.clone() for n, p in model.named_parameters()}, values
 

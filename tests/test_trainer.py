@@ -16,12 +16,12 @@ from worldmodel.cli import main
 from worldmodel.data.synthetic import SyntheticDataset, moving_square
 from worldmodel.dynamics import load, make
 from worldmodel.dynamics.checkpoint import read
+from worldmodel.training.batches import to_device
 from worldmodel.training.trainer import (
     StepBatchSampler,
     TrainConfig,
     Trainer,
     TrainingDivergedError,
-    _to_device,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -112,7 +112,7 @@ def test_several_optimizers_each_step_their_own_parameters(tmp_path):
     torch.manual_seed(0)
     model = FakeGAN(TinyConfig(n_future=5, lr=0.1))
     trainer = Trainer(model, _square_data(), tmp_path, TrainConfig(steps=1, sample_every=0))
-    batch = _to_device(next(trainer._batches(1)), torch.device("cpu"))
+    batch = to_device(next(trainer._batches(1)), torch.device("cpu"))
     groups = {k: list(p) for k, p in trainer._params.items()}
     assert set(groups) == {"g", "d"}
     before = {k: [p.detach().clone() for p in ps] for k, ps in groups.items()}

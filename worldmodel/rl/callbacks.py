@@ -130,7 +130,7 @@ def agent_hparams(cfg: RunConfig, model) -> dict[str, Any]:
     """The run's settings as TensorBoard hparams: ``RunConfig``'s fields (``dream.*`` for the dream
     options) and the SB3 hyperparameters in effect (``sb3.*``: the algorithm's values, defaults
     included; schedules are left out), as numbers or text."""
-    from worldmodel.training.trainer import hparam_value
+    from worldmodel.training.run_log import hparam_value
 
     values: dict[str, Any] = {
         k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("dream", "hyper", "format")

@@ -132,7 +132,7 @@ class RunFolder:
     def _check_sim(self, manifest: dict[str, Any]) -> None:
         """The loop acts in a default-configured sim: refuse data collected with other physics,
         camera or action scale (the task's own fields may differ)."""
-        from worldmodel.envs.push_table import PushTableConfig
+        from worldmodel.envs.push_table_config import PushTableConfig
 
         sim = manifest.get("sim") or {}
         here = dataclasses.asdict(PushTableConfig(image_size=int(manifest["image_size"])))

@@ -79,8 +79,6 @@ __all__ = [
     "hparam_value",
 ]
 
-_to_device = to_device  # the name benchmarks and tests import from here
-
 
 class Trainer:
     """Trains any ``LatentDynamics`` on a dataset of fixed-length windows.
