@@ -6,17 +6,15 @@ Every frame ``x_t`` is mapped by one multi-scale Glow (``glow.py``) to latents
 
     log p(x_t | x_<t) = log |det ∂z_t/∂x_t| + Σ_l log p(z_t^l | z_{t-n..t-1}^l, z_t^{>l}, a_{t-n..t-1})
 
-Latent dynamics prior, per level: a causal 3-D residual network (``TemporalPrior``; the
-reference ``temporal_latent_to_dist``) reads the stack of that level's previous ``n =
-num_cond_latents`` latents, concatenated along channels with the mean of the level's own
-(per-frame) prior tiled over time — at a split level that mean is a function of the kept half,
-i.e. of the higher levels' latents of the same frame — and outputs ``(mean, log_scale)``; with
-``latent_skip`` the mean is ``z_{t-1}^l + net(...)``. Depth ``latent_depth`` residual blocks, each
-the sum of ``conv_stack``s at the allowed spatial dilations (1 always; ``r + 1`` for each ``r`` in
-``latent_dilation_rates`` whose dilated 3×3 filter ``3 + 2r`` fits in the latent's width), with
-per-time-step actnorm, then the last time step → zero-initialised 1×1 conv. Frames with fewer than
-``n`` past latents use the per-frame priors (the split priors ``p(z^l | x1^l)``, and a learned top
-prior), exactly as in the reference.
+Latent dynamics prior, per level: a causal 3-D residual network (``TemporalPrior``,
+``videoflow_prior.py``; the reference ``temporal_latent_to_dist``) reads the stack of that
+level's previous ``n = num_cond_latents`` latents, concatenated along channels with the mean of
+the level's own (per-frame) prior tiled over time — at a split level that mean is a function of
+the kept half, i.e. of the higher levels' latents of the same frame — and outputs
+``(mean, log_scale)``; with ``latent_skip`` the mean is ``z_{t-1}^l + net(...)``. Frames with
+fewer than ``n`` past latents use the per-frame priors (the split priors ``p(z^l | x1^l)``, and a
+learned top prior), exactly as in the reference. Hyper-parameters and presets:
+``videoflow_config.py``.
 
 Likelihood: frames are quantised to ``n_bits`` (``k = floor(x / 2^(8 - n_bits))``), dequantised
 with uniform noise, ``x = (k + u) / 2^n_bits - 0.5``, and the objective carries
@@ -57,9 +55,7 @@ Deviations from the reference, deliberate:
   thousands of log-densities and log-determinants, and a flow that must stay invertible, do not
   survive bf16 (Glow ports report NaNs and failed inversions at low precision).
 - The latent prior's 3-D convolutions mark only the spatial border in their edge-indicator
-  channel, not the causal time pad as the reference does: with the time pad marked, the ``tiny``
-  preset learned textured moving squares much more slowly (7.43 instead of 5.50 bits per dimension
-  after 400 steps; see ``glow.EdgeConv3d``).
+  channel, not the causal time pad (why: ``videoflow_prior.py``).
 - The linear learning-rate warm-up lives in the optimiser (``WarmupAdam``; the trainer needs no
   scheduler); the logged ``lr`` is the base rate.
 
@@ -71,136 +67,20 @@ keeps the arm and the objects that the task is about; see ``dynamics/base.py``.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.checkpoint import checkpoint
 
 from worldmodel.data.batch import Batch, frames_to_float
 from worldmodel.dynamics.base import DynamicsConfig, LatentDynamics, State
-from worldmodel.dynamics.glow import (
-    ActNorm,
-    EdgeConv2d,
-    EdgeConv3d,
-    Glow,
-    gaussian_log_prob,
-    hidden_activation,
-)
+from worldmodel.dynamics.glow import Glow, gaussian_log_prob
+from worldmodel.dynamics.videoflow_config import VideoFlowConfig
+from worldmodel.dynamics.videoflow_prior import TemporalPrior, allowed_dilations
 
 _LN2 = math.log(2.0)
-
-
-@dataclasses.dataclass
-class VideoFlowConfig(DynamicsConfig):
-    """VideoFlow hyper-parameters. Defaults are the BAIR bits-per-pixel settings (``paper``)."""
-
-    # The shared fields, at the paper's values (3 context frames, one scored frame per window).
-    n_past: int = 3
-    n_future: int = 1
-    lr: float = 3e-4
-    betas: tuple[float, float] = (0.85, 0.997)
-    batch_size: int = 5
-
-    levels: int = 3
-    """Glow levels ``L`` (squeeze → flow steps → split)."""
-    depth: int = 24
-    """Flow steps ``K`` per level."""
-    coupling: str = "affine"
-    """``"affine"`` (sigmoid(h + 2) scale; the paper's likelihood runs) or ``"additive"``."""
-    coupling_width: int = 512
-    """Hidden channels of the coupling networks."""
-    activation: str = "gatu"
-    """Second layer of the coupling networks: ``"relu"`` or gated ``"gatu"`` (tanh · sigmoid)."""
-    n_bits: int = 8
-    """Bits per colour channel the likelihood models (frames are quantised to them)."""
-    num_cond_latents: int = 3
-    """Past latents ``n`` the temporal prior reads."""
-    latent_width: int = 256
-    """Hidden channels of the 3-D latent prior."""
-    latent_depth: int = 5
-    """Residual blocks of the 3-D latent prior."""
-    latent_dilation_rates: tuple[int, ...] = (1, 3)
-    """Extra spatial dilations ``r + 1`` of the latent prior, used where ``3 + 2r`` fits."""
-    latent_activation: str = "gatu"
-    """``"relu"`` or ``"gatu"`` in the latent prior's conv stacks."""
-    latent_skip: bool = True
-    """Prior mean ``= z_{t-1} + net(...)`` (residual in latent space)."""
-    temporal_prior: bool = True
-    """``False``: per-frame Glow (no latent dynamics; the baseline)."""
-    action_conditioned: bool = True
-    """Feed the actions to the temporal prior at every level (our extension)."""
-    warmup_steps: int = 10_000
-    """Linear learning-rate warm-up (optimiser steps)."""
-    eps: float = 1e-6
-    """Adam epsilon."""
-    checkpointing: bool = False
-    """Recompute flow steps and prior blocks in the backward pass (saves memory, costs ~1 forward)."""
-
-    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
-        # Fast CPU model for tests and the quick demo (16×16 frames, 2 levels of 4 steps).
-        "tiny": {
-            "image_size": 16,
-            "levels": 2,
-            "depth": 4,
-            "coupling_width": 32,
-            "activation": "relu",
-            "num_cond_latents": 2,
-            "latent_width": 16,
-            "latent_depth": 2,
-            "latent_activation": "gatu",
-            "n_past": 2,
-            "n_future": 2,
-            "lr": 2e-3,
-            "betas": (0.9, 0.999),
-            "warmup_steps": 20,
-            "batch_size": 16,
-        },
-        # next_frame_glow_bair_quant: 3 input frames, 4-frame training windows scored on the last
-        # frame (evaluate with 3 context → 10 target frames), Adam(0.85, 0.997, 1e-6) 3e-4.
-        "paper": {
-            "image_size": 64,
-            "levels": 3,
-            "depth": 24,
-            "coupling": "affine",
-            "coupling_width": 512,
-            "activation": "gatu",
-            "n_bits": 8,
-            "num_cond_latents": 3,
-            "latent_width": 256,
-            "latent_depth": 5,
-            "latent_dilation_rates": (1, 3),
-            "latent_activation": "gatu",
-            "latent_skip": True,
-            "n_past": 3,
-            "n_future": 1,
-            "lr": 3e-4,
-            "betas": (0.85, 0.997),
-            "eps": 1e-6,
-            "warmup_steps": 10_000,
-            "batch_size": 5,
-        },
-    }
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.coupling not in ("affine", "additive"):
-            raise ValueError(f"coupling must be 'affine' or 'additive', got {self.coupling!r}")
-        for name in ("activation", "latent_activation"):
-            if getattr(self, name) not in ("relu", "gatu"):
-                raise ValueError(f"{name} must be 'relu' or 'gatu', got {getattr(self, name)!r}")
-        for name in ("levels", "depth", "coupling_width", "num_cond_latents", "latent_width", "n_past"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not 1 <= self.n_bits <= 8:
-            raise ValueError(f"n_bits must be in 1..8, got {self.n_bits}")
-        if self.image_size % (2**self.levels):
-            raise ValueError(f"image_size {self.image_size} must be divisible by 2**levels={2**self.levels}")
-        if self.latent_depth < 0 or self.warmup_steps < 0:
-            raise ValueError("latent_depth and warmup_steps must be >= 0")
 
 
 class WarmupAdam(torch.optim.Adam):
@@ -228,71 +108,6 @@ class WarmupAdam(torch.optim.Adam):
         finally:
             for group, lr in zip(self.param_groups, base, strict=True):
                 group["lr"] = lr
-
-
-def allowed_dilations(rates: tuple[int, ...], width: int) -> list[int]:
-    """Spatial dilations of the latent prior at a latent of this width (reference rule)."""
-    return [1] + [r + 1 for r in rates if 3 + 2 * r <= width]
-
-
-class ConvStack3d(nn.Module):
-    """The reference ``conv_stack`` in 3-D: causal (2, 3, 3) conv → per-step actnorm → ReLU → 1×1×1
-    conv(s) → per-step actnorm → ReLU or ``gatu`` → zero-initialised causal (2, 3, 3) conv."""
-
-    def __init__(self, channels: int, width: int, steps: int, dilation: int, activation: str) -> None:
-        super().__init__()
-        self.activation = activation
-        self.conv1 = EdgeConv3d(channels, width, (2, 3, 3), dilation)
-        self.norm1 = ActNorm(width, time_steps=steps)
-        n2 = 2 if activation == "gatu" else 1
-        self.conv2 = nn.ModuleList(EdgeConv3d(width, width, (1, 1, 1)) for _ in range(n2))
-        self.norm2 = nn.ModuleList(ActNorm(width, time_steps=steps) for _ in range(n2))
-        self.out = EdgeConv3d(width, channels, (2, 3, 3), dilation, zero_init=True)
-
-    def forward(self, x: Tensor) -> Tensor:
-        h = F.relu(self.norm1.norm(self.conv1(x)))
-        return self.out(hidden_activation(h, self.conv2, self.norm2, self.activation))
-
-
-class TemporalPrior(nn.Module):
-    """Causal 3-D residual network: ``(N, C_in, n, H, W) -> (mean, log_scale)`` each ``(N, C_out, H, W)``.
-
-    ``h += Σ_dilations conv_stack_d(h)`` ``depth`` times, then the last time step (causal, so it has
-    seen the whole history) → zero-initialised 1×1 conv → interleaved ``(mean, log_scale)``.
-    """
-
-    def __init__(
-        self,
-        in_ch: int,
-        out_ch: int,
-        width: int,
-        depth: int,
-        steps: int,
-        dilations: list[int],
-        activation: str,
-        checkpointing: bool = False,
-    ) -> None:
-        super().__init__()
-        self.checkpointing = checkpointing
-        self.blocks = nn.ModuleList(
-            nn.ModuleList(ConvStack3d(in_ch, width, steps, d, activation) for d in dilations)
-            for _ in range(depth)
-        )
-        self.out = EdgeConv2d(in_ch, 2 * out_ch, 1, zero_init=True)
-
-    @staticmethod
-    def _block(stacks: nn.ModuleList, h: Tensor) -> Tensor:
-        return h + sum(stack(h) for stack in stacks)
-
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        h = x
-        for stacks in self.blocks:
-            if self.checkpointing and self.training and torch.is_grad_enabled():
-                h = checkpoint(self._block, stacks, h, use_reentrant=False)
-            else:
-                h = self._block(stacks, h)
-        out = self.out(h[:, :, -1])
-        return out[:, 0::2], out[:, 1::2]
 
 
 class VideoFlow(LatentDynamics):

@@ -11,21 +11,16 @@ behind SB3's ``predict``; ``OracleAgent`` runs the same planner on the simulator
 
 from __future__ import annotations
 
+from worldmodel.planning.agent import PlanningAgent
 from worldmodel.planning.box import BoxPlanner
 from worldmodel.planning.cem import CEM, CEMConfig, CEMResult, WarmStart, colored_noise
+from worldmodel.planning.episodes import evaluate, run_episodes
 from worldmodel.planning.gradient import GradientConfig, GradientPlanner
-from worldmodel.planning.mpc import (
-    MPCAgent,
-    OracleAgent,
-    PlanningAgent,
-    RandomAgent,
-    TaskInfo,
-    evaluate,
-    run_episodes,
-)
+from worldmodel.planning.mpc import MPCAgent, OracleAgent, RandomAgent
 from worldmodel.planning.mppi import MPPI, MPPIConfig, mppi_weights
 from worldmodel.planning.objectives import GoalImage, LearnedReward, Objective, Task, goal_features
 from worldmodel.planning.oracle import SimOracle
+from worldmodel.planning.task_source import TaskInfo
 
 __all__ = [
     "CEM",
