@@ -144,7 +144,7 @@ def test_loss_is_the_mean_target_bits_per_dimension():
 
 
 def test_temperature_scales_the_spread_of_samples():
-    model = _initialized_random(_model())
+    model = _initialized_random(_model(reencode=False))  # the raw samples enter the history
     data = _random_frames(1, 2, seed=1)
     with torch.no_grad():
         state = model.initial(data["frames"][:, :2], data["actions"][:, :1]).repeat_interleave(16)
@@ -163,6 +163,40 @@ def test_temperature_scales_the_spread_of_samples():
         ]
     assert spread[0] == pytest.approx(spread[1] / 2, rel=1e-3)  # the same normals, scaled
     assert spread[1] == pytest.approx(spread[2] / 2, rel=1e-3)
+
+
+def test_open_loop_history_is_the_code_of_the_frame_shown():
+    model = _initialized_random(_model())
+    data = _random_frames(4, 2, seed=1)
+    with torch.no_grad():
+        state = model.initial(data["frames"], data["actions"][:, :1])
+        state = model.step(state, torch.zeros(4, 4), generator=torch.Generator().manual_seed(0))
+        frame = model.decode(state)
+        codes, _, _ = model.glow.encode((frame * 255 + 0.5) / 256 - 0.5)  # 8 bits: bin centres
+    for level, code in enumerate(codes):
+        torch.testing.assert_close(state[f"z{level}"][:, -1], code)
+    assert frame.min() >= 0 and frame.max() <= 1
+
+
+def test_open_loop_rollouts_stay_finite():
+    """Feeding back raw samples, this model's latents blow up in open loop (NaN within 40 steps);
+    feeding back the code of the clipped frame keeps them in range."""
+
+    def rollout(reencode: bool) -> list[float]:
+        model = _initialized_random(_model(reencode=reencode))
+        data = _random_frames(8, 2, seed=1)
+        g = torch.Generator().manual_seed(0)
+        peaks = []
+        with torch.no_grad():
+            state = model.initial(data["frames"], data["actions"][:, :1])
+            for _ in range(40):
+                state = model.step(state, torch.rand(8, 4, generator=g) * 2 - 1, generator=g)
+                peaks.append(model.features(state).abs().max().item())
+        return peaks
+
+    raw, reencoded = rollout(False), rollout(True)
+    assert not all(math.isfinite(v) and v < 100 for v in raw)  # the failure this guards against
+    assert all(math.isfinite(v) and v < 100 for v in reencoded), reencoded
 
 
 def test_short_context_uses_the_per_frame_prior():

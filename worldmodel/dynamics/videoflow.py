@@ -33,9 +33,10 @@ Rollouts: ``initial`` encodes the context frames at their bin centres (``u = 1/2
 and keeps each level's last ``n`` latents; ``step`` samples the top latent from its prior, then
 inverts the flow level by level, sampling each split's latent from its prior given the kept half
 (``temperature`` multiplies every prior standard deviation; 0 or ``sample=False`` gives the
-means), and appends the sampled latents to the history. ``noise`` fills the standard normals in
-sampling order: first the top latent (``C·H·W`` row-major), then the split levels from the
-coarsest to the finest, each ``C·H·W`` row-major; ``noise_dim`` is the frame size ``3·H·W``.
+means), and appends to the history the latents of the frame it shows (see below). ``noise``
+fills the standard normals in sampling order: first the top latent (``C·H·W`` row-major), then
+the split levels from the coarsest to the finest, each ``C·H·W`` row-major; ``noise_dim`` is the
+frame size ``3·H·W``.
 
 Deviations from the reference, deliberate:
 
@@ -56,6 +57,15 @@ Deviations from the reference, deliberate:
   survive bf16 (Glow ports report NaNs and failed inversions at low precision).
 - The latent prior's 3-D convolutions mark only the spatial border in their edge-indicator
   channel, not the causal time pad (why: ``videoflow_prior.py``).
+- Open-loop rollouts feed back the code of the frame they show: after sampling and inverting,
+  ``step`` clips the frame to [0, 1] (as ``decode`` always did) and re-encodes it, and those
+  latents, not the raw samples, enter the history the temporal prior reads next. Where the frame
+  needs no clipping the two are the same up to float error (the flow is invertible); where a
+  sample falls outside the images the flow was trained on, it is pulled back onto one. Feeding
+  back raw samples, the tiny model's latents compounded in open loop until they were NaN after
+  5-13 steps at temperature 0.5-1 (256 rows, random actions), which stopped every dream-trained
+  agent; re-encoded, they stay in range (28 steps: |z| below 40 at temperature 1). The training
+  likelihood is unchanged; a step costs one more encoder pass.
 - The linear learning-rate warm-up lives in the optimiser (``WarmupAdam``; the trainer needs no
   scheduler); the logged ``lr`` is the base rate.
 
@@ -188,6 +198,11 @@ class VideoFlow(LatentDynamics):
         else:
             u = torch.full_like(k, 0.5)
         return (k + u) / bins - 0.5
+
+    def _from_frame(self, frame: Tensor) -> Tensor:
+        """Float frame in [0, 1] → flow input (the inverse of ``_to_frame`` on [0, 1])."""
+        bins = 2**self.config.n_bits
+        return (frame * (bins - 1) + 0.5) / bins - 0.5
 
     def _to_frame(self, y: Tensor) -> Tensor:
         """Flow output → float frame in [0, 1] (bin centres map to the original pixel values)."""
@@ -398,21 +413,26 @@ class VideoFlow(LatentDynamics):
         use_temporal = state["count"] >= n
         eps = self._eps(noise, b, generator) if sample else None
         scale = float(temperature) if sample else 0.0
-        new: dict[str, Tensor] = {}
+
+        samples: dict[int, Tensor] = {}
 
         def draw(level: int, kept: Tensor | None, order: int) -> Tensor:
             mean, log_scale = self._prior(level, b, kept, state[f"z{level}"], acts, use_temporal)
-            z = mean if eps is None else mean + scale * torch.exp(log_scale) * eps[order]
-            new[f"z{level}"] = torch.cat([state[f"z{level}"][:, 1:], z[:, None]], 1)
-            return z
+            samples[level] = mean if eps is None else mean + scale * torch.exp(log_scale) * eps[order]
+            return samples[level]
 
         z_top = draw(top, None, 0)
-        y = self.glow.decode(z_top, lambda level, kept: draw(level, kept, top - level))
+        frame = self._to_frame(self.glow.decode(z_top, lambda level, kept: draw(level, kept, top - level)))
+        if c.reencode:  # the history holds the code of the frame shown (module docstring)
+            latents, _, _ = self.glow.encode(self._from_frame(frame))
+        else:
+            latents = [samples[level] for level in range(top + 1)]
+        history = {f"z{i}": torch.cat([state[f"z{i}"][:, 1:], z[:, None]], 1) for i, z in enumerate(latents)}
         return state.replace(
-            **new,
+            **history,
             actions=acts[:, 1:],
             count=(state["count"] + 1).clamp(max=n),
-            frame=self._to_frame(y),
+            frame=frame,
         )
 
     def decode(self, state: State) -> Tensor:

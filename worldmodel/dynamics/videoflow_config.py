@@ -51,6 +51,9 @@ class VideoFlowConfig(DynamicsConfig):
     """``False``: per-frame Glow (no latent dynamics; the baseline)."""
     action_conditioned: bool = True
     """Feed the actions to the temporal prior at every level (our extension)."""
+    reencode: bool = True
+    """Rollouts feed back the code of the (clipped) frame they show, not the raw samples (our fix;
+    ``False``: the reference's feedback, whose open-loop latents can blow up)."""
     warmup_steps: int = 10_000
     """Linear learning-rate warm-up (optimiser steps)."""
     eps: float = 1e-6
