@@ -161,15 +161,18 @@ def test_context_window_holds_real_frames_and_executed_actions():
     mpc.set_task(0, Task(goal_image=torch.from_numpy(encode(np.array([0.5, 0.5])))[None]))
     frames = [encode(np.array([x, 0.0])) for x in (0.0, 0.1, 0.2)]
     a0, _ = mpc.predict(frames[0], episode_start=np.array([True]))
-    assert a0.shape == (4,) and mpc._slots[0].t == 1
+    assert a0.shape == (4,) and mpc.window(0)[2] == 1
     mpc.predict(frames[1][None])
-    slot = mpc._slots[0]
-    assert [f[0, 0, 0] for f in slot.frames] == [frames[0][0, 0, 0], frames[1][0, 0, 0]]
-    assert np.array_equal(slot.actions[0], a0)
+    seen, executed, _ = mpc.window(0)
+    assert [f[0, 0, 0] for f in seen] == [frames[0][0, 0, 0], frames[1][0, 0, 0]]
+    assert np.array_equal(executed[0], a0)
     state = mpc.anchor([0])
     assert torch.allclose(state["pos"], torch.tensor([[0.1, 0.0]]), atol=0.01)
     mpc.predict(frames[2][None], episode_start=np.array([True]))  # a new episode forgets the old one
-    assert len(mpc._slots[0].frames) == 1 and mpc._slots[0].t == 1
+    seen, _, t = mpc.window(0)
+    assert len(seen) == 1 and t == 1
+    with pytest.raises(ValueError, match="env 1 has no episode"):
+        mpc.window(1)
 
 
 def test_errors():

@@ -108,6 +108,14 @@ class PlanningAgent:
         self.trace = []
         self._episode = -1
 
+    def window(self, i: int) -> tuple[list[np.ndarray], list[np.ndarray], int]:
+        """Env ``i``'s context window: the real observations its next plan starts from (oldest
+        first), the actions executed between them, and its step count in the episode."""
+        if i >= len(self._slots) or self._slots[i] is None:
+            raise ValueError(f"env {i} has no episode yet: call predict first")
+        slot = self._slots[i]
+        return list(slot.frames), list(slot.actions), slot.t
+
     @property
     def ms_per_action(self) -> float:
         """Planning wall time per action returned (ms), over all envs and calls so far."""
