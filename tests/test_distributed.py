@@ -10,7 +10,7 @@ import socket
 
 import torch
 import torch.multiprocessing as mp
-from train_stubs import TinyConfig, TinyPredictor
+from train_stubs import TinyConfig, TinyPredictor, join_local_group
 
 from worldmodel.data.synthetic import SyntheticDataset
 from worldmodel.training import distributed
@@ -31,14 +31,7 @@ def _grads_after_one_step(out_dir) -> tuple[dict[str, torch.Tensor], list[float]
 
 
 def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
-    os.environ.update(
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-        RANK=str(rank),
-        WORLD_SIZE=str(world),
-        LOCAL_RANK=str(rank),
-    )
-    torch.set_num_threads(1)
+    join_local_group(rank, world, port)
     try:
         grads, values = _grads_after_one_step(out_dir)
         assert distributed.env_info().world_size == world and distributed.active()

@@ -260,18 +260,11 @@ def test_agent_run_logs_real_video_and_hparams(tmp_path):
 def _ddp_worker(rank: int, world: int, port: int, out_dir: str) -> None:
     import os
 
-    from train_stubs import TinyConfig, TinyPredictor
+    from train_stubs import TinyConfig, TinyPredictor, join_local_group
 
     from worldmodel.training import distributed
 
-    os.environ.update(
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-        RANK=str(rank),
-        WORLD_SIZE=str(world),
-        LOCAL_RANK=str(rank),
-    )
-    torch.set_num_threads(1)
+    join_local_group(rank, world, port)
     try:
         torch.manual_seed(0)
         model = TinyPredictor(TinyConfig(n_future=5))

@@ -9,6 +9,7 @@ tests can predict the update exactly) whose losses both depend on both parameter
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import torch
 import torch.nn.functional as F
@@ -144,3 +145,11 @@ def write_png_dataset(root, splits: dict) -> None:
             folder.mkdir(parents=True, exist_ok=True)
             for t, frame in enumerate(seq):
                 Image.fromarray(frame.numpy() if hasattr(frame, "numpy") else frame).save(folder / f"{t}.png")
+
+
+def join_local_group(rank: int, world: int, port: int) -> None:
+    """The ``torchrun`` environment of process ``rank`` of ``world`` on this host, one thread each
+    (what a spawned DDP test worker sets before ``distributed.init``)."""
+    rank_vars = {"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world)}
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), **rank_vars)
+    torch.set_num_threads(1)
