@@ -22,6 +22,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from worldmodel.cli.demo_settings import PLAN_FILES
 from worldmodel.envs.task import wilson_interval
 from worldmodel.report import Report, interval_chart, line_chart, mean_interval
 
@@ -311,7 +312,6 @@ def _head(rep: Report, out: Path) -> None:
 
 
 # --- control --------------------------------------------------------------------------------------
-PLAN_FILES = {"push": "plan.json", "recorded-goal": "plan_recorded.json", "reach": "plan_reach.json"}
 _AGENTS = (
     ("model", "MPC with the world model"),
     ("oracle", "MPC with the simulator"),
