@@ -13,29 +13,18 @@ m), ``episodes`` and ``per_episode``; a video of the first episodes goes to ``--
 The zip is read by ``worldmodel.rl.load_agent``, which executes nothing in it: the agent is
 rebuilt from the config, and only tensors (``torch.load(weights_only=True)``) and the step counters
 come from the file; a file that holds anything else is refused with one line naming it.
+
+The flags become a ``worldmodel.rl.AgentEvalJob`` and ``worldmodel.rl.evaluate_agent`` runs it.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from agents.common import (
-    cli,
-)
+from agents.common import cli
 from worldmodel.cli.flags import OneLineParser, add_common_flags, nonneg_int, positive_int
 from worldmodel.envs.task import TASKS
-from worldmodel.files import write_json_atomic
-from worldmodel.rl import (
-    EVAL_SEED,
-    RandomPolicy,
-    RunConfig,
-    checkpoint_path,
-    evaluate_real,
-    load_agent,
-    make_eval_env,
-    make_real_env,
-    write_episodes_video,
-)
+from worldmodel.rl import EVAL_SEED, AgentEvalJob, evaluate_agent, summary_line
 
 
 def build_parser() -> OneLineParser:
@@ -76,61 +65,23 @@ def build_parser() -> OneLineParser:
 
 def run(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.random == (args.run is not None):
-        raise ValueError("give either a RUN folder or --random")
-    if args.random:
-        policy, env, about = (
-            RandomPolicy(args.seed),
-            make_real_env(args.image_size, render_mode="rgb_array", task=args.task or "push"),
-            {},
-        )
-    else:
-        run_dir = Path(args.run)
-        cfg = RunConfig.load(run_dir)
-        if args.device is not None:
-            cfg.device = args.device
-        ckpt = checkpoint_path(run_dir)
-        if not ckpt.is_file():
-            raise ValueError(f"{run_dir}: no agent checkpoint yet ({ckpt} is missing)")
-        env = make_eval_env(cfg, task=args.task)
-        try:
-            policy = load_agent(cfg, ckpt, env)  # executes nothing from the run folder
-        except BaseException:
-            env.close()
-            raise
-        about = {"run": str(run_dir), "algo": cfg.algo, "env": cfg.env, "obs": cfg.obs}
-        about.update(reward=cfg.reward, checkpoint=cfg.checkpoint, timesteps=int(policy.num_timesteps))
     video = Path(args.video) if args.video else (Path(args.json).with_suffix(".mp4") if args.json else None)
-    record = args.video_episodes if video is not None else 0
-    try:
-        summary, frames = evaluate_real(
-            policy, env, args.episodes, seed=args.seed, deterministic=not args.stochastic, record=record
-        )
-    finally:
-        env.close()
-    task = args.task or ("push" if args.random else cfg.task)
-    result = {
-        **summary,
-        **about,
-        "task": task,
-        "policy": "random" if args.random else "agent",
-        "seed": args.seed,
-    }
-    if frames is not None:
-        result["video"] = str(video)
-    lo, hi = result["ci95"]
-    print(
-        f"task {task}: real success rate {result['success_rate']:.3f} (95% interval {lo:.2f}-{hi:.2f}) "
-        f"over {result['episodes']} episodes, "
-        f"final distance {result['final_distance']:.3f} m"
+    job = AgentEvalJob(
+        run=args.run,
+        random=args.random,
+        episodes=args.episodes,
+        json=args.json,
+        video=video,
+        video_episodes=args.video_episodes,
+        seed=args.seed,
+        stochastic=args.stochastic,
+        image_size=args.image_size,
+        task=args.task,
+        device=args.device,
     )
-    # The figures are out before the video is written: a video that fails loses nothing.
-    if args.json:
-        path = Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(path, result)
-    if frames is not None:
-        print(f"video: {write_episodes_video(video, frames)}")
+    result = evaluate_agent(job, on_report=lambda r: print(summary_line(r)))
+    if "video" in result:
+        print(f"video: {result['video']}")
     return 0
 
 

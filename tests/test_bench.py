@@ -319,14 +319,14 @@ def test_table_cells_are_successes_interval_and_ms():
 
 
 def test_ctrl_c_in_a_stage_stops_the_bench(tmp_path, monkeypatch):
-    # `main` turns Ctrl-C inside a command into status 130; the bench must stop there, not take
-    # it for a failed stage and go on
-    import worldmodel.cli.plan
+    # Ctrl-C inside a stage stops the bench with status 130; it must not take it for a failed
+    # stage and go on
+    import worldmodel.planning.run
 
-    def interrupted(args):
+    def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(worldmodel.cli.plan, "run", interrupted)
+    monkeypatch.setattr(worldmodel.planning.run, "plan", interrupted)
     out = tmp_path / "out"
     assert bench(out, models=("svg-det",)) == 130
     stages = sorted(p.name for p in (out / "models/svg-det/.stages").iterdir())

@@ -1,7 +1,9 @@
 """The ``worldmodel`` command: thin argument parsing around library calls.
 
 Each sub-command lives in its own module in this package and exposes
-``add_arguments(parser)`` and ``run(args) -> int``. Errors that come from bad input
+``add_arguments(parser)`` and ``run(args) -> int``; the other modules are shared by the commands
+(``flags``, the agent scripts' ``agent_flags``, the demo's settings, pipeline and report, which the
+bench reuses). Errors that come from bad input
 (``WorldModelError`` and its subclasses, ``FileNotFoundError``, ``ValueError``) become a
 one-line message and exit status 2, never a traceback.
 """

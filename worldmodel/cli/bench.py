@@ -14,11 +14,12 @@ and judged the same way. One table (Markdown, printed) and ``DIR/bench.json`` ho
   other planner (mppi, grad) on the profile's ``planner_tasks``, successes with Wilson 95 %
   intervals and ms per action. Random actions and the simulator oracle do not depend on the model:
   they run once per task, with the CEM plans of the first model that needs them;
-- PPO trained in the model's dream and evaluated in the real sim (``python -m agents.train`` /
-  ``agents.evaluate`` in subprocesses, as the demo runs them).
+- PPO trained in the model's dream and evaluated in the real sim (``worldmodel.rl``'s
+  ``train_in_dream`` and ``evaluate_agent``, what ``agents.train`` / ``agents.evaluate`` run, in
+  this process as the demo runs them).
 
 Layout of ``DIR``: ``data/`` (collected once), ``models/NAME/`` (the demo's pipeline,
-``worldmodel.cli.demo.Pipeline``, one folder per model: ``model/``, ``eval.json``, ``plan*.json``,
+``worldmodel.cli.demo_pipeline.Pipeline``, one folder per model: ``model/``, ``eval.json``, ``plan*.json``,
 ``agent/``, ``agent_eval.json``, ``report.html``; its ``data`` links to ``DIR/data``),
 ``bench_config.json`` (the settings; another set in the same ``DIR`` is refused), ``run.json``
 (hardware, version, commit of the last invocation) and ``bench.json``.
@@ -45,8 +46,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from worldmodel.cli.demo import MODEL_SETS, DemoConfig, Pipeline, choose_profile, demo_config
-from worldmodel.cli.demo_report import PLAN_FILES
+from worldmodel.cli.demo_pipeline import Pipeline
+from worldmodel.cli.demo_settings import MODEL_SETS, PLAN_FILES, DemoConfig, choose_profile, demo_config
 from worldmodel.cli.flags import CONFIG_HELP, add_common_flags, settings_of
 from worldmodel.files import write_json_atomic
 
@@ -144,11 +145,6 @@ def model_names(text: str | None) -> list[str]:
     return names
 
 
-def _flags(**values: Any) -> list[str]:
-    """``--key value`` words (underscores become dashes)."""
-    return [w for key, value in values.items() for w in (f"--{key.replace('_', '-')}", str(value))]
-
-
 def _read(path: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
@@ -190,16 +186,7 @@ class Bench:
     # --- running ------------------------------------------------------------------------------
     def collect(self) -> None:
         """Collect once into ``DIR/data`` (the demo's collect stage, in ``DIR``)."""
-        c = self.shared
-        pipe = Pipeline(c, self.out)
-        sizes = {"episodes": c.episodes, "seq_len": c.episode_len, "image_size": c.image_size}
-        more = {"workers": c.workers, "push_probability": c.push_probability, "seed": c.seed}
-        pipe.stage(
-            1,
-            "collect",
-            "collect",
-            lambda: pipe.wm("collect", *_flags(out=self.out / "data", **sizes, **more)),
-        )
+        Pipeline(self.shared, self.out).collect()
 
     def _share_data(self, folder: Path) -> None:
         """Point a model folder's ``data`` at ``DIR/data`` and mark its collect stage done, so the
@@ -231,18 +218,14 @@ class Bench:
         self._guarded(name, pipe.run)
         if f"train {name}" not in pipe.timings:  # not trained: nothing to plan with
             return
-        ckpt = folder / "model" / "checkpoints" / "last.pt"
         for k, (planner, task) in enumerate(extra, start=9):  # also when a demo stage after training failed
-            flags = _flags(task=task, planner=planner, episodes=c.plan_episodes, seed=c.seed, device=c.device)
-            plan = ["plan", ckpt, *flags, "--json", folder / plan_file(task, planner), *c.plan_args]
-            plan += ["--oracle-budget", "0"]
-            label = f"plan ({planner}) in the real sim: {task}"
-            self._guarded(name, pipe.stage, k, label, f"plan-{task}-{planner}", lambda a=plan: pipe.wm(*a))
+            key, report = f"plan-{task}-{planner}", plan_file(task, planner)
+            self._guarded(name, pipe.plan, k, task, planner, key, report, video=False, oracle=False)
 
-    def _guarded(self, name: str, fn, *args: Any) -> None:
-        """``fn(*args)``; a failed stage is reported and the bench goes on."""
+    def _guarded(self, name: str, fn, *args: Any, **kwargs: Any) -> None:
+        """``fn(*args, **kwargs)``; a failed stage is reported and the bench goes on."""
         try:
-            fn(*args)
+            fn(*args, **kwargs)
         except RuntimeError as err:
             self.errors.setdefault(name, []).append(str(err))
             print(f"worldmodel bench: {name} failed: {err}", file=sys.stderr, flush=True)
@@ -313,7 +296,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from worldmodel.bench import table
-    from worldmodel.cli.demo import git_commit, hardware
+    from worldmodel.cli.provenance import git_commit, hardware
     from worldmodel.cli.train import parse_sets
 
     names = model_names(args.models)  # before anything is written

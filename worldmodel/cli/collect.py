@@ -76,17 +76,22 @@ def run(args: argparse.Namespace) -> int:
         total=args.episodes, unit="ep", desc="collect", disable=args.no_progress, dynamic_ncols=True
     ) as bar:
         summary = collect(cfg, progress=bar.update)
+    print_summary(summary, args.workers)
+    if args.json is not None:
+        write_json_atomic(args.json, summary, indent=1)
+    return 0
+
+
+def print_summary(summary: dict, workers: int) -> None:
+    """What a collection wrote, how fast, and how much of it moves an object."""
     moved = summary["moved_share"]
     print(f"collected {summary['episodes']} episodes in {summary['shards']} shards -> {summary['out']}")
     print(
         f"  new episodes {summary['new_episodes']} (skipped {summary['skipped_shards']} finished shards), "
         f"time {summary['seconds']:.1f} s, {summary['episodes_per_second']:.2f} episodes/s "
-        f"with {args.workers} worker(s)"
+        f"with {workers} worker(s)"
     )
     print(
         f"  moved share (some object moved > 2 cm): {'n/a' if moved is None else f'{moved:.3f}'}, "
         f"pushing episodes: {summary['pushed_share']}"
     )
-    if args.json is not None:
-        write_json_atomic(args.json, summary, indent=1)
-    return 0

@@ -17,9 +17,14 @@ continues where it stopped; delete ``DIR`` to start over):
 8. write the report                                            ``DIR/report.html``
 
 Profiles: ``--quick`` fits a 2-core CPU in under 15 minutes; without it the larger ``full``
-profile is used (meant for a GPU). ``--set FIELD=VALUE`` overrides any ``DemoConfig`` field.
-The agent stages run ``python -m agents.train`` / ``agents.evaluate`` in a subprocess: the
-``worldmodel`` package never imports ``agents``.
+profile is used (meant for a GPU). ``--set FIELD=VALUE`` overrides any ``DemoConfig`` field
+(``worldmodel.cli.demo_settings``); ``--config DIR/demo_config.json`` reruns a demo's settings.
+
+Every stage runs in this process as a call of the library function behind its command, with a
+typed config (``worldmodel.cli.demo_pipeline``); the agent stages call ``worldmodel.rl``
+(``train_in_dream``, ``evaluate_agent``), the library side of ``agents.train`` /
+``agents.evaluate``: the ``worldmodel`` package never imports ``agents``. A stage that fails stops
+the demo with one line naming its equivalent command and the reason.
 """
 
 from __future__ import annotations
@@ -28,134 +33,29 @@ import argparse
 import dataclasses
 import json
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from worldmodel.cli.demo_report import PLAN_FILES
+from worldmodel.cli.demo_pipeline import Pipeline, StageError
+from worldmodel.cli.demo_settings import MODEL_SETS, DemoConfig, choose_profile, demo_config
+from worldmodel.cli.provenance import git_commit, hardware
 from worldmodel.files import write_json_atomic
 
-
-@dataclasses.dataclass
-class DemoConfig:
-    """Sizes of every stage. ``PROFILES`` holds the named settings."""
-
-    model: str = "svg-lp"
-    """World model (registry name): svg-lp, svg-fp, videoflow, vgan."""
-    preset: str = "tiny"
-    """Model preset."""
-    image_size: int = 64
-    """Frame size of the data and the model (64: PushTable-v0's and BAIR's)."""
-    model_set: tuple[str, ...] = ()
-    """Extra model config overrides (``KEY=VALUE``, as ``worldmodel train --set``); ``()`` picks
-    ``MODEL_SETS[model]``."""
-    state_head: bool = True
-    """Train the model's state head with it (``--set state_head=true``): the planner's and the
-    dream's learned reward read the arm and the objects off the model's own features."""
-    episodes: int = 512
-    """Episodes collected."""
-    episode_len: int = 30
-    """Frames per episode (BAIR has 30)."""
-    push_probability: float = 1.0
-    """Share of collected episodes with a deliberate push (``collect --push-probability``).
-    Contact-rich data: with 1.0 instead of collect's 0.5, the same model's dreamed target error at
-    10 steps fell from 6.9 to 5.7 cm (stays put 8.3), the arm's from 3.1 to 2.3 cm, and the
-    recorded-goal planner went from 1/20 to 2/20 (measured on the same held-out episodes)."""
-    workers: int = 2
-    """Collection worker processes."""
-    train_steps: int = 1500
-    """World-model optimiser steps."""
-    batch_size: int = 16
-    """World-model batch size."""
-    head_steps: int = 1000
-    """Object-head optimiser steps."""
-    eval_sequences: int = 25
-    """Test sequences scored (the quick data's test split holds 25: every 20th of 512 episodes)."""
-    eval_samples: int = 10
-    """Samples per test sequence (best-of-N)."""
-    plan_episodes: int = 20
-    """Real-sim episodes per planner (model, oracle, random) and task."""
-    tasks: tuple[str, ...] = ("push", "recorded-goal", "reach")
-    """Tasks the planners are judged on (``worldmodel plan --task``)."""
-    planner: str = "cem"
-    """``cem`` or ``icem``."""
-    plan_args: tuple[str, ...] = (
-        "--population", "64", "--elites", "8", "--horizon", "6", "--iterations", "3",
-        "--replan-every", "3", "--oracle-budget", "16", "--envs", "10", "--num-objects", "1",
-    )  # fmt: skip
-    """Extra flags for ``worldmodel plan`` (budgets; see ``worldmodel plan --help``)."""
-    agent_algo: str = "ppo"
-    """SB3 algorithm trained in the dream."""
-    agent_obs: str = "latent"
-    """Agent observations: ``latent`` (model features) or ``pixels``."""
-    agent_args: tuple[str, ...] = (
-        "--n-steps", "16", "--n-epochs", "10", "--gamma", "0.95", "--lr", "1e-3", "--batch-size", "256",
-    )  # fmt: skip
-    """Extra flags for ``agents.train`` (SB3 settings; with its defaults, 128 steps per env per
-    rollout, 100k steps are only 12 PPO updates and the agent learned nothing in the dream)."""
-    agent_timesteps: int = 400_000
-    """Dream transitions for the agent."""
-    agent_envs: int = 64
-    """Batched dream envs."""
-    agent_task: str = "reach"
-    """Task the dream agent trains on and is judged on (``agents.train --task``)."""
-    agent_eval_episodes: int = 20
-    """Real-sim episodes scoring the agent."""
-    device: str = "auto"
-    """auto | cpu | cuda."""
-    seed: int = 0
-    """Seed of every stage."""
-
-    def __post_init__(self) -> None:
-        from worldmodel.envs.task import TASKS
-
-        self.tasks = tuple(self.tasks)
-        bad = [t for t in (*self.tasks, self.agent_task) if t not in TASKS]
-        if bad or not self.tasks:
-            raise ValueError(f"--set tasks/agent_task: unknown task(s) {bad}; known: {', '.join(TASKS)}")
-        from worldmodel.dynamics.registry import available
-
-        if self.model not in available():  # before any data is collected
-            raise ValueError(
-                f"--model: unknown world model {self.model!r}; choose one of {', '.join(available())}"
-            )
-        for name in ("episodes", "train_steps", "plan_episodes", "agent_eval_episodes"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"--set {name}: must be >= 1, got {getattr(self, name)}")
-
-    PROFILES = {  # noqa: RUF012 - class-level table of named configs, not a field
-        "quick": {},
-        "full": {
-            "preset": "paper",
-            "episodes": 2000,
-            "train_steps": 20_000,
-            "batch_size": 32,
-            "head_steps": 2000,
-            "eval_sequences": 128,
-            "eval_samples": 100,
-            "plan_episodes": 20,
-            "plan_args": ("--envs", "10"),
-            "agent_timesteps": 500_000,
-            "agent_envs": 256,
-            "agent_eval_episodes": 50,
-        },
-    }
-
-
-# What a model's tiny preset needs at 64 px: VGAN's 16-px tiny preset has 8-frame clips, and at
-# 64 px (4 temporal up-sampling levels) a clip must be a multiple of 16 frames.
-# SVG's tiny preset predicts 5 frames per window, so its state head would only ever learn on 5-step
-# rollouts while the planner and the dream look further; 8 (as the quick demo measured) costs 1.5x
-# per training step. The reference experiments found longer windows helped the object most.
-MODEL_SETS: dict[str, tuple[str, ...]] = {
-    "vgan": ("clip_len=16", "n_future=15"),
-    "svg-lp": ("n_future=8",),
-    "svg-fp": ("n_future=8",),
-    "svg-det": ("n_future=8",),
-    "jepa": ("n_future=8",),
-}
+__all__ = [
+    "MODEL_SETS",
+    "DemoConfig",
+    "Pipeline",
+    "StageError",
+    "add_arguments",
+    "choose_profile",
+    "command_line",
+    "demo_config",
+    "git_commit",
+    "hardware",
+    "run",
+    "run_info",
+]
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -182,279 +82,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="a demo's DIR/demo_config.json: run with its settings (--quick/--full, --model, --set win)",
     )
-
-
-def demo_config(profile: str, model: str | None, sets: dict[str, Any]) -> DemoConfig:
-    """The profile's config with ``--model`` and ``--set`` applied; unknown fields raise."""
-    fields = {f.name: f for f in dataclasses.fields(DemoConfig)}
-    values = dict(DemoConfig.PROFILES[profile])
-    if model:
-        values["model"] = model
-    unknown = sorted(set(sets) - set(fields))
-    if unknown:
-        raise ValueError(f"--set: unknown field(s) {', '.join(unknown)}; known: {', '.join(fields)}")
-    for key, value in sets.items():
-        if key in ("plan_args", "model_set", "tasks", "agent_args"):
-            value = tuple(str(value).split()) if isinstance(value, str) else tuple(map(str, value))
-        values[key] = value
-    tiny = values.get("preset", DemoConfig.preset) == "tiny"
-    if not values.get("model_set") and values.get("image_size", 64) >= 64 and tiny:
-        values["model_set"] = MODEL_SETS.get(values.get("model", DemoConfig.model), ())
-    return DemoConfig(**values)
-
-
-class Pipeline:
-    """Runs the stages in order, timing each and skipping finished ones."""
-
-    def __init__(self, cfg: DemoConfig, out: Path) -> None:
-        self.cfg, self.out = cfg, out
-        self.timings: dict[str, float] = {}
-        self.total = 8
-
-    def stage(self, k: int, name: str, key: str, fn) -> None:
-        """Run ``fn`` unless ``DIR/.stages/KEY.done`` says it finished before."""
-        done = self.out / ".stages" / f"{key}.done"
-        if done.exists():
-            try:  # the time it took when it ran, for the report
-                self.timings[name] = float(done.read_text())
-            except ValueError:
-                pass
-            print(f"[{k}/{self.total}] {name}: done already (delete {done} to redo)", flush=True)
-            return
-        print(f"[{k}/{self.total}] {name} ...", flush=True)
-        tic = time.perf_counter()
-        fn()
-        self.timings[name] = time.perf_counter() - tic
-        done.parent.mkdir(parents=True, exist_ok=True)
-        done.write_text(f"{self.timings[name]:.1f}\n")
-        print(f"[{k}/{self.total}] {name}: {self.timings[name]:.0f} s", flush=True)
-
-    def model_sets(self) -> list[str]:
-        """``--set`` values of the training stage."""
-        c = self.cfg
-        state = ("state_head=true",) if c.state_head else ()
-        return [f"image_size={c.image_size}", *state, *c.model_set]
-
-    @staticmethod
-    def context_args(ckpt: Path, episode_len: int) -> list[Any]:
-        """``--n-past`` / ``--n-future`` for eval: the model's own context, the rest of the episode."""
-        from worldmodel.dynamics.checkpoint import read
-
-        n_past = int(read(ckpt)["config"]["n_past"])
-        return ["--n-past", n_past, "--n-future", episode_len - n_past]
-
-    # --- the stages ---------------------------------------------------------------------------
-    def wm(self, *args: Any) -> None:
-        """Run a ``worldmodel`` sub-command in this process; a failure stops the demo."""
-        from worldmodel.cli import main
-
-        argv = [str(a) for a in args]
-        code = main(argv)
-        if code == 130:  # Ctrl-C, which `main` turned into a status: stop here too
-            raise KeyboardInterrupt
-        if code != 0:
-            raise RuntimeError(f"`worldmodel {' '.join(argv)}` failed (see the message above)")
-
-    def agents(self, module: str, *args: Any) -> None:
-        """Run ``python -m agents.<module>`` in a subprocess; a failure stops the demo."""
-        cmd = [sys.executable, "-m", f"agents.{module}", *map(str, args)]
-        env = {**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
-        if subprocess.run(cmd, env=env).returncode != 0:
-            raise RuntimeError(f"`{' '.join(cmd[1:])}` failed (see the message above)")
-
-    def run(self) -> Path:
-        c, o = self.cfg, self.out
-        ckpt = o / "model" / "checkpoints" / "last.pt"
-        self.stage(
-            1,
-            "collect",
-            "collect",
-            lambda: self.wm(
-                "collect",
-                "--out",
-                o / "data",
-                "--episodes",
-                c.episodes,
-                "--seq-len",
-                c.episode_len,
-                "--image-size",
-                c.image_size,
-                "--workers",
-                c.workers,
-                "--push-probability",
-                c.push_probability,
-                "--seed",
-                c.seed,
-            ),
-        )
-        self.stage(
-            2,
-            f"train {c.model}",
-            "train",
-            lambda: self.wm(
-                "train",
-                c.model,
-                "--data",
-                o / "data",
-                "--out",
-                o / "model",
-                "--preset",
-                c.preset,
-                *(arg for kv in self.model_sets() for arg in ("--set", kv)),
-                "--resume",  # an interrupted demo continues its training (fresh when none yet)
-                "--steps",
-                c.train_steps,
-                "--batch-size",
-                c.batch_size,
-                "--seed",
-                c.seed,
-                "--device",
-                c.device,
-                "--ckpt-every",
-                max(c.train_steps // 4, 1),
-                "--sample-every",
-                max(c.train_steps // 2, 1),
-                "--log-every",
-                max(c.train_steps // 60, 1),
-                # held-out scores once, at the end: the eval stage that follows scores in full
-                "--eval-every",
-                c.train_steps,
-            ),
-        )
-        if not c.state_head:  # a model with a state head plans and dreams with its own
-            self.stage(
-                3,
-                "train-head",
-                "head",
-                lambda: self.wm(
-                    "train-head",
-                    ckpt,
-                    "--data",
-                    o / "data",
-                    "--steps",
-                    c.head_steps,
-                    "--episodes",
-                    c.episodes,
-                    "--seed",
-                    c.seed,
-                    "--device",
-                    c.device,
-                    "--json",
-                    o / "head.json",
-                ),
-            )
-        self.stage(
-            4,
-            "eval vs copy-last",
-            "eval",
-            lambda: self.wm(
-                "eval",
-                ckpt,
-                "--data",
-                o / "data",
-                "--sequences",
-                c.eval_sequences,
-                "--samples",
-                c.eval_samples,
-                *self.context_args(ckpt, c.episode_len),
-                "--seed",
-                c.seed,
-                "--device",
-                c.device,
-                "--json",
-                o / "eval.json",
-                "--video",
-                o / "eval.gif",
-            ),
-        )
-        for task in c.tasks:
-            self.stage(
-                5,
-                f"plan ({c.planner}) in the real sim: {task}",
-                "plan" if task == "push" else f"plan-{task}",
-                lambda task=task: self.wm(
-                    "plan",
-                    ckpt,
-                    "--task",
-                    task,
-                    "--episodes",
-                    c.plan_episodes,
-                    "--planner",
-                    c.planner,
-                    "--seed",
-                    c.seed,
-                    "--device",
-                    c.device,
-                    "--json",
-                    o / PLAN_FILES[task],
-                    "--video",
-                    o / PLAN_FILES[task].replace(".json", ".gif"),
-                    *c.plan_args,
-                ),
-            )
-        self.stage(
-            6,
-            f"train {c.agent_algo.upper()} in the dream",
-            "agent",
-            lambda: self.agents(
-                "train",
-                "--algo",
-                c.agent_algo,
-                "--checkpoint",
-                ckpt,
-                "--timesteps",
-                c.agent_timesteps,
-                "--num-envs",
-                c.agent_envs,
-                "--obs",
-                c.agent_obs,
-                "--reward",
-                "learned",
-                "--task",
-                c.agent_task,
-                *(["--task-obs"] if c.agent_obs == "latent" and c.state_head else []),
-                *c.agent_args,
-                "--out",
-                o / "agent",
-                "--resume",
-                "--seed",
-                c.seed,
-                "--device",
-                c.device,
-            ),
-        )
-        self.stage(
-            7,
-            "evaluate the agent in the real sim",
-            "agent-eval",
-            lambda: self.agents(
-                "evaluate",
-                o / "agent",
-                "--task",
-                c.agent_task,
-                "--episodes",
-                c.agent_eval_episodes,
-                "--json",
-                o / "agent_eval.json",
-                "--video",
-                o / "agent_eval.gif",
-            ),
-        )
-        print(f"[8/{self.total}] report", flush=True)
-        self.report()  # always rewritten: cheap, and it reflects whatever the stages left
-        return o / "report.html"
-
-    def report(self) -> None:
-        from worldmodel.cli.demo_report import build_report
-
-        build_report(self.out, dataclasses.asdict(self.cfg), self.timings).write(self.out / "report.html")
-
-
-def choose_profile(quick: bool, full: bool, cuda: bool) -> str:
-    """``--quick`` / ``--full`` as asked; neither: the full profile when a CUDA device is present."""
-    if quick and full:
-        raise ValueError("--quick and --full exclude each other")
-    return "full" if full or (not quick and cuda) else "quick"
 
 
 def _saved_settings(path: str) -> dict[str, Any]:
@@ -523,60 +150,6 @@ def command_line(args: argparse.Namespace) -> str:
         else:
             words += [flag, str(value)]
     return shlex.join(words)
-
-
-def git_commit(root: Path) -> str | None:
-    """The commit checked out in ``root`` (``+ uncommitted changes`` when tracked files differ), or
-    ``None`` when ``root`` is not the top of a git checkout (an installed package) or git is absent."""
-
-    def git(*cmd: str) -> str | None:
-        try:
-            done = subprocess.run(["git", "-C", str(root), *cmd], capture_output=True, text=True, timeout=20)
-        except (OSError, subprocess.SubprocessError):
-            return None
-        return done.stdout.strip() if done.returncode == 0 else None
-
-    top = git("rev-parse", "--show-toplevel")
-    if top is None or Path(top).resolve() != root.resolve():
-        return None  # e.g. site-packages inside some other repository
-    head = git("rev-parse", "HEAD")
-    if not head:
-        return None
-    dirty = git("status", "--porcelain", "--untracked-files=no")
-    return head + (" + uncommitted changes" if dirty else "")
-
-
-def _cpu_model() -> str:
-    import platform
-
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
-        else:
-            name = platform.processor() or platform.machine()
-    except OSError:
-        name = platform.processor() or platform.machine()
-    return f"{name} ({os.cpu_count()} logical cores)"
-
-
-def hardware(device: str) -> dict[str, str | None]:
-    """The machine the demo ran on: device, GPU, CPU, torch, Python, OS."""
-    import platform
-
-    import torch
-
-    cuda = torch.cuda.is_available()
-    gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if cuda else []
-    return {
-        "device": ("cuda" if cuda else "cpu") if device == "auto" else device,
-        "gpu": ", ".join(gpus) if gpus else None,
-        "cpu": _cpu_model(),
-        "torch": torch.__version__ + (f" (CUDA {torch.version.cuda})" if torch.version.cuda else ""),
-        "python": platform.python_version(),
-        "os": platform.platform(),
-    }
 
 
 def run_info(args: argparse.Namespace, cfg: DemoConfig) -> dict[str, Any]:

@@ -1,9 +1,9 @@
 """``worldmodel eval CKPT --data DIR``: per-step PSNR/SSIM (best-of-N, mean-of-N) vs copy-last-frame,
-and bits per dimension for models with a likelihood (VideoFlow); with a state head and data that
-records states, also the control diagnostics (``worldmodel.training.control``): dreamed end
-effector and pushed objects vs "nothing moves", and how the planner's objectives rank the recorded
-actions among other episodes'. With ``--lpips-weights`` / ``--fvd-weights`` (local files only:
-``worldmodel.training.perceptual`` documents their layouts), also LPIPS and FVD."""
+bits per dimension, the control diagnostics and, with local weights, LPIPS and FVD.
+
+The flags become an ``EvalJob`` and ``worldmodel.training.eval_job.evaluate_checkpoint`` runs it
+(its docstring says what is scored); this module prints the report and picks the video's default
+place."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 
 from worldmodel.cli.flags import add_common_flags, int_at_least, nonneg_float, positive_int
-from worldmodel.files import write_json_atomic
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -96,67 +95,54 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Load the checkpoint, open the test windows, score, report."""
-    from tqdm.auto import tqdm
-
-    from worldmodel.data import open_dataset
-    from worldmodel.data.windows import ZeroActions
-    from worldmodel.dynamics import load
-    from worldmodel.dynamics.checkpoint import read
-    from worldmodel.training.evaluate import comparison_video, score_predictions
-    from worldmodel.video import write_video
+    """Parse the flags into an ``EvalJob``, run it (``worldmodel.training.eval_job``), report."""
+    from worldmodel.training.eval_job import EvalJob, evaluate_checkpoint
 
     ckpt = Path(args.checkpoint)
-    model = load(ckpt, device=args.device)
-    cfg = model.config
-    seq_len = args.n_past + args.n_future
-    data = open_dataset(
-        args.data, split=args.split, seq_len=seq_len, random_offset=False, image_size=cfg.image_size
-    )
-    control_plan = _control_plan(args, ckpt, model, data)
-    lpips_net, i3d = _perceptual_nets(args, model)
-    zero_actions = not data.has_actions
-    if zero_actions:
-        print(f"worldmodel eval: {args.data} has no actions; rolling out with zero actions", file=sys.stderr)
-        data = ZeroActions(data, cfg.action_dim)
-    total = len(data) if args.sequences is None else min(args.sequences, len(data))
-    with tqdm(total=total, desc="eval", unit="seq", dynamic_ncols=True) as bar:
-        result = score_predictions(
-            model,
-            data,
-            n_past=args.n_past,
-            n_future=args.n_future,
-            samples=args.samples,
-            sequences=args.sequences,
-            max_rollouts=args.max_rollouts,
-            seed=args.seed,
-            temperature=args.temperature,
-            progress=lambda done: bar.update(done - bar.n),
-            lpips=lpips_net,
-            i3d=i3d,
-            fvd_resolution=args.fvd_resolution or 224,
-        )
-    stored = read(ckpt)
-    report = result.to_json(
-        checkpoint=str(ckpt),
-        model=stored["model"],
-        step=stored["step"],
-        data=str(args.data),
-        split=args.split,
+    video = _video_path(args, ckpt)
+    job = EvalJob(
+        checkpoint=ckpt,
+        data=args.data,
+        samples=args.samples,
         n_past=args.n_past,
         n_future=args.n_future,
+        sequences=args.sequences,
+        split=args.split,
+        seed=args.seed,
         temperature=args.temperature,
-        zero_actions=zero_actions,
+        device=args.device,
+        max_rollouts=args.max_rollouts,
+        control=args.control,
+        control_ks=_parse_ks(args.control_ks) if args.control is not False else (),
+        control_episodes=args.control_episodes,
+        control_candidates=args.control_candidates,
+        lpips_weights=args.lpips_weights,
+        fvd_weights=args.fvd_weights,
+        fvd_resolution=args.fvd_resolution,
+        json=args.json,
+        video=video,
+        progress=True,
     )
-    if control_plan is not None:
-        report["control"] = _run_control(args, model, control_plan)
-    base = report["baseline"]
-    mean = report["mean_of_n"]
+
+    def say(msg: str) -> None:
+        print(f"worldmodel eval: {msg}", file=sys.stderr)
+
+    evaluate_checkpoint(job, say=say, on_report=print_report)
+    if args.json:
+        print(f"  report: {args.json}")
+    print(f"  video: {video}")
+    return 0
+
+
+def print_report(report: dict) -> None:
+    """The scores of an ``eval.json`` report as a few lines."""
+    base, mean, n = report["baseline"], report["mean_of_n"], report["samples"]
+    zero = " (zero actions)" if report.get("zero_actions") else ""
     print(
-        f"{report['model']} step {report['step']}: {result.sequences} sequences × {result.samples} samples, "
-        f"{args.n_past} context → {args.n_future} future frames" + (" (zero actions)" if zero_actions else "")
+        f"{report['model']} step {report['step']}: {report['sequences']} sequences × {n} samples, "
+        f"{report['n_past']} context → {report['n_future']} future frames" + zero
     )
-    for label, r in ((f"best of {result.samples}: ", report), (f"mean of {result.samples}: ", mean)):
+    for label, r in ((f"best of {n}: ", report), (f"mean of {n}: ", mean)):
         print(f"  {label} PSNR {r['psnr_mean']:.2f} dB  SSIM {r['ssim_mean']:.4f}" + _lpips_text(r))
     print(
         f"  copy last frame: PSNR {base['psnr_mean']:.2f} dB  SSIM {base['ssim_mean']:.4f}"
@@ -164,7 +150,7 @@ def run(args: argparse.Namespace) -> int:
     )
     if "lpips" in report:
         print(
-            f"    (LPIPS with the {report['perceptual']['lpips_net']} trunk; its best of {result.samples} "
+            f"    (LPIPS with the {report['perceptual']['lpips_net']} trunk; its best of {n} "
             "is the lowest-LPIPS sample)"
         )
     if "fvd" in report:
@@ -177,41 +163,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"  bits per dimension: {report['bpp_mean']:.3f}")
     if "control" in report:
         print_control(report["control"])
-    # The scores are out before any side file is written: a video that cannot be written (a
-    # read-only folder, a full disk) is then an error that loses nothing.
-    if args.json:
-        write_json_atomic(args.json, report)
-        print(f"  report: {args.json}")
-    video = _video_path(args, ckpt)
-    write_video(video, comparison_video(result.videos), fps=4)
-    print(f"  video: {video}")
-    return 0
 
 
 def _lpips_text(block: dict) -> str:
     return f"  LPIPS {block['lpips_mean']:.4f}" if "lpips_mean" in block else ""
-
-
-def _perceptual_nets(args: argparse.Namespace, model):
-    """The LPIPS network and the I3D of ``--lpips-weights`` / ``--fvd-weights`` (``None`` when not
-    asked for) on the model's device, loaded before the slow part so that a bad file fails at once."""
-    from worldmodel.training.perceptual import load_i3d, load_lpips
-
-    if args.fvd_resolution is not None and args.fvd_weights is None:
-        raise ValueError("--fvd-resolution: needs --fvd-weights")
-    lpips_net = i3d = None
-    if args.lpips_weights is not None:
-        try:
-            lpips_net = load_lpips(args.lpips_weights, device=model.device)
-            lpips_net.check_size(model.config.image_size, model.config.image_size)
-        except ValueError as err:
-            raise ValueError(f"--lpips-weights: {err}") from None
-    if args.fvd_weights is not None:
-        try:
-            i3d = load_i3d(args.fvd_weights, device=model.device)
-        except ValueError as err:
-            raise ValueError(f"--fvd-weights: {err}") from None
-    return lpips_net, i3d
 
 
 def _video_path(args: argparse.Namespace, ckpt: Path) -> Path:
@@ -235,78 +190,6 @@ def _parse_ks(text: str) -> tuple[int, ...]:
     if not ks or min(ks) < 1:
         raise ValueError(f"--control-ks: step counts must be >= 1, got {text!r}")
     return ks
-
-
-def _control_plan(args: argparse.Namespace, ckpt: Path, model, data) -> dict | None:
-    """What the control diagnostics will run (``None``: skipped), decided before the slow PSNR part
-    so that bad flags fail at once. Auto mode (no ``--control`` / ``--no-control``) runs them when
-    there is a head and the data records states, on the ``--control-ks`` that fit the episodes."""
-    if args.control is False:
-        return None
-    explicit = args.control is True
-    ks = _parse_ks(args.control_ks)
-    if not data.has_actions:  # PNG folders: no actions, no states
-        if explicit:
-            raise ValueError(f"--control needs data with recorded actions and states; {args.data} has none")
-        return None
-    from worldmodel.dynamics.heads import select_head
-    from worldmodel.errors import CheckpointError
-
-    try:  # the model's own state head, else the checkpoint's (refused when stale or of another model)
-        head, source = select_head(ckpt, model)
-    except CheckpointError as err:
-        if explicit:
-            raise
-        print(f"worldmodel eval: control diagnostics skipped: {err}", file=sys.stderr)
-        return None
-    source = "model" if source == "model" else "file"
-    if head is None:
-        if not explicit:
-            return None
-        raise ValueError(
-            f"--control: {ckpt} has no state head and no head file, and the state diagnostics read the "
-            "arm and the objects off one (train with --set state_head=true or run `worldmodel train-head`)"
-        )
-    longest = data.episode_length - args.n_past
-    fit = tuple(k for k in ks if k <= longest)
-    if fit != ks:
-        if explicit:
-            raise ValueError(
-                f"--control-ks: {args.n_past} context frames + {max(ks)} steps is longer than the "
-                f"episodes of {args.data} ({data.episode_length} steps: k <= {longest})"
-            )
-        what = "skipped" if not fit else f"steps beyond {longest} dropped"
-        print(
-            f"worldmodel eval: episodes too short for --control-ks {args.control_ks}: {what}", file=sys.stderr
-        )
-        if not fit:
-            return None
-    return {"ks": fit, "head": head, "head_source": source, "episode_length": data.episode_length}
-
-
-def _run_control(args: argparse.Namespace, model, plan: dict) -> dict:
-    """The diagnostics on the first ``--control-episodes`` episodes of the split, each on the window
-    where its objects move most (``windows="moving"``)."""
-    from worldmodel.data import open_dataset
-    from worldmodel.training.control import control_diagnostics
-
-    ks, size = plan["ks"], model.config.image_size
-    length = int(plan["episode_length"])  # whole episodes: the window is chosen per episode
-    data = open_dataset(args.data, split=args.split, seq_len=length, random_offset=False, image_size=size)
-    items = [data[i] for i in range(min(args.control_episodes, len(data)))]
-    result = control_diagnostics(
-        model,
-        items,
-        head=plan["head"],
-        ks=ks,
-        candidates=args.control_candidates,
-        seed=args.seed,
-        temperature=args.temperature,
-        context=args.n_past,
-        max_rollouts=args.max_rollouts,
-        windows="moving",
-    )
-    return {**result, "head": plan["head_source"]}
 
 
 def _fmt(value, spec: str = ".2f") -> str:

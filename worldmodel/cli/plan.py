@@ -134,8 +134,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Parse the flags into a ``PlanJob``, run it (``worldmodel.planning.run.plan``), report one table."""
 
-    from worldmodel.planning.run import PlanJob, plan, video_frames
-    from worldmodel.video import write_video
+    from worldmodel.planning.run import PlanJob, plan
 
     fields = {f.name for f in dataclasses.fields(PlanJob)} - {"record"}
     job = PlanJob(**{k: getattr(args, k) for k in fields}, record=args.video is not None)
@@ -146,18 +145,28 @@ def run(args: argparse.Namespace) -> int:
 
     report, trace = plan(job, say=say)
     report.update(command="plan", args=settings_of(args))
-    if args.json:
-        write_json_atomic(args.json, report)
-    if args.video:
-        write_video(args.video, video_frames(trace, int(trace[0]["real"].shape[0]) if trace else 64), fps=10)
-    print_table(args, report)
+    save(report, trace, args.json, args.video)
+    print_table(job, report)
     if args.json or args.video:
         print("  " + "  ".join(f"{k}: {v}" for k, v in (("report", args.json), ("video", args.video)) if v))
     return 0
 
 
-def print_table(args: argparse.Namespace, report: dict) -> None:
-    """The three agents as one table."""
+def save(report: dict, trace: list, json_path, video_path) -> None:
+    """Write the report (``json_path``) and env 0's real | imagined | goal video (``video_path``,
+    from ``plan``'s ``trace``); ``None`` skips either."""
+    from worldmodel.planning.run import video_frames
+    from worldmodel.video import write_video
+
+    if json_path:
+        write_json_atomic(json_path, report)
+    if video_path:
+        size = int(trace[0]["real"].shape[0]) if trace else 64
+        write_video(video_path, video_frames(trace, size), fps=10)
+
+
+def print_table(args, report: dict) -> None:
+    """The three agents as one table (``args``: the flags, or the ``PlanJob``)."""
     kind = report["model"].get("objective")
     planner_text = f"{args.planner} H={args.horizon} iters={args.iterations}"
     print(

@@ -131,11 +131,17 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
     )
     result = train_model(job, say=say, before_fit=record_settings)
+    if main:
+        print(trained_line(job, result))
+    return 0
+
+
+def trained_line(job, result) -> str:
+    """The end of a training run in one line: the step, its losses, where the checkpoint is."""
+    out = Path(job.out)
     last = result.history.get(result.step, {})
     losses = ", ".join(f"{k} {v:.5g}" for k, v in last.items())
-    if main:
-        print(
-            f"trained {args.model} to step {result.step} ({losses}); checkpoint "
-            f"{out / 'checkpoints' / 'last.pt'}; TensorBoard: tensorboard --logdir {out / 'tb'}"
-        )
-    return 0
+    return (
+        f"trained {job.model} to step {result.step} ({losses}); checkpoint "
+        f"{out / 'checkpoints' / 'last.pt'}; TensorBoard: tensorboard --logdir {out / 'tb'}"
+    )

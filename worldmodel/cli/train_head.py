@@ -1,13 +1,14 @@
-"""``worldmodel train-head CKPT --data DIR``: fit the object-position head of Dream-v0's learned reward."""
+"""``worldmodel train-head CKPT --data DIR``: fit the object-position head of Dream-v0's learned reward.
+
+The flags become a ``HeadJob`` and ``worldmodel.training.head_job.fit_head`` runs it.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from worldmodel.cli.flags import add_common_flags, int_at_least, positive_float, positive_int
-from worldmodel.files import write_json_atomic
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -46,77 +47,46 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_common_flags(p, seed="the head's initial weights and batches", device="", json="the metrics")
 
 
-def _items(data, n: int) -> list:
-    return [data[i] for i in range(min(n, len(data)))]
-
-
 def run(args: argparse.Namespace) -> int:
-    """Load the model, compute dream features on the data, fit and save the head, report accuracy."""
-    import torch
-    from tqdm.auto import tqdm
+    """Parse the flags into a ``HeadJob``, run it (``worldmodel.training.head_job.fit_head``), report."""
+    from worldmodel.training.head_job import HeadJob, fit_head
 
-    from worldmodel.data import open_dataset
-    from worldmodel.dynamics.checkpoint import model_from, read
-    from worldmodel.dynamics.heads import fit_record, head_path_for, save_head, train_object_head
-    from worldmodel.errors import DataError
-
-    torch.manual_seed(args.seed)
-    ckpt = Path(args.checkpoint)
-    saved = read(ckpt)  # read once: the record below describes exactly the weights fitted on
-    model = model_from(saved, ckpt, device=args.device)
-    fitted_to = fit_record(model, ckpt, saved["step"])
-    # Whole episodes by default: objects mostly move late in an episode, and the dream runs long.
-    seq_len = args.seq_len or open_dataset(args.data, "train", seq_len=1).spec["episode_length"]
-    kw = {"seq_len": seq_len, "random_offset": False, "image_size": model.config.image_size}
-    train = _items(open_dataset(args.data, "train", **kw), args.episodes)
-    try:
-        val = _items(open_dataset(args.data, "test", **kw), args.val_episodes)
-    except DataError as err:  # a small collection may have no test episodes: hold out a fifth of train
-        cut = max(1, len(train) // 5)
-        train, val = train[:-cut], train[-cut:]
-        print(f"worldmodel train-head: {err}; holding out {cut} training episodes instead", file=sys.stderr)
-    with tqdm(total=args.steps, desc="train-head", unit="step", dynamic_ncols=True) as bar:
-
-        def progress(step: int, loss: float) -> None:
-            bar.update(1)
-            if step % 50 == 0:
-                bar.set_postfix(loss=f"{loss:.4f}")
-
-        head, metrics = train_object_head(
-            model,
-            train,
-            val,
-            steps=args.steps,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            seed=args.seed,
-            progress=progress,
-        )
-    out = Path(args.out) if args.out else head_path_for(ckpt)
-    save_head(
-        head,
-        out,
-        model=saved["model"],
-        checkpoint=str(ckpt),
-        fitted_to=fitted_to,
-        data=str(args.data),
+    job = HeadJob(
+        checkpoint=args.checkpoint,
+        data=args.data,
         steps=args.steps,
-        metrics=metrics,
+        out=args.out,
+        episodes=args.episodes,
+        val_episodes=args.val_episodes,
+        seq_len=args.seq_len,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        device=args.device,
+        json=args.json,
+        progress=True,
     )
-    if args.json:
-        write_json_atomic(args.json, {"checkpoint": str(ckpt), "head": str(out), **metrics})
-    for split in ("train", "val"):
-        if f"{split}_rmse_xy" in metrics:
-            print(
-                f"{split}: target xy RMSE {100 * metrics[f'{split}_rmse_xy']:.2f} cm "
-                f"(predict-the-mean {100 * metrics[f'{split}_rmse_xy_mean']:.2f} cm, "
-                f"object-stays-put {100 * metrics[f'{split}_rmse_xy_static']:.2f} cm; "
-                f"{metrics[f'{split}_rows']} rows)"
-            )
-        if f"{split}_ee_rmse_xyz" in metrics:
-            print(
-                f"{split}: end-effector xyz RMSE {100 * metrics[f'{split}_ee_rmse_xyz']:.2f} cm "
-                f"(predict-the-mean {100 * metrics[f'{split}_ee_rmse_xyz_mean']:.2f} cm)"
-            )
-    print(f"head: {out}")
+
+    def say(msg: str) -> None:
+        print(f"worldmodel train-head: {msg}", file=sys.stderr)
+
+    print_result(fit_head(job, say=say))
     return 0
+
+
+def print_result(result: dict) -> None:
+    """A fitted head's accuracy (train and held out, cm) and its file."""
+    for split in ("train", "val"):
+        if f"{split}_rmse_xy" in result:
+            print(
+                f"{split}: target xy RMSE {100 * result[f'{split}_rmse_xy']:.2f} cm "
+                f"(predict-the-mean {100 * result[f'{split}_rmse_xy_mean']:.2f} cm, "
+                f"object-stays-put {100 * result[f'{split}_rmse_xy_static']:.2f} cm; "
+                f"{result[f'{split}_rows']} rows)"
+            )
+        if f"{split}_ee_rmse_xyz" in result:
+            print(
+                f"{split}: end-effector xyz RMSE {100 * result[f'{split}_ee_rmse_xyz']:.2f} cm "
+                f"(predict-the-mean {100 * result[f'{split}_ee_rmse_xyz_mean']:.2f} cm)"
+            )
+    print(f"head: {result['head']}")
