@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 import torch
 from dream_fixtures import identity_head, noisy_tiny_svg
 
@@ -57,3 +58,22 @@ def test_plan_goal_image_objective_without_oracle(tmp_path, capsys):
     assert main(["plan", str(ckpt), "--objective", "learned", *TINY]) == 2  # no head to read
     assert "train-head" in capsys.readouterr().err
     assert main(["plan", str(tmp_path / "missing.pt"), *TINY]) == 2
+
+
+def test_particles_and_scored_frames_reach_the_learned_objective(tmp_path, capsys):
+    from worldmodel.planning.run import PlanJob, _objective
+
+    model = noisy_tiny_svg(image_size=16)
+    ckpt = dynamics.save(model, tmp_path / "last.pt")
+    save_head(identity_head(model), head_path_for(ckpt), fitted_to=fit_record(model, ckpt, 0))
+    kind, objective = _objective(PlanJob(ckpt, particles=3, score_frames="last"), ckpt, model)
+    assert (kind, objective.particles, objective.frames) == ("learned", 3, "last")
+    report = tmp_path / "plan.json"
+    args = ["plan", str(ckpt), "--episodes", "1", "--oracle-budget", "0", "--particles", "2", *TINY]
+    assert main([*args, "--score-frames", "last", "--json", str(report)]) == 0
+    saved = json.loads(report.read_text())["args"]
+    assert (saved["particles"], saved["score_frames"]) == (2, "last")
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stop:
+        main(["plan", str(ckpt), "--particles", "0", *TINY])
+    assert stop.value.code == 2 and "--particles" in capsys.readouterr().err

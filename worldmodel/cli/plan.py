@@ -85,6 +85,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--temperature", type=nonneg_float, default=1.0, help="model sampling temperature (0: mean)"
     )
     p.add_argument(
+        "--particles",
+        type=positive_int,
+        default=1,
+        help="model rollouts per candidate, their returns averaged (default 1; with --temperature > 0)",
+    )
+    p.add_argument(
+        "--score-frames",
+        choices=("all", "last"),
+        default="all",
+        help="learned planner's score: the reward summed over the horizon (all) or its last step (last)",
+    )
+    p.add_argument(
         "--oracle-budget",
         type=nonneg_int,
         default=32,

@@ -42,6 +42,10 @@ class PlanJob:
     objective: str = "auto"
     head: str | None = None
     temperature: float = 1.0
+    particles: int = 1
+    """Noise draws per candidate; the learned planner averages their returns."""
+    score_frames: str = "all"
+    """``all``: the learned planner sums the reward over the horizon; ``last``: its last step only."""
     oracle_budget: int = 32
     reach_weight: float = 0.5
     learned_reach_weight: float | None = None
@@ -122,7 +126,12 @@ def _objective(job: PlanJob, ckpt: Path, model):
     from worldmodel.dynamics.heads import select_head
     from worldmodel.planning import GoalImage, LearnedReward
 
-    options = {"temperature": job.temperature, "sample": job.temperature > 0}
+    options = {
+        "temperature": job.temperature,
+        "sample": job.temperature > 0,
+        "particles": job.particles,
+        "frames": job.score_frames,
+    }
     kind = job.objective
     head = None
     if job.head or kind in ("auto", "learned"):
