@@ -164,3 +164,46 @@ def test_plan_rejects_bad_task_flags(tmp_path, flags, message):
     )
     assert out.returncode == 2 and message in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1
+
+
+def test_push_offset_draws_the_gripper_behind_the_target():
+    spec = TaskSpec(name="push", push_offset=0.05)
+    target, goal = np.array([0.0, 0.0, 0.02]), np.array([0.1, 0.0, 0.02])
+    behind = np.array([-0.05, 0.0, 0.02])  # 5 cm from the target, on the far side from the goal
+    assert tasks.reward(spec, target, behind, goal) == pytest.approx(-0.1, abs=1e-6)  # no shaping cost
+    assert tasks.reward(spec, target, target, goal) == pytest.approx(-0.1 - 0.5 * 0.05, abs=1e-6)
+    above = np.array([-0.05, 0.0, 0.05])
+    assert tasks.reward(spec, target, above, goal) == pytest.approx(-0.1 - 0.5 * 0.03, abs=1e-6)
+    # Batched, NumPy and torch alike; offset 0 keeps the centre.
+    rng = np.random.default_rng(0)
+    t, e, g = (rng.uniform(-0.2, 0.2, (5, 3)) for _ in range(3))
+    as_torch = tasks.reward(spec, *(torch.from_numpy(x) for x in (t, e, g))).numpy()
+    np.testing.assert_allclose(tasks.reward(spec, t, e, g), as_torch, atol=1e-12)
+    plain = TaskSpec(name="push")
+    np.testing.assert_allclose(
+        tasks.reward(plain, t, e, g), -np.hypot(*(t - g)[:, :2].T) - 0.5 * np.linalg.norm(e - t, axis=1)
+    )
+    with pytest.raises(ValueError, match="push_offset"):
+        TaskSpec(name="push", push_offset=-0.01)
+
+
+def test_push_offset_reaches_the_env_the_oracle_and_the_planner():
+    env = PushTableEnv(task="push", num_objects=1, push_offset=0.05)
+    env.reset(seed=3)
+    _, reward, _, _, info = env.step(np.array([0.5, -0.3, -0.8, 0.0], np.float32))
+    ee, target, goal = _truth(info)
+    spec = env.config.task_spec()
+    assert spec.push_offset == 0.05
+    assert reward == pytest.approx(float(tasks.reward(spec, target, ee, goal)), abs=1e-6)
+    assert reward != pytest.approx(float(tasks.reward(TaskSpec(name="push"), target, ee, goal)), abs=1e-4)
+    assert SimOracle(env.config).cost(info) == pytest.approx(-reward, abs=1e-6)
+    feats = torch.tensor(np.concatenate([ee, target]), dtype=torch.float32)[None, None]
+    task = Task(goal_pos=torch.tensor(goal, dtype=torch.float32)[None], query=torch.zeros(1, 3))
+    planned = LearnedReward(TruthHead(), task=spec).rewards(feats, task, torch.zeros(1, dtype=torch.long))
+    assert float(planned) == pytest.approx(reward, abs=1e-5)
+    env.close()
+    from worldmodel.envs.dream_config import DreamConfig
+    from worldmodel.planning.run import PlanJob, _spec
+
+    assert TaskSpec.of(DreamConfig(push_offset=0.03)).push_offset == 0.03
+    assert _spec(PlanJob("x.pt", push_offset=0.04)).push_offset == 0.04

@@ -57,6 +57,9 @@ class DreamConfig:
     reach_weight: float = tasks.TaskSpec.reach_weight
     """``learned``, object tasks: the reward's end-effector-to-target shaping (needs a head with
     an end-effector branch; 0 turns it off)."""
+    push_offset: float = tasks.TaskSpec.push_offset
+    """``learned``, object tasks: the shaping draws the end effector this far behind the target
+    (``TaskSpec.push_offset``; 0: to its centre)."""
     image_tolerance: float = 0.05
     """``goal-image``: success below this distance."""
     latent_bound: float = 10.0

@@ -44,6 +44,7 @@ class PushTableConfig:
     success_tolerance: float = _TASK.success_tolerance
     reach_tolerance: float = _TASK.reach_tolerance
     reach_weight: float = _TASK.reach_weight  # reward shaping: end effector to target (object tasks)
+    push_offset: float = _TASK.push_offset  # shaping to the point this far behind the target (m)
     recorded_k: int = _TASK.recorded_k  # recorded-goal: the goal is the target this many steps later
     show_goal_marker: bool = True  # a flat dark-grey disc of radius success_tolerance on the table
     # Dict(observation, achieved_goal, desired_goal) observations (GoalEnv, for SB3's HER)

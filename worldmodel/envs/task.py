@@ -21,11 +21,14 @@ Three tasks:
   ``reach_min_distance`` from its start. The arm is what the models predict best: the first rung.
 
 Reward per step (``reward``): minus the task's distance, and for the object tasks minus
-``reach_weight`` times the 3-D distance from the end effector to the target object. The shaping
-term matters: the push distance stays flat until the gripper touches the object, so neither a
-short-horizon planner nor PPO would have anything to climb. ``is_success`` reads the distance
-alone. The functions take NumPy arrays or torch tensors alike (same operations), so the env,
-the dream and the planner compute the same numbers.
+``reach_weight`` times the 3-D distance from the end effector to the target object (with
+``push_offset`` d > 0: to the point d behind the target, away from the goal, where a push towards
+the goal starts; with the simulator as the model this raised the oracle planner from 0.60 to 0.75
+on push and from 0.80 to 0.95 on recorded goal at d = 5 cm). The shaping term matters: the push
+distance stays flat until the gripper touches the object, so neither a short-horizon planner
+nor PPO would have anything to climb. ``is_success`` reads the distance alone. The functions
+take NumPy arrays or torch tensors alike (same operations), so the env, the dream and the
+planner compute the same numbers.
 
 **info** — one set of keys for every face of the task: ``PushTable-v0``, ``Dream-v0``,
 ``DreamVecEnv`` (SB3) and ``DreamVectorEnv`` (``gymnasium.make_vec``). ``INFO_KEYS`` lists them,
@@ -136,6 +139,10 @@ class TaskSpec:
     """``reach``: a goal is at least this far (3-D) from the end effector's start."""
     reach_weight: float = 0.5
     """Object tasks: weight of the end-effector-to-target distance in the reward (shaping)."""
+    push_offset: float = 0.0
+    """Object tasks: where the shaping draws the end effector. 0: to the target's centre; d > 0:
+    to the point ``d`` (m) behind the target, on the far side from the goal (xy) at the target's
+    height, where moving towards the goal pushes the target there."""
     recorded_k: int = 20
     """``recorded-goal``: the goal is the target's position this many steps later."""
     recorded_min_move: float | None = None
@@ -150,6 +157,8 @@ class TaskSpec:
                 raise ValueError(f"{field} must be > 0, got {getattr(self, field)}")
         if not self.reach_weight >= 0:
             raise ValueError(f"reach_weight must be >= 0, got {self.reach_weight}")
+        if not 0 <= self.push_offset <= 0.2:
+            raise ValueError(f"push_offset must be in [0, 0.2] m, got {self.push_offset}")
         if not 1 <= int(self.recorded_k) <= 100:
             raise ValueError(f"recorded_k must be in 1..100, got {self.recorded_k}")
 
@@ -196,8 +205,21 @@ def reward(spec: TaskSpec, target_pos: Any, ee_pos: Any, goal: Any, reach_weight
     r = -distance(spec, target_pos, ee_pos, goal)
     w = spec.reach_weight if reach_weight is None else float(reach_weight)
     if spec.uses_objects and w > 0:
-        r = r - w * _norm(ee_pos - target_pos)
+        r = r - w * _reach_distance(spec, target_pos, ee_pos, goal)
     return r
+
+
+def _reach_distance(spec: TaskSpec, target_pos: Any, ee_pos: Any, goal: Any) -> Any:
+    """The shaping's 3-D distance from the end effector to where ``push_offset`` draws it."""
+    if spec.push_offset == 0:
+        return _norm(ee_pos - target_pos)
+    # Elementwise on the coordinates, so NumPy arrays and torch tensors take the same path.
+    gx, gy = goal[..., 0] - target_pos[..., 0], goal[..., 1] - target_pos[..., 1]
+    scale = spec.push_offset / ((gx * gx + gy * gy) ** 0.5 + 1e-6)  # along the unit goal direction
+    dx = ee_pos[..., 0] - (target_pos[..., 0] - scale * gx)
+    dy = ee_pos[..., 1] - (target_pos[..., 1] - scale * gy)
+    dz = ee_pos[..., 2] - target_pos[..., 2]
+    return (dx * dx + dy * dy + dz * dz) ** 0.5
 
 
 def achieved_goal(spec: TaskSpec, target_pos: Any, ee_pos: Any) -> Any:

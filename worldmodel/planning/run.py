@@ -49,6 +49,7 @@ class PlanJob:
     oracle_budget: int = 32
     reach_weight: float = 0.5
     learned_reach_weight: float | None = None
+    push_offset: float = 0.0
     max_steps: int | None = None
     """Steps per episode; ``None``: the task's budget."""
     envs: int = 1
@@ -179,7 +180,9 @@ def _planners(job: PlanJob, action_dim: int):
 def _spec(job: PlanJob):
     from worldmodel.envs.task import TaskSpec
 
-    return TaskSpec(name=job.task, reach_weight=job.reach_weight, recorded_k=job.recorded_k)
+    return TaskSpec(
+        name=job.task, reach_weight=job.reach_weight, recorded_k=job.recorded_k, push_offset=job.push_offset
+    )
 
 
 def _venv(job: PlanJob, image_size: int):
@@ -189,7 +192,7 @@ def _venv(job: PlanJob, image_size: int):
     import worldmodel
 
     kw = {"image_size": image_size, "max_episode_steps": job.max_steps, "task": job.task}
-    kw.update(recorded_k=job.recorded_k, reach_weight=job.reach_weight)
+    kw.update(recorded_k=job.recorded_k, reach_weight=job.reach_weight, push_offset=job.push_offset)
     if job.num_objects is not None:
         kw["num_objects"] = job.num_objects
     return DummyVecEnv([lambda: gym.make(worldmodel.PUSH_TABLE_ID, **kw) for _ in range(job.envs)])
