@@ -176,6 +176,16 @@ def test_open_loop_history_is_the_code_of_the_frame_shown():
     for level, code in enumerate(codes):
         torch.testing.assert_close(state[f"z{level}"][:, -1], code)
     assert frame.min() >= 0 and frame.max() <= 1
+    # Training rollouts (the state head's): the same values, the gradient of the samples.
+    trained = model.step(
+        model.initial(data["frames"], data["actions"][:, :1]),
+        torch.zeros(4, 4),
+        generator=torch.Generator().manual_seed(0),
+    )
+    torch.testing.assert_close(trained[f"z{len(codes) - 1}"][:, -1].detach(), codes[-1])
+    trained[f"z{len(codes) - 1}"][:, -1].square().mean().backward()
+    grads = [p.grad for p in model.temporal.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads) and any(g.abs().sum() > 0 for g in grads)
 
 
 def test_open_loop_rollouts_stay_finite():

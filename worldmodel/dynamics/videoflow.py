@@ -65,7 +65,9 @@ Deviations from the reference, deliberate:
   back raw samples, the tiny model's latents compounded in open loop until they were NaN after
   5-13 steps at temperature 0.5-1 (256 rows, random actions), which stopped every dream-trained
   agent; re-encoded, they stay in range (28 steps: |z| below 40 at temperature 1). The training
-  likelihood is unchanged; a step costs one more encoder pass.
+  likelihood is unchanged; a step costs one more encoder pass. Rollouts that train (the state
+  head's) pass gradients straight through the re-encoding, to the samples, as before: through
+  the round trip itself the tiny model's training diverged within 150 steps.
 - The linear learning-rate warm-up lives in the optimiser (``WarmupAdam``; the trainer needs no
   scheduler); the logged ``lr`` is the base rate.
 
@@ -423,10 +425,14 @@ class VideoFlow(LatentDynamics):
 
         z_top = draw(top, None, 0)
         frame = self._to_frame(self.glow.decode(z_top, lambda level, kept: draw(level, kept, top - level)))
+        latents = [samples[level] for level in range(top + 1)]
         if c.reencode:  # the history holds the code of the frame shown (module docstring)
-            latents, _, _ = self.glow.encode(self._from_frame(frame))
-        else:
-            latents = [samples[level] for level in range(top + 1)]
+            with torch.no_grad():
+                codes, _, _ = self.glow.encode(self._from_frame(frame))
+            if torch.is_grad_enabled():  # the code's value, the sample's gradient (straight through)
+                latents = [z + (code - z).detach() for z, code in zip(latents, codes, strict=True)]
+            else:
+                latents = codes
         history = {f"z{i}": torch.cat([state[f"z{i}"][:, 1:], z[:, None]], 1) for i, z in enumerate(latents)}
         return state.replace(
             **history,
