@@ -29,7 +29,6 @@ from pathlib import Path
 from agents.common import cli, parse_with_run_config
 from worldmodel.cli.agent_flags import add_dream_arguments, dream_config
 from worldmodel.cli.flags import OneLineParser
-from worldmodel.rl import dream_head as _head  # noqa: F401 - the name tests import from here
 from worldmodel.rl import prepare_run, train_in_dream
 
 

@@ -106,10 +106,10 @@ def test_train_head_records_the_checkpoint_and_a_resumed_run_makes_the_head_stal
 
     with pytest.raises(CheckpointError, match=stale):
         DreamEnv(str(ckpt), reward="learned", image_size=16, pool_size=1, device="cpu")
-    from agents.train import _head
+    from worldmodel.rl import dream_head
 
     with pytest.raises(CheckpointError, match=stale):
-        _head(types.SimpleNamespace(reward="learned", head=None, checkpoint=str(ckpt)), new_model)
+        dream_head(types.SimpleNamespace(reward="learned", head=None, checkpoint=str(ckpt)), new_model)
     # The old weights still match (a copy of the checkpoint it was fitted to is fine).
     assert _is_the_file(select_head(ckpt, model)[0], head_path_for(ckpt))
 

@@ -14,7 +14,10 @@ def _options(parser) -> dict[str, object]:
     return {flag: a for a in parser._actions for flag in a.option_strings}
 
 
-@pytest.mark.parametrize("command", ["collect", "plan", "online", "eval", "train-head", "bench", "show"])
+COMMANDS = ["collect", "train", "plan", "online", "eval", "train-head", "bench", "show"]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
 def test_shared_flags_are_declared_alike(command):
     flags = _options(build_parser().commands[command])
     if "--seed" in flags:

@@ -70,20 +70,22 @@ def add_common_flags(
     device_default: str | None = "auto",
     threads: bool = False,
     json: str | None = None,
+    unset: str | None = None,
 ) -> None:
     """Declare the shared flags a command has, each given by the text its help shows.
 
     ``seed``: what ``--seed`` seeds ("the episodes and the planners"); ``device``: what runs on
     ``--device`` ("" for nothing more to say); ``threads``: add ``--threads`` (torch CPU threads,
     applied by the ``worldmodel`` entry point before the command runs); ``json``: what the
-    ``--json FILE`` report holds. Flags left ``None`` are not added."""
+    ``--json FILE`` report holds. Flags left ``None`` are not added. ``unset``: what a default of
+    ``None`` means, shown in the help (default "none" for ``--seed``, "the run's" for ``--device``)."""
     if seed is not None:
-        default = "none" if seed_default is None else seed_default
+        default = (unset or "none") if seed_default is None else seed_default
         p.add_argument(
             "--seed", type=nonneg_int, default=seed_default, help=f"seed of {seed} (default {default})"
         )
     if device is not None:
-        default = device_default or "the run's"
+        default = device_default or unset or "the run's"
         where = f", {device}" if device else ""
         p.add_argument("--device", default=device_default, help=f"{DEVICE_HELP}{where} (default {default})")
     if threads:

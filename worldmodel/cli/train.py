@@ -12,7 +12,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from worldmodel.cli.flags import CONFIG_HELP, nonneg_int, positive_float, positive_int, settings_of
+from worldmodel.cli.flags import (
+    CONFIG_HELP,
+    add_common_flags,
+    nonneg_int,
+    positive_float,
+    positive_int,
+    settings_of,
+)
 from worldmodel.dynamics.registry import available
 from worldmodel.files import write_json_atomic
 
@@ -26,8 +33,6 @@ _TRAIN_FLAGS: dict[str, tuple[str, Any, str]] = {
     "--keep-every": ("keep_every", positive_int, "also keep step_XXXXXXX.pt every this many steps"),
     "--sample-every": ("sample_every", nonneg_int, "steps between sample videos; 0: none (default 1000)"),
     "--workers": ("num_workers", nonneg_int, "DataLoader worker processes (default 0)"),
-    "--seed": ("seed", nonneg_int, "seed of data order, initial weights and noise (default 0)"),
-    "--device": ("device", str, "auto | cpu | cuda | cuda:N (default auto)"),
     "--amp": ("amp", str, "bf16 | none | auto (default auto: bf16 on CUDA)"),
     "--grad-clip": ("grad_clip", positive_float, "clip each optimiser's gradient norm (default: none)"),
     "--eval-every": (
@@ -60,6 +65,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     for flag, (_, typ, help_text) in _TRAIN_FLAGS.items():
         p.add_argument(flag, type=typ, default=None, help=help_text)
+    # None: the resumed run's value, else TrainConfig's
+    seed = "data order, initial weights and noise"
+    add_common_flags(p, seed=seed, seed_default=None, unset="the resumed run's, else 0")
+    add_common_flags(p, device="", device_default=None, unset="the resumed run's, else auto")
     p.add_argument("--compile", action="store_true", default=None, help="torch.compile the loss")
     p.add_argument("--channels-last", action="store_true", default=None, help="channels-last conv weights")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -94,7 +103,7 @@ def parse_sets(items: list[str]) -> dict[str, Any]:
 def _train_config(args: argparse.Namespace) -> dict[str, Any]:
     """The ``TrainConfig`` fields given on the command line."""
     values = {}
-    for flag, (name, _, _) in _TRAIN_FLAGS.items():
+    for flag, (name, _, _) in {**_TRAIN_FLAGS, "--seed": ("seed",) * 3, "--device": ("device",) * 3}.items():
         given = getattr(args, flag.lstrip("-").replace("-", "_"))
         if given is not None:
             values[name] = given
