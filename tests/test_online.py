@@ -356,3 +356,19 @@ def test_noisy_mpc_executes_and_remembers_the_noisy_action(one_thread_module):
     np.testing.assert_array_equal(noisy_agent._slots[0].pending, noisy[0])  # the next context's action
     same, _ = agent(NoisyMPC, noise=0.5).predict(obs, episode_start=np.array([True]), deterministic=True)
     np.testing.assert_array_equal(same, plain)
+
+
+def test_a_run_from_before_a_setting_existed_resumes_with_its_default(loop, capsys):
+    out = loop[0]
+    path = out / "settings.json"
+    original = path.read_text()
+    try:
+        older = json.loads(original)
+        assert older.pop("push_offset") == 0.0
+        path.write_text(json.dumps(older))
+        args = ["online", "--data", out.parent / "data0", "--out", out, "--iterations", "2", *TINY]
+        assert cli(*args) == 0  # finished: nothing to do, and no complaint about push_offset
+        assert cli(*args, "--push-offset", "0.05") == 2
+        assert "push_offset: 0.0 vs 0.05" in capsys.readouterr().err
+    finally:
+        path.write_text(original)

@@ -14,6 +14,7 @@ from pathlib import Path
 from worldmodel.cli.flags import (
     CONFIG_HELP,
     add_common_flags,
+    float_in,
     int_at_least,
     nonneg_float,
     nonneg_int,
@@ -99,6 +100,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="object tasks: weight of the end-effector-to-object distance in the reward (default 0.5)",
     )
     p.add_argument(
+        "--push-offset",
+        type=float_in(0.0, 0.2),
+        default=0.0,
+        help="object tasks: the shaping draws the gripper this far (m) behind the target, away from the "
+        "goal (default 0: to its centre; see worldmodel plan)",
+    )
+    p.add_argument(
         "--max-steps",
         type=positive_int,
         default=None,
@@ -179,6 +187,7 @@ def config_from(args: argparse.Namespace):
         task=args.task,
         recorded_k=args.recorded_k,
         reach_weight=args.reach_weight,
+        push_offset=args.push_offset,
         max_steps=args.max_steps,
         eval_episodes=args.eval_episodes,
         envs=args.envs,

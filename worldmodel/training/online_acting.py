@@ -86,7 +86,8 @@ def make_venv(cfg: OnlineConfig, image_size: int, num_objects: int | None, steps
     import worldmodel
 
     kw = dict(image_size=image_size, max_episode_steps=steps, task=cfg.task)
-    kw.update(recorded_k=cfg.recorded_k, reach_weight=cfg.reach_weight, num_objects=num_objects)
+    kw.update(recorded_k=cfg.recorded_k, reach_weight=cfg.reach_weight, push_offset=cfg.push_offset)
+    kw.update(num_objects=num_objects)
     return DummyVecEnv([lambda: gym.make(worldmodel.PUSH_TABLE_ID, **kw) for _ in range(cfg.envs)])
 
 

@@ -47,6 +47,7 @@ class OnlineConfig:
     """``push``, ``recorded-goal`` or ``reach``: what the planner aims at and is judged on."""
     recorded_k: int = 20
     reach_weight: float = 0.5
+    push_offset: float = 0.0
     """The task's numbers (``TaskSpec``)."""
     max_steps: int | None = None
     """Steps of an evaluation episode (``None``: the task's budget)."""
@@ -117,7 +118,8 @@ class OnlineConfig:
 
     def spec(self) -> TaskSpec:
         """The task."""
-        return TaskSpec(name=self.task, reach_weight=self.reach_weight, recorded_k=self.recorded_k)
+        numbers = {"reach_weight": self.reach_weight, "push_offset": self.push_offset}
+        return TaskSpec(name=self.task, recorded_k=self.recorded_k, **numbers)
 
     @property
     def eval_steps(self) -> int:

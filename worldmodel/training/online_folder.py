@@ -58,7 +58,7 @@ class RunFolder:
         if cfg.ppo_run is not None:
             read_ppo_run(cfg.ppo_run, cfg.task)  # a bad --ppo-run fails now, not after the loop
         if path.is_file():
-            saved = json.loads(path.read_text())
+            saved = {**_field_defaults(cfg), **json.loads(path.read_text())}  # older runs lack newer fields
             diff = [k for k in mine if k not in FREE_ON_RESUME and saved.get(k) != mine[k]]
             if diff:
                 what = ", ".join(f"{k}: {saved.get(k)!r} vs {mine[k]!r}" for k in diff)
@@ -136,7 +136,8 @@ class RunFolder:
 
         sim = manifest.get("sim") or {}
         here = dataclasses.asdict(PushTableConfig(image_size=int(manifest["image_size"])))
-        skip = {"task", "num_objects", "goal_conditioned", "recorded_k", "reach_weight", "image_size"}
+        skip = {"task", "num_objects", "goal_conditioned", "recorded_k", "reach_weight", "push_offset"}
+        skip.add("image_size")
 
         def norm(v: Any) -> Any:
             return [norm(x) for x in v] if isinstance(v, (list, tuple)) else v
@@ -185,3 +186,11 @@ class RunFolder:
                 f"{where}: the model trains on windows of {c.seq_len} frames, the dataset's episodes have "
                 f"{self.seq_len}"
             )
+
+
+def _field_defaults(cfg: Any) -> dict[str, Any]:
+    """The config's field defaults as a settings file holds them (what a run started before a field
+    existed ran with)."""
+    fields = dataclasses.fields(cfg)
+    values = {f.name: f.default for f in fields if f.default is not dataclasses.MISSING}
+    return json.loads(json.dumps(values, default=str))
