@@ -28,3 +28,18 @@ def identity_head(model) -> ObjectHead:
     with torch.no_grad():
         head.net[-1].weight.normal_(0.0, 0.05)
     return head.eval()
+
+
+def drive_until_done(agent, venv, steps: int = 3) -> None:
+    """Attach a planning agent to a one-env VecEnv whose episodes last ``steps`` and act until the
+    episode ends: every action in the box, the episode done on its last step."""
+    import numpy as np
+
+    agent.attach(venv)
+    obs = venv.reset()
+    for _ in range(steps):
+        action, _ = agent.predict(obs)
+        assert action.shape == (1, 4) and np.all(np.abs(action) <= 1)
+        obs, _, done, _ = venv.step(action)
+    assert done[0]
+    venv.close()

@@ -8,9 +8,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from dream_fixtures import drive_until_done
 from gymnasium.wrappers import TimeLimit
 from stable_baselines3.common.vec_env import DummyVecEnv
 from test_learned_planning import TOLERANCE, SquareWorld
+from train_stubs import fit
 
 from worldmodel import dynamics
 from worldmodel.data.synthetic import moving_square
@@ -35,17 +37,7 @@ def _data(n: int, t: int, seed: int) -> dict[str, torch.Tensor]:
 def _train(steps: int = STEPS, **overrides):
     torch.manual_seed(0)
     model = dynamics.make("jepa", preset="tiny", **overrides)
-    data = _data(256, model.config.seq_len, seed=0)
-    opt = model.optimizers()["model"]
-    gen = torch.Generator().manual_seed(0)
-    model.train()
-    for _ in range(steps):
-        idx = torch.randint(0, 256, (16,), generator=gen)
-        loss, _ = model.loss({k: v[idx] for k, v in data.items()})
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return model.eval()
+    return fit(model, _data(256, model.config.seq_len, seed=0), steps)
 
 
 @pytest.fixture(scope="module")
@@ -249,14 +241,7 @@ def test_mpc_runs_a_model_without_decoder_in_the_real_sim():
     venv = DummyVecEnv([lambda: TimeLimit(PushTableEnv(image_size=16), max_episode_steps=3)])
     planner = CEM(CEMConfig(population=8, elites=2, iterations=1, horizon=3), action_dim=4)
     agent = MPCAgent(model, planner, LearnedReward(model.state_head, task="push"), seed=0)
-    agent.attach(venv)
-    obs = venv.reset()
-    for _ in range(3):
-        action, _ = agent.predict(obs)
-        assert action.shape == (1, 4) and np.all(np.abs(action) <= 1)
-        obs, _, done, _ = venv.step(action)
-    assert done[0]
-    venv.close()
+    drive_until_done(agent, venv)
 
 
 def test_checkpoint_round_trip_keeps_the_decoder_choice_and_the_rollout(trained, tmp_path, held_out):

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from stable_baselines3.common.vec_env import DummyVecEnv
+from train_stubs import fit
 
 from worldmodel import dynamics
 from worldmodel.data.synthetic import _BACKGROUND, _PALETTE, moving_square
@@ -65,16 +66,7 @@ def _train(steps: int):
     torch.manual_seed(0)
     data = moving_square(256, 8, image_size=SIZE, square=SQUARE, seed=0)
     model = dynamics.make("svg-lp", preset="tiny", image_size=SIZE, state_head=True, n_future=6)
-    opt = model.optimizers()["model"]
-    gen = torch.Generator().manual_seed(0)
-    model.train()
-    for _ in range(steps):
-        idx = torch.randint(0, 256, (16,), generator=gen)
-        loss, _ = model.loss({k: v[idx] for k, v in data.items()})
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return model.eval()
+    return fit(model, data, steps)
 
 
 def _plan(model, venv) -> dict:

@@ -7,6 +7,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from dream_fixtures import drive_until_done
 from gymnasium.utils.env_checker import check_env
 from gymnasium.wrappers import TimeLimit
 from stable_baselines3.common.vec_env import DummyVecEnv
@@ -61,10 +62,4 @@ def test_mpc_with_goal_image_runs_in_the_real_sim(model):
     venv = DummyVecEnv([lambda: TimeLimit(PushTableEnv(image_size=16), max_episode_steps=3)])
     planner = CEM(CEMConfig(population=6, elites=2, iterations=1, horizon=2), action_dim=4)
     agent = MPCAgent(model, planner, GoalImage("pixels"), seed=0)
-    agent.attach(venv)
-    obs = venv.reset()
-    for _ in range(3):
-        action, _ = agent.predict(obs)
-        assert action.shape == (1, 4) and np.all(np.abs(action) <= 1)
-        obs, _, done, _ = venv.step(action)
-    assert done[0]
+    drive_until_done(agent, venv)

@@ -153,3 +153,18 @@ def join_local_group(rank: int, world: int, port: int) -> None:
     rank_vars = {"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world)}
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), **rank_vars)
     torch.set_num_threads(1)
+
+
+def fit(model, data: dict, steps: int, batch: int = 16, seed: int = 0):
+    """``steps`` Adam steps of ``model.loss`` on random batches of ``data``; the model in eval mode."""
+    opt = model.optimizers()["model"]
+    gen = torch.Generator().manual_seed(seed)
+    n = len(next(iter(data.values())))
+    model.train()
+    for _ in range(steps):
+        idx = torch.randint(0, n, (batch,), generator=gen)
+        loss, _ = model.loss({k: v[idx] for k, v in data.items()})
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model.eval()
