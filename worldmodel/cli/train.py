@@ -102,11 +102,9 @@ def parse_sets(items: list[str]) -> dict[str, Any]:
 
 def _train_config(args: argparse.Namespace) -> dict[str, Any]:
     """The ``TrainConfig`` fields given on the command line."""
-    values = {}
-    for flag, (name, _, _) in {**_TRAIN_FLAGS, "--seed": ("seed",) * 3, "--device": ("device",) * 3}.items():
-        given = getattr(args, flag.lstrip("-").replace("-", "_"))
-        if given is not None:
-            values[name] = given
+    given = {name: getattr(args, flag[2:].replace("-", "_")) for flag, (name, _, _) in _TRAIN_FLAGS.items()}
+    given.update(seed=args.seed, device=args.device)  # add_common_flags, default None as above
+    values = {name: value for name, value in given.items() if value is not None}
     for name in ("compile", "channels_last"):
         if getattr(args, name):
             values[name] = True
