@@ -74,6 +74,17 @@ def shutdown() -> None:
         dist.destroy_process_group()
 
 
+def wait_for_all() -> None:
+    """Block until every process reaches this point (a no-op for a single process).
+
+    The trainer calls it when a run ends normally: rank 0 finishes later (its last held-out
+    scores, checkpoint and samples), and a gloo peer that tears its group down meanwhile can abort
+    its process at exit ("terminate called without an active exception").
+    """
+    if active():
+        dist.barrier()
+
+
 def active() -> bool:
     """True inside an initialised process group with more than one process."""
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1

@@ -238,6 +238,7 @@ class Trainer:
                     paused = time.perf_counter()
                     self.write_samples()
                     t0 += time.perf_counter() - paused
+            D.wait_for_all()  # every process leaves the run together (see wait_for_all)
         finally:
             if bar is not None:
                 bar.close()
