@@ -150,18 +150,17 @@ def _png_data(root, seq_len=12):
     return root
 
 
+def _train_args(data, out, *flags):
+    """``worldmodel train`` of the tiny SVG-LP preset on ``data`` into ``out``, then ``flags``."""
+    return ["train", "svg-lp", "--preset", "tiny", "--data", str(data), "--out", str(out), *flags]
+
+
 def test_cli_train_and_refusals(tmp_path, capsys):
     data = _png_data(tmp_path / "data")
     out = tmp_path / "run"
-    args = [
-        "train",
-        "svg-lp",
-        "--preset",
-        "tiny",
-        "--data",
-        str(data),
-        "--out",
-        str(out),
+    args = _train_args(
+        data,
+        out,
         "--steps",
         "2",
         "--set",
@@ -171,7 +170,7 @@ def test_cli_train_and_refusals(tmp_path, capsys):
         "--sample-every",
         "2",
         "--no-progress",
-    ]
+    )
     assert main(args) == 0
     err = capsys.readouterr().err
     assert "zero actions" in err
@@ -192,24 +191,20 @@ def _cli(data, out, *extra):
         sys.executable,
         "-m",
         "worldmodel",
-        "train",
-        "svg-lp",
-        "--preset",
-        "tiny",
-        "--data",
-        str(data),
-        "--out",
-        str(out),
-        "--steps",
-        "12",
-        "--log-every",
-        "1",
-        "--ckpt-every",
-        "4",
-        "--sample-every",
-        "0",
-        "--no-progress",
-        *extra,
+        *_train_args(
+            data,
+            out,
+            "--steps",
+            "12",
+            "--log-every",
+            "1",
+            "--ckpt-every",
+            "4",
+            "--sample-every",
+            "0",
+            "--no-progress",
+            *extra,
+        ),
     ]
 
 
@@ -244,7 +239,7 @@ def test_kill9_then_resume_matches_uninterrupted_run(tmp_path):
 def test_state_head_on_data_without_states_is_a_one_line_error(tmp_path, capsys):
     data = _png_data(tmp_path / "data")
     out = tmp_path / "run"
-    args = ["train", "svg-lp", "--preset", "tiny", "--data", str(data), "--out", str(out), "--steps", "2"]
+    args = _train_args(data, out, "--steps", "2")
     assert main([*args, "--set", "state_head=true", "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert "state_head" in err and "records no states" in err and "Traceback" not in err
