@@ -11,6 +11,7 @@ import pytest
 import torch
 from dream_fixtures import identity_head, noisy_tiny_svg
 from gymnasium.utils.env_checker import check_env as gym_check_env
+from point_stub import SIZE, PointModel
 from stable_baselines3 import SAC, HerReplayBuffer
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 from stable_baselines3.common.evaluation import evaluate_policy
@@ -18,7 +19,6 @@ from stable_baselines3.common.logger import Logger
 from torch import Tensor
 
 import worldmodel
-from worldmodel.dynamics.base import DynamicsConfig, LatentDynamics, State
 from worldmodel.dynamics.heads import ObjectHead
 from worldmodel.envs import scene
 from worldmodel.envs import task as tasks
@@ -368,41 +368,6 @@ def test_her_trains_in_the_batched_dream(model):
 
 
 # ----------------------------------------------------------------- MPC inside a dream
-SIZE, SPEED = 8, 0.1
-
-
-class PointModel(LatentDynamics):
-    """A world model the planner can trust: the state is a point read from pixel (0, 0) of the last
-    frame and drawn back there; ``pos' = pos + SPEED * a[:2]``."""
-
-    name = "stub-point"
-
-    def __init__(self) -> None:
-        super().__init__(DynamicsConfig(image_size=SIZE, n_past=2))
-        self.dummy = torch.nn.Parameter(torch.zeros(()))
-
-    def loss(self, batch):
-        return self.dummy * 0, {}
-
-    def initial(self, frames: Tensor, actions: Tensor) -> State:
-        return State(pos=frames[:, -1, 0, 0, :2].float() / 127.5 - 1)
-
-    def step(self, state, action, *, sample=True, temperature=1.0, generator=None, noise=None):
-        return State(pos=(state["pos"] + SPEED * action[:, :2].float()).clamp(-1, 1))
-
-    def decode(self, state: State) -> Tensor:
-        img = torch.zeros(len(state), 3, SIZE, SIZE)
-        img[:, :2, 0, 0] = (state["pos"] + 1) / 2
-        return img
-
-    def features(self, state: State) -> Tensor:
-        return state["pos"]
-
-    @property
-    def feature_dim(self) -> int:
-        return 2
-
-
 class ArmHead(ObjectHead):
     """The arm is the point, scaled into PushTable's reach box: ``(0.2 x, 0.2 y, 0.075)``."""
 

@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 import torch
 from gymnasium import spaces
+from point_stub import SIZE, SPEED, PointModel
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.vec_env import DummyVecEnv, VecMonitor
 from torch import Tensor
 
-from worldmodel.dynamics.base import DynamicsConfig, LatentDynamics, State
+from worldmodel.dynamics.base import State
 from worldmodel.planning import (
     CEM,
     CEMConfig,
@@ -25,8 +26,6 @@ from worldmodel.planning import (
     TaskInfo,
     run_episodes,
 )
-
-SIZE, SPEED = 8, 0.1
 
 
 def encode(pos: np.ndarray) -> np.ndarray:
@@ -70,40 +69,24 @@ class PointEnv(gym.Env):
         }
 
 
-class LinearPoint(LatentDynamics):
-    """Stub dynamics: the state is the point, ``pos' = pos + SPEED * a[:2]``; it reads and draws the
-    point as ``encode`` does."""
+class LinearPoint(PointModel):
+    """The point stub, reading and drawing the point as ``encode`` does; it counts its ``initial``
+    and ``decode`` calls and checks the context it is given."""
 
     name = "stub-linear"
 
     def __init__(self) -> None:
-        super().__init__(DynamicsConfig(image_size=SIZE, n_past=2))
-        self.dummy = torch.nn.Parameter(torch.zeros(()))
+        super().__init__()
         self.calls = {"initial": 0, "decode": 0}
-
-    def loss(self, batch):
-        return self.dummy * 0, {}
 
     def initial(self, frames: Tensor, actions: Tensor) -> State:
         assert frames.dtype == torch.uint8 and actions.shape[1] == frames.shape[1] - 1
         self.calls["initial"] += 1
-        return State(pos=frames[:, -1, 0, 0, :2].float() / 127.5 - 1)
-
-    def step(self, state, action, *, sample=True, temperature=1.0, generator=None, noise=None):
-        return State(pos=(state["pos"] + SPEED * action[:, :2]).clamp(-1, 1))
+        return super().initial(frames, actions)
 
     def decode(self, state: State) -> Tensor:
         self.calls["decode"] += 1
-        img = torch.zeros(len(state), 3, SIZE, SIZE)
-        img[:, :2, 0, 0] = (state["pos"] + 1) / 2
-        return img
-
-    def features(self, state: State) -> Tensor:
-        return state["pos"]
-
-    @property
-    def feature_dim(self) -> int:
-        return 2
+        return super().decode(state)
 
 
 class PositionHead(torch.nn.Module):
