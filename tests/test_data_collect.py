@@ -11,12 +11,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from data_fake_sim import children_of, wait_gone
+from test_data_shards import wait_for_shards
 
 import worldmodel.envs.policy as policy_mod
 from worldmodel.cli import main
@@ -122,14 +122,7 @@ def test_resume_after_kill_9(collected, tmp_path):
     args[args.index("--episodes-per-shard") + 1] = "1"  # 6 shards: kill after some
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if len(json.loads((out / "manifest.json").read_text())["shards"]) >= 1:
-                    break
-            except (FileNotFoundError, json.JSONDecodeError):
-                pass
-            time.sleep(0.01)
+        wait_for_shards(out, 1, timeout=120, poll=0.01)
         workers_of_run = children_of(proc.pid)
         os.kill(proc.pid, signal.SIGKILL)
     finally:

@@ -161,6 +161,20 @@ def _collect_script(out: Path, workers: int) -> list[str]:
     return [sys.executable, "-c", code]
 
 
+def wait_for_shards(out: Path, at_least: int, timeout: float, poll: float) -> bool:
+    """Whether the collection under way into ``out`` lists ``at_least`` shards in its manifest
+    within ``timeout`` seconds, read every ``poll`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if len(json.loads((out / "manifest.json").read_text())["shards"]) >= at_least:
+                return True
+        except (FileNotFoundError, json.JSONDecodeError):  # not written yet, or read mid-write
+            pass
+        time.sleep(poll)
+    return False
+
+
 @pytest.mark.parametrize("workers", [0, 2])
 def test_resume_after_kill(tmp_path, workers):
     reference = tmp_path / "ref"
@@ -173,15 +187,7 @@ def test_resume_after_kill(tmp_path, workers):
     }
     proc = subprocess.Popen(_collect_script(out, workers), env=env, cwd=TESTS)
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:  # wait until some, not all, shards are done
-            try:
-                if len(json.loads((out / "manifest.json").read_text())["shards"]) >= 2:
-                    break
-            except (FileNotFoundError, json.JSONDecodeError):
-                pass
-            time.sleep(0.02)
-        else:
+        if not wait_for_shards(out, 2, timeout=60, poll=0.02):  # some, not all, shards done
             pytest.fail("collection made no progress")
         workers_of_run = data_fake_sim.children_of(proc.pid)
         os.kill(proc.pid, signal.SIGKILL)
