@@ -24,6 +24,7 @@ STEPS = 6  # BAIR has 30; fewer keep the test fast, the schema is the same
 
 
 def crc32c_bitwise(data: bytes) -> int:
+    """CRC-32C from its definition, one bit at a time (test_crc32c checks the backends on it too)."""
     crc = 0xFFFFFFFF
     for b in data:
         crc ^= b
