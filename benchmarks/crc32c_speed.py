@@ -22,20 +22,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+from bair_records import bair_record
 
 from worldmodel.data import crc32c as crc
 from worldmodel.data import open_dataset
-from worldmodel.data.tfrecord import decode_example, encode_example, iter_records, write_tfrecord
-
-
-def bair_record(rng: np.random.Generator) -> bytes:
-    feats = {}
-    for t in range(30):
-        feats[f"{t}/image_aux1/encoded"] = rng.integers(0, 256, 64 * 64 * 3, dtype=np.uint8).tobytes()
-        feats[f"{t}/image_main/encoded"] = rng.integers(0, 256, 64 * 64 * 3, dtype=np.uint8).tobytes()
-        feats[f"{t}/action"] = rng.uniform(-1, 1, 4).astype(np.float32)
-        feats[f"{t}/endeffector_pos"] = rng.normal(size=3).astype(np.float32)
-    return encode_example(feats)
+from worldmodel.data.tfrecord import decode_example, iter_records, write_tfrecord
 
 
 def per_record(fn, n: int) -> float:

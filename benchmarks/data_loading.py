@@ -36,20 +36,14 @@ def make_shards(root: Path, episodes: int) -> Path:
 
 
 def make_bair(root: Path, episodes: int) -> Path:
-    from worldmodel.data.tfrecord import encode_example, write_tfrecord
+    from bair_records import bair_record
+
+    from worldmodel.data.tfrecord import write_tfrecord
 
     rng = np.random.default_rng(0)
     folder = root / "bair" / "softmotion30_44k" / "train"
     folder.mkdir(parents=True)
-    records = []
-    for _ in range(episodes):
-        feats = {}
-        for t in range(30):
-            feats[f"{t}/image_aux1/encoded"] = rng.integers(0, 256, 64 * 64 * 3, dtype=np.uint8).tobytes()
-            feats[f"{t}/image_main/encoded"] = rng.integers(0, 256, 64 * 64 * 3, dtype=np.uint8).tobytes()
-            feats[f"{t}/action"] = rng.uniform(-1, 1, 4).astype(np.float32)
-            feats[f"{t}/endeffector_pos"] = rng.normal(size=3).astype(np.float32)
-        records.append(encode_example(feats))
+    records = [bair_record(rng) for _ in range(episodes)]
     write_tfrecord(folder / f"traj_0_to_{episodes - 1}.tfrecords", records)
     return root / "bair"
 
