@@ -17,9 +17,11 @@ start-context pool and ``--dtype``. Prints the DreamVecEnv / DummyVecEnv ratio l
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import time
+from collections.abc import Callable
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
@@ -85,23 +87,30 @@ def build_core(args: argparse.Namespace):
     return DreamCore(model, cfg, head=head, device=args.device)
 
 
+def cycling_stepper(env, actions: np.ndarray, sync: Callable[[], None] | None = None) -> Callable[[], None]:
+    """A ``step()`` whose ``i``-th call steps the vector ``env`` (seeded 0 and reset here) by
+    ``actions[i % K]``, ``actions`` ``(K, n_envs, 4)``; ``sync``, if given, runs after each step."""
+    env.seed(0)
+    env.reset()
+    batches = itertools.cycle(actions)
+
+    def step():
+        env.step(next(batches))
+        if sync is not None:
+            sync()
+
+    return step
+
+
 def vec_stepper(core, actions: np.ndarray):
     """A warmed-up ``step()`` advancing a ``DreamVecEnv`` of ``actions.shape[1]`` envs."""
     import torch
 
     from worldmodel.envs.dream_vec import DreamVecEnv
 
-    vec = DreamVecEnv(core, actions.shape[1])
-    vec.seed(0)
-    vec.reset()
-    k = [0]
-
-    def step():
-        vec.step(actions[k[0] % len(actions)])
-        k[0] += 1
-        if core.device.type == "cuda":
-            torch.cuda.synchronize(core.device)
-
+    # CUDA runs asynchronously: wait for each step so that the rate counts its work
+    sync = (lambda: torch.cuda.synchronize(core.device)) if core.device.type == "cuda" else None
+    step = cycling_stepper(DreamVecEnv(core, actions.shape[1]), actions, sync)
     for _ in range(3):
         step()
     return step
@@ -114,14 +123,7 @@ def dummy_stepper(core, actions: np.ndarray):
     from worldmodel.envs.dream import DreamEnv
 
     dummy = DummyVecEnv([lambda: DreamEnv(core=core) for _ in range(actions.shape[1])])
-    dummy.seed(0)
-    dummy.reset()
-    k = [0]
-
-    def step():
-        dummy.step(actions[k[0] % len(actions)])
-        k[0] += 1
-
+    step = cycling_stepper(dummy, actions)
     step()
     return step
 
