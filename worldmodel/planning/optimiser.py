@@ -53,19 +53,19 @@ class Optimiser(BoxPlanner):
             device: where candidates live (default: ``init``'s device, else the CPU).
 
         Returns:
-            A ``CEMResult``; ``actions`` ``(P, H, A)`` is the plan to execute (what the other
-            fields hold for each planner: its ``_search``).
+            A ``CEMResult``; ``actions`` ``(P, H, A)`` is the plan to execute (each planner's
+            ``_search`` says what the other fields hold).
         """
         mean = self._start(init, problems, device)
         elites = init.elites if isinstance(init, WarmStart) else None
-        return self._search(
-            objective, WarmStart(mean, None if elites is None else elites.to(mean.device)), generator
-        )
+        if elites is not None:
+            elites = elites.to(mean.device)
+        return self._search(objective, WarmStart(mean, elites), generator)
 
     def _search(self, objective: Objective, start: WarmStart, generator: torch.Generator | None) -> CEMResult:
         """The planner's update rule from ``start``: the checked mean ``(P, H, A)`` and the shifted
         elites ``(P, K, H, A)`` of a ``WarmStart`` ``init`` (or None), on the candidates' device."""
-        raise NotImplementedError
+        raise NotImplementedError  # pragma: no cover
 
     def _std(self, fraction: float, device: torch.device) -> Tensor:
         """``fraction`` of the half-range ``(high - low) / 2``: ``(A,)``."""
