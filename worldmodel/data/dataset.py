@@ -45,13 +45,13 @@ class ShardDataset(WindowDataset):
             raise ValueError(f"split must be 'train', 'test' or 'all' for {path}, got {split!r}")
         super().__init__(
             seq_len,
-            split == "train" if random_offset is None else random_offset,
+            split,
+            random_offset,
             image_size,
             manifest["image_size"],
             manifest["seq_len"],
             str(self.root),
         )
-        self.split = split
         self.manifest = manifest
         self.action_dim, self.state_dim = manifest["action_dim"], manifest["state_dim"]
         self.readers = [sh.ShardReader(self.root, e) for e in manifest["shards"]]

@@ -96,14 +96,7 @@ class PngDataset(WindowDataset):
                 f"{self.sequences[0] / '0.png'}: wrong image size {first.shape[1]}x{first.shape[0]}, "
                 "frames must be square"
             )
-        super().__init__(
-            seq_len,
-            split == "train" if random_offset is None else random_offset,
-            image_size,
-            first.shape[0],
-            length,
-            str(folder),
-        )
+        super().__init__(seq_len, split, random_offset, image_size, first.shape[0], length, str(folder))
         self.fingerprint = fingerprint_of(
             {
                 "format": "png",

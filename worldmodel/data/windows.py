@@ -39,7 +39,9 @@ class WindowDataset(Dataset):
 
     Attributes:
         seq_len: window length ``T`` (context + future).
-        random_offset: random start (training) or start 0 (evaluation).
+        split: the split opened (``"train"``, ``"test"``, ...).
+        random_offset: random start (training) or start 0 (evaluation); a reader given None starts
+            at random in the ``"train"`` split only.
         has_actions: whether items carry ``actions`` and ``states`` (PNG folders do not).
         spec: ``dict(format, image_size, action_dim, state_dim, seq_len, episodes, episode_length)``.
         fingerprint: stable hash of what was opened (manifest or file list with sizes).
@@ -53,7 +55,8 @@ class WindowDataset(Dataset):
     def __init__(
         self,
         seq_len: int,
-        random_offset: bool,
+        split: str,
+        random_offset: bool | None,
         image_size: int | None,
         native_size: int,
         episode_length: int,
@@ -68,7 +71,8 @@ class WindowDataset(Dataset):
                 f"seq_len={seq_len} is longer than the episodes of {where} (episode length {episode_length})"
             )
         self.seq_len = seq_len
-        self.random_offset = bool(random_offset)
+        self.split = split
+        self.random_offset = split == "train" if random_offset is None else bool(random_offset)
         self.native_size = native_size
         self.image_size = image_size or native_size
         self.episode_length = episode_length

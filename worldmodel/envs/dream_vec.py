@@ -195,7 +195,38 @@ def _core(checkpoint: Any, head: Any, device: Any, options: dict[str, Any]) -> D
     return DreamCore(checkpoint, DreamConfig(**options), head=head, device=device)
 
 
-class DreamVecEnv(VecEnv):
+class _BatchedDream:
+    """The construction both vector faces share: the ``DreamCore`` (from ``checkpoint``, ``head``,
+    ``device`` and ``DreamConfig`` ``options``), the render mode and the batched episodes; each face
+    sets its spaces in ``_init_spaces`` and maps its old call forms in ``_old_arguments``."""
+
+    def __init__(
+        self,
+        checkpoint: Any = None,
+        num_envs: int = 1,
+        *,
+        render_mode: str | None = None,
+        head: Any = None,
+        device: Any = "auto",
+        **options: Any,
+    ) -> None:
+        checkpoint, num_envs = self._old_arguments(checkpoint, num_envs, options)
+        self.core = _core(checkpoint, head, device, options)
+        self.render_mode = render_mode
+        self._batch = _BatchedEpisodes(self.core, num_envs)
+        self._init_spaces(
+            num_envs, self.core.observation_space(), gym.spaces.Box(-1.0, 1.0, (4,), np.float32)
+        )
+
+    def _old_arguments(self, checkpoint: Any, num_envs: Any, options: dict[str, Any]) -> tuple[Any, Any]:
+        """``(checkpoint, num_envs)`` from a deprecated call form (warned at the caller), else as given."""
+        return checkpoint, num_envs
+
+    def _init_spaces(self, num_envs: int, obs_space: gym.Space, action_space: gym.spaces.Box) -> None:
+        raise NotImplementedError  # pragma: no cover
+
+
+class DreamVecEnv(_BatchedDream, VecEnv):
     """``num_envs`` dreams stepped by one batched model call: an SB3 ``VecEnv``.
 
     Same-step auto-reset: an ended env's ``infos[i]`` holds ``terminal_observation`` and
@@ -215,24 +246,14 @@ class DreamVecEnv(VecEnv):
         head, device, **options: as ``DreamEnv``.
     """
 
-    def __init__(
-        self,
-        checkpoint: Any = None,
-        num_envs: int = 1,
-        *,
-        render_mode: str | None = None,
-        head: Any = None,
-        device: Any = "auto",
-        **options: Any,
-    ) -> None:
+    def _old_arguments(self, checkpoint: Any, num_envs: Any, options: dict[str, Any]) -> tuple[Any, Any]:
         if "model" in options:  # the old name of the first argument
-            warnings.warn("DreamVecEnv(model=...) is now DreamVecEnv(checkpoint=...)", DeprecationWarning, 2)
+            warnings.warn("DreamVecEnv(model=...) is now DreamVecEnv(checkpoint=...)", DeprecationWarning, 3)
             checkpoint = options.pop("model")
-        self.core = _core(checkpoint, head, device, options)
-        self.render_mode = render_mode
-        self._batch = _BatchedEpisodes(self.core, num_envs)
-        obs_space = self.core.observation_space()
-        super().__init__(num_envs, obs_space, gym.spaces.Box(-1.0, 1.0, (4,), np.float32))
+        return checkpoint, num_envs
+
+    def _init_spaces(self, num_envs: int, obs_space: gym.Space, action_space: gym.spaces.Box) -> None:
+        VecEnv.__init__(self, num_envs, obs_space, action_space)
         self._actions: np.ndarray | None = None
 
     @property
@@ -312,7 +333,7 @@ class DreamVecEnv(VecEnv):
         return [False for _ in self._get_indices(indices)]
 
 
-class DreamVectorEnv(VectorEnv):
+class DreamVectorEnv(_BatchedDream, VectorEnv):
     """The Gymnasium ``VectorEnv`` face of the batched dream (``AutoresetMode.SAME_STEP``).
 
     ``step`` returns arrays; ``infos`` is a dict of arrays with ``_key`` masks holding the task's
@@ -329,30 +350,21 @@ class DreamVectorEnv(VectorEnv):
         "render_fps": 10,
     }
 
-    def __init__(
-        self,
-        checkpoint: Any = None,
-        num_envs: int = 1,
-        *,
-        render_mode: str | None = None,
-        head: Any = None,
-        device: Any = "auto",
-        **options: Any,
-    ) -> None:
+    def _old_arguments(self, checkpoint: Any, num_envs: Any, options: dict[str, Any]) -> tuple[Any, Any]:
         if isinstance(checkpoint, int) and not isinstance(num_envs, int):  # the old order
             warnings.warn(
                 "DreamVectorEnv(num_envs, checkpoint) is now DreamVectorEnv(checkpoint, num_envs), as "
                 "every dream takes its checkpoint first",
                 DeprecationWarning,
-                2,
+                3,
             )
-            checkpoint, num_envs = num_envs, checkpoint
-        self.core = _core(checkpoint, head, device, options)
-        self._batch = _BatchedEpisodes(self.core, num_envs)
+            return num_envs, checkpoint
+        return checkpoint, num_envs
+
+    def _init_spaces(self, num_envs: int, obs_space: gym.Space, action_space: gym.spaces.Box) -> None:
         self.num_envs = num_envs
-        self.render_mode = render_mode
-        self.single_observation_space = self.core.observation_space()
-        self.single_action_space = gym.spaces.Box(-1.0, 1.0, (4,), np.float32)
+        self.single_observation_space = obs_space
+        self.single_action_space = action_space
         self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, num_envs)
         self.action_space = gym.vector.utils.batch_space(self.single_action_space, num_envs)
 

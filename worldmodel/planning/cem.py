@@ -45,14 +45,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from worldmodel.planning.box import (
-    BoxPlanner,
-    CEMResult,
-    Objective,
-    WarmStart,
-    checked_scores,
-    raise_unless_finite,
-    take,
+from worldmodel.planning.box import CEMResult, Objective, WarmStart, checked_scores, raise_unless_finite, take
+from worldmodel.planning.optimiser import (
+    BestSoFar,
+    Optimiser,
+    check_choices,
+    check_counts,
+    check_refit,
+    white_noise,
 )
 
 SAMPLING = ("clip", "truncate")
@@ -101,27 +101,19 @@ class CEMConfig:
     """iCEM: add the mean as a candidate at the last iteration."""
 
     def __post_init__(self) -> None:
-        if self.sampling not in SAMPLING:
-            raise ValueError(f"sampling must be one of {', '.join(SAMPLING)}, got {self.sampling!r}")
-        if self.returns not in RETURNS:
-            raise ValueError(f"returns must be one of {', '.join(RETURNS)}, got {self.returns!r}")
+        check_choices(self, {"sampling": SAMPLING, "returns": RETURNS})
         if not 0.0 < self.elite_fraction < 1.0:
             raise ValueError(f"elite_fraction must be in (0, 1), got {self.elite_fraction}")
         if self.elites is None:
             self.elites = max(1, round(self.elite_fraction * self.population))
-        for name in ("horizon", "population", "elites", "iterations"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        check_counts(self, ("horizon", "population", "elites", "iterations"))
         if self.population >= 2 and self.elites >= self.population:
             # refitting to every candidate never selects: the distribution would only drift
             raise ValueError(
                 f"elites ({self.elites}) must be < population ({self.population}); leave elites unset "
                 f"for {self.elite_fraction:g} of the population"
             )
-        if not 0.0 <= self.alpha < 1.0:
-            raise ValueError(f"alpha must be in [0, 1), got {self.alpha}")
-        if not self.init_std > 0 or self.min_std < 0:
-            raise ValueError(f"init_std must be > 0 and min_std >= 0, got {self.init_std}, {self.min_std}")
+        check_refit(self)
         if self.population_decay < 1.0:
             raise ValueError(f"population_decay must be >= 1, got {self.population_decay}")
         if not 0.0 <= self.keep_elites <= 1.0:
@@ -168,20 +160,10 @@ class CEMConfig:
         return kept + (1 if self.add_mean and i == self.iterations - 1 else 0)
 
 
-class CEM(BoxPlanner):
-    """Batched CEM / iCEM over action sequences in a box.
+class CEM(Optimiser):
+    """Batched CEM / iCEM over action sequences in a box (``config``: a ``CEMConfig``)."""
 
-    Args:
-        config: a ``CEMConfig``.
-        low, high: action bounds, floats or tensors broadcastable to ``(A,)``.
-        action_dim: ``A``.
-    """
-
-    def __init__(
-        self, config: CEMConfig, action_dim: int, low: float | Tensor = -1.0, high: float | Tensor = 1.0
-    ) -> None:
-        super().__init__(action_dim, low, high)
-        self.config = config
+    config: CEMConfig
 
     def warm_start(
         self, result: CEMResult | WarmStart, steps: int, generator: torch.Generator | None = None
@@ -192,71 +174,42 @@ class CEM(BoxPlanner):
         actions drawn from the initial distribution. Returns a ``WarmStart`` for ``optimize``.
         """
         cfg = self.config
-        mean = result.mean
-        steps = min(max(int(steps), 0), self.horizon)
-        fresh = self.initial_mean(len(mean), mean.device)
-        shifted = torch.cat([mean[:, steps:], fresh[:, :steps]], dim=1)
-        elites = None
+        shifted = super().warm_start(result, steps)
         source = result.elites
-        if cfg.shift_elites and cfg.kept() > 0 and source is not None and source.shape[1] >= cfg.kept():
-            kept = source[:, : cfg.kept()]
-            std0 = self._init_std(mean.device)
-            tail = _white(kept[:, :, :steps].shape, generator, mean.device) * std0 + fresh[:, None, :steps]
-            low, high = self._bounds(mean.device)
-            elites = torch.cat([kept[:, :, steps:], _clamp(tail, low, high)], dim=2)
-        return WarmStart(shifted, elites)
-
-    def _init_std(self, device: torch.device) -> Tensor:
-        low, high = self._bounds(device)
-        return self.config.init_std * (high - low) / 2
+        if not (cfg.shift_elites and cfg.kept() > 0 and source is not None and source.shape[1] >= cfg.kept()):
+            return shifted
+        steps = min(max(int(steps), 0), self.horizon)
+        dev = shifted.mean.device
+        kept = source[:, : cfg.kept()]
+        fresh = self.initial_mean(len(kept), dev)[:, :steps]
+        eps = white_noise(kept[:, :, :steps].shape, generator, dev)
+        tail = self._perturb(fresh, self._std(cfg.init_std, dev), eps)
+        return WarmStart(shifted.mean, torch.cat([kept[:, :, steps:], tail], dim=2))
 
     def _sample(self, mean: Tensor, std: Tensor, n: int, generator: torch.Generator | None) -> Tensor:
         """``n`` candidates per problem ``(P, n, H, A)`` from ``N(mean, std^2)`` within the bounds."""
         cfg = self.config
         p, h, a = mean.shape
-        low, high = self._bounds(mean.device)
         eps = candidate_noise((p, n, h, a), cfg.noise_beta, generator, mean.device)
         if cfg.sampling == "truncate":
             # Keep mu +- 2 sigma inside the bounds (mbrl-lib), then fold eps into N(0,1) | [-2, 2].
+            low, high = self._bounds(mean.device)
             std = torch.minimum(std, torch.minimum(mean - low, high - mean).clamp_min(0) / 2)
             eps = truncate_normal(eps, 2.0)
-        return _clamp(mean[:, None] + std[:, None] * eps, low, high)
+        return self._perturb(mean, std, eps)
 
     # --- the optimiser ------------------------------------------------------------------------
-    @torch.no_grad()
-    def optimize(
-        self,
-        objective: Objective,
-        problems: int | None = None,
-        *,
-        init: WarmStart | Tensor | None = None,
-        generator: torch.Generator | None = None,
-        device: torch.device | str | None = None,
-    ) -> CEMResult:
-        """Maximise ``objective`` for every problem.
-
-        Args:
-            objective: candidates ``(P, N, H, A)`` → scores ``(P, N)`` (higher is better).
-            problems: ``P`` (may be omitted when ``init`` is given).
-            init: a ``WarmStart`` (or a mean ``(P, H, A)``) to start from; default the midpoint.
-            generator: the source of all sampling, for reproducible plans.
-            device: where candidates live (default: ``init``'s device, else the CPU).
-
-        Returns:
-            A ``CEMResult``; ``actions`` ``(P, H, A)`` is the plan to execute.
-        """
+    def _search(self, objective: Objective, start: WarmStart, generator: torch.Generator | None) -> CEMResult:
+        """CEM's refits; ``start.elites`` are iCEM's shifted elites, if any."""
         cfg = self.config
-        shifted_elites = init.elites if isinstance(init, WarmStart) else None
-        mean = self._start(init, problems, device)
-        p, h, a = mean.shape
+        mean = start.mean
         dev = mean.device
-        std = self._init_std(dev).expand(p, h, a).clone()
-        min_std = cfg.min_std * (self._bounds(dev)[1] - self._bounds(dev)[0]) / 2
+        std = self._std(cfg.init_std, dev).expand(mean.shape).clone()
+        min_std = self._std(cfg.min_std, dev)
         carried = None
-        if cfg.shift_elites and shifted_elites is not None:
-            carried = shifted_elites.to(dev)[:, : cfg.kept()]
-        best = mean.clone()
-        best_score = torch.full((p,), -math.inf, device=dev)
+        if cfg.shift_elites and start.elites is not None:
+            carried = start.elites[:, : cfg.kept()]
+        best = BestSoFar(mean)
         elites = mean[:, None]
         evaluations = 0
         for i in range(cfg.iterations):
@@ -270,16 +223,14 @@ class CEM(BoxPlanner):
             evaluations += cand.shape[1]
             top, idx = scores.topk(min(cfg.elites, cand.shape[1]), dim=1)  # sorted, best first
             elites = take(cand, idx)
-            improved = top[:, 0] > best_score
-            best = torch.where(improved[:, None, None], elites[:, 0], best)
-            best_score = torch.where(improved, top[:, 0], best_score)
+            best.update(elites[:, 0], top[:, 0])
             mean = cfg.alpha * mean + (1 - cfg.alpha) * elites.mean(1)
             std = cfg.alpha * std + (1 - cfg.alpha) * elites.std(1, unbiased=False)
             std = torch.maximum(std, min_std)
             carried = elites[:, : cfg.kept()] if cfg.kept() > 0 else None
-        actions = mean if cfg.returns == "mean" else best
-        raise_unless_finite(best_score)  # one host sync per call
-        return CEMResult(actions, mean, std, best, best_score, elites, evaluations)
+        actions = mean if cfg.returns == "mean" else best.actions
+        raise_unless_finite(best.score)  # one host sync per call
+        return CEMResult(actions, mean, std, best.actions, best.score, elites, evaluations)
 
 
 # ----------------------------------------------------------------------------------- noise
@@ -291,15 +242,7 @@ def candidate_noise(
     p, n, h, a = shape
     if beta > 0:
         return colored_noise((p, n, a), h, beta, generator, device).transpose(-1, -2)
-    return _white(shape, generator, device)
-
-
-def _white(shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device) -> Tensor:
-    return torch.randn(shape, generator=generator, device=device)
-
-
-def _clamp(x: Tensor, low: Tensor, high: Tensor) -> Tensor:
-    return torch.maximum(torch.minimum(x, high), low)
+    return white_noise(shape, generator, device)
 
 
 def truncate_normal(eps: Tensor, bound: float) -> Tensor:

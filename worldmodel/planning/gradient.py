@@ -51,14 +51,14 @@ not poison its sequence's Adam state).
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from worldmodel.planning.box import BoxPlanner, checked_scores, raise_unless_finite
+from worldmodel.planning.box import checked_scores, raise_unless_finite
 from worldmodel.planning.cem import CEM, CEMConfig, CEMResult, Objective, WarmStart
+from worldmodel.planning.optimiser import BestSoFar, Optimiser, check_choices, check_counts, white_noise
 
 INITS = ("mean", "cem")
 SQUASH = ("clip", "tanh")
@@ -91,13 +91,8 @@ class GradientConfig:
     horizon must be ``horizon``."""
 
     def __post_init__(self) -> None:
-        if self.init not in INITS:
-            raise ValueError(f"init must be one of {', '.join(INITS)}, got {self.init!r}")
-        if self.squash not in SQUASH:
-            raise ValueError(f"squash must be one of {', '.join(SQUASH)}, got {self.squash!r}")
-        for name in ("horizon", "candidates"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        check_choices(self, {"init": INITS, "squash": SQUASH})
+        check_counts(self, ("horizon", "candidates"))
         if self.steps < 0:
             raise ValueError(f"steps must be >= 0, got {self.steps}")
         if not self.lr > 0 or not self.init_std >= 0:
@@ -125,20 +120,16 @@ class GradientConfig:
         return start + self.candidates * (self.steps + 1)
 
 
-class GradientPlanner(BoxPlanner):
-    """Batched gradient ascent on action sequences in a box (see the module docstring).
+class GradientPlanner(Optimiser):
+    """Batched gradient ascent on action sequences in a box (see the module docstring; ``config``:
+    a ``GradientConfig``)."""
 
-    Args:
-        config: a ``GradientConfig``.
-        action_dim: ``A``.
-        low, high: action bounds, floats or tensors broadcastable to ``(A,)``.
-    """
+    config: GradientConfig
 
     def __init__(
         self, config: GradientConfig, action_dim: int, low: float | Tensor = -1.0, high: float | Tensor = 1.0
     ) -> None:
-        super().__init__(action_dim, low, high)
-        self.config = config
+        super().__init__(config, action_dim, low, high)
         self.cem = CEM(config.cem, action_dim, low, high) if config.init == "cem" else None
 
     # --- parameterisation -----------------------------------------------------------------------
@@ -158,64 +149,42 @@ class GradientPlanner(BoxPlanner):
         return mid + half * (torch.tanh(u) if self.config.squash == "tanh" else u)
 
     # --- the optimiser ----------------------------------------------------------------------------
-    def _starts(self, objective: Objective, mean: Tensor, init: Any, generator: torch.Generator | None):
+    def _starts(self, objective: Objective, start: WarmStart, generator: torch.Generator | None):
         """Starting sequences ``(P, N, H, A)`` and the objective evaluations they took."""
         cfg = self.config
         n = cfg.candidates
+        mean = start.mean
         parts, evaluations = [], 0
         if self.cem is not None:
-            ws = init if isinstance(init, WarmStart) else WarmStart(mean)
-            ws = WarmStart(mean, None if ws.elites is None else ws.elites.to(mean.device))
-            res = self.cem.optimize(objective, init=ws, generator=generator)
+            res = self.cem.optimize(objective, init=start, generator=generator)
             evaluations = res.evaluations
             parts = [res.actions[:, None], res.elites[:, : n - 1]]
         else:
             parts = [mean[:, None]]
         have = sum(x.shape[1] for x in parts)
         if have < n:
-            low, high = self._bounds(mean.device)
-            std = cfg.init_std * (high - low) / 2
-            eps = torch.randn((len(mean), n - have, *mean.shape[1:]), generator=generator, device=mean.device)
-            parts.append(torch.maximum(torch.minimum(mean[:, None] + std * eps, high), low))
+            eps = white_noise((len(mean), n - have, *mean.shape[1:]), generator, mean.device)
+            parts.append(self._perturb(mean, self._std(cfg.init_std, mean.device), eps))
         return torch.cat(parts, dim=1)[:, :n], evaluations
 
-    @torch.no_grad()
-    def optimize(
-        self,
-        objective: Objective,
-        problems: int | None = None,
-        *,
-        init: WarmStart | Tensor | None = None,
-        generator: torch.Generator | None = None,
-        device: torch.device | str | None = None,
-    ) -> CEMResult:
-        """Maximise a differentiable ``objective`` for every problem.
+    def _search(self, objective: Objective, start: WarmStart, generator: torch.Generator | None) -> CEMResult:
+        """Adam on a differentiable ``objective`` (see the module docstring) from ``start``; with
+        ``init="cem"`` its shifted elites, if any, seed the CEM run.
+        ``generator``'s state is restored before every gradient step so the objective's noise is
+        fixed within the call.
 
-        Args:
-            objective: candidates ``(P, N, H, A)`` → scores ``(P, N)`` (higher is better),
-                differentiable in the candidates (see the module docstring).
-            problems: ``P`` (may be omitted when ``init`` is given).
-            init: a ``WarmStart`` (or a mean ``(P, H, A)``) to start from; default the midpoint.
-                With ``init="cem"`` its shifted elites, if any, seed the CEM run.
-            generator: the source of all sampling; its state is restored before every gradient
-                step so the objective's noise is fixed within the call.
-            device: where candidates live (default: ``init``'s device, else the CPU).
-
-        Returns:
-            A ``CEMResult``: ``actions`` = ``mean`` = ``best`` ``(P, H, A)`` the best sequence
-            scored, ``best_score`` ``(P,)`` its score, ``elites`` ``(P, N, H, A)`` the final
-            sequences sorted best first, ``std`` their spread, ``evaluations`` the candidates scored
-            per problem (forward passes; each gradient step also runs a backward pass).
+        Returns a ``CEMResult``: ``actions`` = ``mean`` = ``best`` ``(P, H, A)`` the best sequence
+        scored, ``best_score`` ``(P,)`` its score, ``elites`` ``(P, N, H, A)`` the final sequences
+        sorted best first, ``std`` their spread, ``evaluations`` the candidates scored per problem
+        (forward passes; each gradient step also runs a backward pass).
         """
         cfg = self.config
-        mean = self._start(init, problems, device)
-        p, dev = len(mean), mean.device
-        starts, evaluations = self._starts(objective, mean, init, generator)
+        p, dev = len(start.mean), start.mean.device
+        starts, evaluations = self._starts(objective, start, generator)
         u = self._free(starts).requires_grad_(True)
         optimiser = torch.optim.Adam([u], lr=cfg.lr)
         saved = generator.get_state() if generator is not None else None
-        best = starts[:, 0].clone()
-        best_score = torch.full((p,), -math.inf, device=dev)
+        best = BestSoFar(starts[:, 0])
         with torch.enable_grad():
             for k in range(cfg.steps + 1):
                 if saved is not None:
@@ -225,10 +194,7 @@ class GradientPlanner(BoxPlanner):
                 evaluations += cand.shape[1]
                 last = scores.detach()
                 top, idx = last.max(1)
-                improved = top > best_score
-                pick = cand.detach()[torch.arange(p, device=dev), idx]
-                best = torch.where(improved[:, None, None], pick, best)
-                best_score = torch.where(improved, top, best_score)
+                best.update(cand.detach()[torch.arange(p, device=dev), idx], top)
                 if k == cfg.steps:
                     break
                 if not scores.requires_grad:
@@ -246,9 +212,11 @@ class GradientPlanner(BoxPlanner):
                 if cfg.squash == "clip":
                     with torch.no_grad():
                         u.clamp_(-1, 1)  # projection onto the box
-        raise_unless_finite(best_score)
+        raise_unless_finite(best.score)
         final = self._actions(u.detach())
         order = last.argsort(1, descending=True)
         elites = final.gather(1, order[:, :, None, None].expand_as(final))
         std = final.std(1, unbiased=False)
-        return CEMResult(best, best, std, best.clone(), best_score, elites, evaluations)
+        return CEMResult(
+            best.actions, best.actions, std, best.actions.clone(), best.score, elites, evaluations
+        )

@@ -46,8 +46,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from worldmodel.planning.box import BoxPlanner, checked_scores, raise_unless_finite, take
+from worldmodel.planning.box import checked_scores, raise_unless_finite, take
 from worldmodel.planning.cem import RETURNS, CEMResult, Objective, WarmStart, candidate_noise
+from worldmodel.planning.optimiser import BestSoFar, Optimiser, check_choices, check_counts, check_refit
 
 
 @dataclasses.dataclass
@@ -86,19 +87,13 @@ class MPPIConfig:
     """Colored-noise exponent along the horizon (0: white noise, as in MPPI; iCEM: 0.25-3.5)."""
 
     def __post_init__(self) -> None:
-        if self.returns not in RETURNS:
-            raise ValueError(f"returns must be one of {', '.join(RETURNS)}, got {self.returns!r}")
-        for name in ("horizon", "population", "iterations"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        check_choices(self, {"returns": RETURNS})
+        check_counts(self, ("horizon", "population", "iterations"))
         if self.elites is not None and not 1 <= self.elites <= self.population:
             raise ValueError(f"elites must be in 1..population={self.population} or None, got {self.elites}")
         if not self.temperature >= 0 or math.isinf(self.temperature):
             raise ValueError(f"temperature must be finite and >= 0, got {self.temperature}")
-        if not 0.0 <= self.alpha < 1.0:
-            raise ValueError(f"alpha must be in [0, 1), got {self.alpha}")
-        if not self.init_std > 0 or not self.min_std >= 0:
-            raise ValueError(f"init_std must be > 0 and min_std >= 0, got {self.init_std}, {self.min_std}")
+        check_refit(self)
         if not self.noise_beta >= 0:
             raise ValueError(f"noise_beta must be >= 0, got {self.noise_beta}")
 
@@ -156,65 +151,33 @@ def mppi_weights(scores: Tensor, temperature: float, normalize: bool = True) -> 
     return torch.softmax(z, dim=1)
 
 
-class MPPI(BoxPlanner):
-    """Batched MPPI over action sequences in a box (see the module docstring).
+class MPPI(Optimiser):
+    """Batched MPPI over action sequences in a box (see the module docstring; ``config``: an
+    ``MPPIConfig``)."""
 
-    Args:
-        config: an ``MPPIConfig``.
-        action_dim: ``A``.
-        low, high: action bounds, floats or tensors broadcastable to ``(A,)``.
-    """
-
-    def __init__(
-        self, config: MPPIConfig, action_dim: int, low: float | Tensor = -1.0, high: float | Tensor = 1.0
-    ) -> None:
-        super().__init__(action_dim, low, high)
-        self.config = config
+    config: MPPIConfig
 
     def _sample(self, mean: Tensor, std: Tensor, generator: torch.Generator | None) -> Tensor:
         """``N`` candidates per problem ``(P, N, H, A)`` from ``N(mean, std^2)``, clipped to the box."""
         cfg = self.config
         p, h, a = mean.shape
-        n = cfg.population
-        eps = candidate_noise((p, n, h, a), cfg.noise_beta, generator, mean.device)
-        low, high = self._bounds(mean.device)
-        return torch.maximum(torch.minimum(mean[:, None] + std[:, None] * eps, high), low)
+        eps = candidate_noise((p, cfg.population, h, a), cfg.noise_beta, generator, mean.device)
+        return self._perturb(mean, std, eps)
 
-    @torch.no_grad()
-    def optimize(
-        self,
-        objective: Objective,
-        problems: int | None = None,
-        *,
-        init: WarmStart | Tensor | None = None,
-        generator: torch.Generator | None = None,
-        device: torch.device | str | None = None,
-    ) -> CEMResult:
-        """Maximise ``objective`` for every problem.
+    def _search(self, objective: Objective, start: WarmStart, generator: torch.Generator | None) -> CEMResult:
+        """MPPI's weighted refits from ``start.mean`` (shifted elites are not used).
 
-        Args:
-            objective: candidates ``(P, N, H, A)`` → scores ``(P, N)`` (higher is better).
-            problems: ``P`` (may be omitted when ``init`` is given).
-            init: a ``WarmStart`` (its mean; shifted elites are not used) or a mean ``(P, H, A)``
-                to start from; default the midpoint.
-            generator: the source of all sampling, for reproducible plans.
-            device: where candidates live (default: ``init``'s device, else the CPU).
-
-        Returns:
-            A ``CEMResult``: ``actions`` ``(P, H, A)`` the plan to execute (the mean or the best),
-            ``mean`` and ``std`` the final distribution, ``best``/``best_score`` the best sample,
-            ``elites`` ``(P, E, H, A)`` the last iteration's heaviest samples, best first (``E`` is
-            ``elites``, else a tenth of the population).
+        Returns a ``CEMResult``: ``actions`` ``(P, H, A)`` the plan to execute (the mean or the best),
+        ``mean`` and ``std`` the final distribution, ``best``/``best_score`` the best sample,
+        ``elites`` ``(P, E, H, A)`` the last iteration's heaviest samples, best first (``E`` is
+        ``elites``, else a tenth of the population).
         """
         cfg = self.config
-        mean = self._start(init, problems, device)
-        p, h, a = mean.shape
+        mean = start.mean
         dev = mean.device
-        half = self._half_range(dev)
-        std = (cfg.init_std * half).expand(p, h, a).clone()
-        min_std = cfg.min_std * half
-        best = mean.clone()
-        best_score = torch.full((p,), -math.inf, device=dev)
+        std = self._std(cfg.init_std, dev).expand(mean.shape).clone()
+        min_std = self._std(cfg.min_std, dev)
+        best = BestSoFar(mean)
         keep = cfg.elites or max(1, round(0.1 * cfg.population))
         elites = mean[:, None]
         for _ in range(cfg.iterations):
@@ -223,9 +186,7 @@ class MPPI(BoxPlanner):
             top, idx = scores.topk(cfg.elites or cfg.population, dim=1)  # sorted, best first
             weighted = take(cand, idx)
             w = mppi_weights(top, cfg.temperature, cfg.normalize)[:, :, None, None]
-            improved = top[:, 0] > best_score
-            best = torch.where(improved[:, None, None], weighted[:, 0], best)
-            best_score = torch.where(improved, top[:, 0], best_score)
+            best.update(weighted[:, 0], top[:, 0])
             # A problem without a finite score this iteration keeps its distribution (no NaN).
             ok = torch.isfinite(top[:, :1, None])
             new_mean = torch.where(ok, (w * weighted).sum(1), mean)
@@ -234,6 +195,8 @@ class MPPI(BoxPlanner):
                 std = torch.where(ok, torch.maximum(spread, min_std), std)
             mean = cfg.alpha * mean + (1 - cfg.alpha) * new_mean
             elites = weighted[:, :keep]
-        raise_unless_finite(best_score)
-        actions = mean if cfg.returns == "mean" else best
-        return CEMResult(actions, mean, std, best, best_score, elites, cfg.iterations * cfg.population)
+        raise_unless_finite(best.score)
+        actions = mean if cfg.returns == "mean" else best.actions
+        return CEMResult(
+            actions, mean, std, best.actions, best.score, elites, cfg.iterations * cfg.population
+        )

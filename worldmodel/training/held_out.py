@@ -19,6 +19,8 @@ unaffected.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset
@@ -115,6 +117,11 @@ def held_out_scores(
             control = _control_scores(model, items, control_k, seed) if control_k else {}
     finally:
         model.train(was_training)
+    return {**eval_scores(report), **control}
+
+
+def eval_scores(report: dict[str, Any]) -> dict[str, float]:
+    """The ``eval/*`` tags of an ``evaluate`` report (``score_predictions(...).to_json()``)."""
     out = {
         "eval/psnr": report["psnr_mean"],
         "eval/ssim": report["ssim_mean"],
@@ -125,7 +132,7 @@ def held_out_scores(
     }
     if "bpp_mean" in report:
         out["eval/bpp"] = report["bpp_mean"]
-    return {**out, **control}
+    return out
 
 
 def _control_scores(
@@ -143,6 +150,12 @@ def _control_scores(
         context=model.config.n_past,
         windows="moving",
     )
+    return control_scores(result, k)
+
+
+def control_scores(result: dict[str, Any], k: int) -> dict[str, float]:
+    """The ``control/*`` tags of a ``control_diagnostics`` result read at ``k`` steps (values the
+    episodes leave undefined are left out)."""
     row = result["per_k"][str(k)]
     names = ("ee_error_cm", "ee_static_cm", "target_error_cm", "target_static_cm")
     out = {f"control/{n}": row[n] for n in names}
