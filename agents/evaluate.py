@@ -22,7 +22,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from agents.common import cli
-from worldmodel.cli.flags import OneLineParser, add_common_flags, nonneg_int, positive_int
+from worldmodel.cli.flags import OneLineParser, add_common_flags, config_from_args, nonneg_int, positive_int
 from worldmodel.envs.task import TASKS
 from worldmodel.rl import EVAL_SEED, AgentEvalJob, evaluate_agent, summary_line
 
@@ -66,19 +66,7 @@ def build_parser() -> OneLineParser:
 def run(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     video = Path(args.video) if args.video else (Path(args.json).with_suffix(".mp4") if args.json else None)
-    job = AgentEvalJob(
-        run=args.run,
-        random=args.random,
-        episodes=args.episodes,
-        json=args.json,
-        video=video,
-        video_episodes=args.video_episodes,
-        seed=args.seed,
-        stochastic=args.stochastic,
-        image_size=args.image_size,
-        task=args.task,
-        device=args.device,
-    )
+    job = config_from_args(AgentEvalJob, args, video=video)
     result = evaluate_agent(job, on_report=lambda r: print(summary_line(r)))
     if "video" in result:
         print(f"video: {result['video']}")

@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from worldmodel.cli.flags import add_common_flags, int_at_least, nonneg_float, positive_int
+from worldmodel.cli.flags import add_common_flags, config_from_args, int_at_least, nonneg_float, positive_int
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -100,29 +100,8 @@ def run(args: argparse.Namespace) -> int:
 
     ckpt = Path(args.checkpoint)
     video = _video_path(args, ckpt)
-    job = EvalJob(
-        checkpoint=ckpt,
-        data=args.data,
-        samples=args.samples,
-        n_past=args.n_past,
-        n_future=args.n_future,
-        sequences=args.sequences,
-        split=args.split,
-        seed=args.seed,
-        temperature=args.temperature,
-        device=args.device,
-        max_rollouts=args.max_rollouts,
-        control=args.control,
-        control_ks=_parse_ks(args.control_ks) if args.control is not False else (),
-        control_episodes=args.control_episodes,
-        control_candidates=args.control_candidates,
-        lpips_weights=args.lpips_weights,
-        fvd_weights=args.fvd_weights,
-        fvd_resolution=args.fvd_resolution,
-        json=args.json,
-        video=video,
-        progress=True,
-    )
+    ks = _parse_ks(args.control_ks) if args.control is not False else ()
+    job = config_from_args(EvalJob, args, checkpoint=ckpt, control_ks=ks, video=video, progress=True)
 
     def say(msg: str) -> None:
         print(f"worldmodel eval: {msg}", file=sys.stderr)

@@ -10,14 +10,17 @@ zero step count) is refused before anything runs or is written, with one line na
 also prints the whole usage block first). Sub-parsers inherit it. ``add_common_flags`` declares the
 flags many commands share (``--seed``, ``--device``, ``--threads``, ``--json``) the same way
 everywhere; each command says only what its seed seeds and what its JSON holds.
+``config_from_args`` turns the parsed flags into the job dataclass a command runs.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
-from typing import Any, NoReturn
+from collections.abc import Mapping
+from typing import Any, NoReturn, TypeVar
 
 from worldmodel.numbers import (
     finite_float,
@@ -36,6 +39,7 @@ __all__ = [
     "OneLineParser",
     "add_common_flags",
     "apply_settings",
+    "config_from_args",
     "config_path",
     "finite_float",
     "float_in",
@@ -94,6 +98,19 @@ def add_common_flags(
         )
     if json is not None:
         p.add_argument("--json", default=None, metavar="FILE", help=f"write {json} as JSON")
+
+
+# ------------------------------------------------------------------- flags -> a job dataclass
+Job = TypeVar("Job")
+
+
+def config_from_args(cls: type[Job], args: argparse.Namespace | Mapping[str, Any], **overrides: Any) -> Job:
+    """A ``cls`` dataclass from the parsed flags: each field from the flag of the same name (its
+    ``dest``), ``overrides`` winning; a field no flag names keeps its default, and flags that are no
+    field (``--json`` of a command whose job has none, ``--no-progress``...) are left out."""
+    values = vars(args) if isinstance(args, argparse.Namespace) else args
+    names = {f.name for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
+    return cls(**{**{k: v for k, v in values.items() if k in names}, **overrides})
 
 
 # ------------------------------------------------------------------------------ --config FILE

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from worldmodel.cli.flags import (
     CONFIG_HELP,
     add_common_flags,
+    config_from_args,
     float_in,
     int_at_least,
     nonneg_float,
@@ -171,39 +171,7 @@ def config_from(args: argparse.Namespace):
     from worldmodel.cli.train import parse_sets
     from worldmodel.training.online import OnlineConfig
 
-    return OnlineConfig(
-        out=Path(args.out),
-        data=Path(args.data),
-        checkpoint=None if args.checkpoint is None else Path(args.checkpoint),
-        model=args.model,
-        preset=args.preset,
-        model_set=parse_sets(args.set),
-        initial_steps=args.initial_steps,
-        iterations=args.iterations,
-        episodes_per_iter=args.episodes_per_iter,
-        train_steps=args.train_steps,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        task=args.task,
-        recorded_k=args.recorded_k,
-        reach_weight=args.reach_weight,
-        push_offset=args.push_offset,
-        max_steps=args.max_steps,
-        eval_episodes=args.eval_episodes,
-        envs=args.envs,
-        explore_noise=args.explore_noise,
-        planner=args.planner,
-        population=args.population,
-        elites=args.elites,
-        horizon=args.horizon,
-        plan_iterations=args.plan_iterations,
-        replan_every=args.replan_every,
-        temperature=args.temperature,
-        num_objects=args.num_objects,
-        seed=args.seed,
-        device=args.device,
-        ppo_run=None if args.ppo_run is None else Path(args.ppo_run),
-    )
+    return config_from_args(OnlineConfig, args, model_set=parse_sets(args.set))  # it makes the paths Paths
 
 
 def run(args: argparse.Namespace) -> int:

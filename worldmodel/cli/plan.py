@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 
 from worldmodel.cli.flags import (
     CONFIG_HELP,
     add_common_flags,
+    config_from_args,
     float_in,
     int_at_least,
     nonneg_float,
@@ -156,8 +156,7 @@ def run(args: argparse.Namespace) -> int:
 
     from worldmodel.planning.run import PlanJob, plan
 
-    fields = {f.name for f in dataclasses.fields(PlanJob)} - {"record"}
-    job = PlanJob(**{k: getattr(args, k) for k in fields}, record=args.video is not None)
+    job = config_from_args(PlanJob, args, record=args.video is not None)
     args.max_steps = job.max_steps  # the task's budget when not given, also in the saved settings
 
     def say(msg: str) -> None:
