@@ -38,6 +38,8 @@ __all__ = [
     "DEVICE_HELP",
     "OneLineParser",
     "add_common_flags",
+    "add_planner_flags",
+    "add_task_flags",
     "apply_settings",
     "config_from_args",
     "config_path",
@@ -98,6 +100,57 @@ def add_common_flags(
         )
     if json is not None:
         p.add_argument("--json", default=None, metavar="FILE", help=f"write {json} as JSON")
+
+
+def add_task_flags(
+    p: argparse.ArgumentParser,
+    *,
+    task: str | None = None,
+    recorded_k: str | None = None,
+    reach_weight: str | None = None,
+    push_offset: str | None = None,
+    max_steps: str | None = None,
+) -> None:
+    """Declare the task's flags a command has, with the types and defaults of ``TaskSpec``, each
+    given by the text its help shows: ``--task`` (default push), ``--recorded-k``,
+    ``--reach-weight``, ``--push-offset`` and ``--max-steps`` (``None``: the task's budget), in
+    that order. Flags left ``None`` are not added."""
+    if task is not None:
+        from worldmodel.envs.task import TASKS  # here: numpy is no import of every command
+
+        p.add_argument("--task", choices=TASKS, default="push", help=task)
+    if recorded_k is not None:
+        p.add_argument("--recorded-k", type=int_at_least(1, 100), default=20, help=recorded_k)
+    if reach_weight is not None:
+        p.add_argument("--reach-weight", type=nonneg_float, default=0.5, help=reach_weight)
+    if push_offset is not None:
+        p.add_argument("--push-offset", type=float_in(0.0, 0.2), default=0.0, help=push_offset)
+    if max_steps is not None:
+        p.add_argument("--max-steps", type=positive_int, default=None, help=max_steps)
+
+
+def add_planner_flags(
+    p: argparse.ArgumentParser,
+    *,
+    planners: tuple[str, ...],
+    planner: str,
+    population: str,
+    elites: str,
+    iterations: str,
+    iterations_flag: str = "--iterations",
+) -> None:
+    """Declare the MPC planner's flags, with the types and defaults of the jobs they fill
+    (``PlanJob``, ``OnlineConfig``): ``--planner`` (one of ``planners``), ``--population``,
+    ``--elites``, ``--horizon``, the refits per plan (``iterations_flag``) and ``--replan-every``.
+    ``planner``, ``population``, ``elites`` and ``iterations`` are the help texts of the command."""
+    p.add_argument("--planner", choices=planners, default="cem", help=planner)
+    p.add_argument("--population", type=int_at_least(2), default=400, help=population)
+    p.add_argument("--elites", type=positive_int, default=None, help=elites)
+    p.add_argument("--horizon", type=positive_int, default=10, help="planning horizon in steps (default 10)")
+    p.add_argument(iterations_flag, type=positive_int, default=3, help=iterations)
+    p.add_argument(
+        "--replan-every", type=positive_int, default=1, help="actions executed per plan (default 1)"
+    )
 
 
 # ------------------------------------------------------------------- flags -> a job dataclass

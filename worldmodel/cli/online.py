@@ -13,8 +13,9 @@ import sys
 from worldmodel.cli.flags import (
     CONFIG_HELP,
     add_common_flags,
+    add_planner_flags,
+    add_task_flags,
     config_from_args,
-    float_in,
     int_at_least,
     nonneg_float,
     nonneg_int,
@@ -22,7 +23,6 @@ from worldmodel.cli.flags import (
     positive_int,
     settings_of,
 )
-from worldmodel.envs.task import TASKS
 from worldmodel.files import write_json_atomic
 
 
@@ -81,36 +81,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="fine-tuning learning rate (default: the checkpoint's)",
     )
-    p.add_argument(
-        "--task",
-        choices=TASKS,
-        default="push",
-        help="push, recorded-goal or reach: what the planner aims at and is judged on (default push)",
-    )
-    p.add_argument(
-        "--recorded-k",
-        type=int_at_least(1, 100),
-        default=20,
-        help="recorded-goal: steps to the goal (default 20)",
-    )
-    p.add_argument(
-        "--reach-weight",
-        type=nonneg_float,
-        default=0.5,
-        help="object tasks: weight of the end-effector-to-object distance in the reward (default 0.5)",
-    )
-    p.add_argument(
-        "--push-offset",
-        type=float_in(0.0, 0.2),
-        default=0.0,
-        help="object tasks: the shaping draws the gripper this far (m) behind the target, away from the "
-        "goal (default 0: to its centre; see worldmodel plan)",
-    )
-    p.add_argument(
-        "--max-steps",
-        type=positive_int,
-        default=None,
-        help="steps per evaluation episode (default the task's budget: push 50, recorded-goal 2k, reach 30)",
+    add_task_flags(
+        p,
+        task="push, recorded-goal or reach: what the planner aims at and is judged on (default push)",
+        recorded_k="recorded-goal: steps to the goal (default 20)",
+        reach_weight="object tasks: weight of the end-effector-to-object distance in the reward "
+        "(default 0.5)",
+        push_offset="object tasks: the shaping draws the gripper this far (m) behind the target, away from "
+        "the goal (default 0: to its centre; see worldmodel plan)",
+        max_steps="steps per evaluation episode (default the task's budget: push 50, recorded-goal 2k, "
+        "reach 30)",
     )
     p.add_argument(
         "--eval-episodes",
@@ -132,17 +112,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="std of the Gaussian noise added to the planned actions while collecting (PlaNet's 0.3; "
         "0: none; evaluation never adds it)",
     )
-    p.add_argument("--planner", choices=("cem", "icem"), default="cem", help="cem or icem (default cem)")
-    p.add_argument(
-        "--population", type=int_at_least(2), default=400, help="candidates per iteration (default 400)"
-    )
-    p.add_argument(
-        "--elites", type=positive_int, default=None, help="elites, fewer than --population (default 10%%)"
-    )
-    p.add_argument("--horizon", type=positive_int, default=10, help="planning horizon in steps (default 10)")
-    p.add_argument("--plan-iterations", type=positive_int, default=3, help="CEM refits per plan (default 3)")
-    p.add_argument(
-        "--replan-every", type=positive_int, default=1, help="actions executed per plan (default 1)"
+    add_planner_flags(
+        p,
+        planners=("cem", "icem"),
+        planner="cem or icem (default cem)",
+        population="candidates per iteration (default 400)",
+        elites="elites, fewer than --population (default 10%%)",
+        iterations="CEM refits per plan (default 3)",
+        iterations_flag="--plan-iterations",
     )
     p.add_argument(
         "--temperature", type=nonneg_float, default=1.0, help="model sampling temperature (0: mean)"
