@@ -36,12 +36,10 @@ def build_parser() -> OneLineParser:
         "run", nargs="?", default=None, help="run folder written by agents.train or agents.train_real"
     )
     p.add_argument("--episodes", type=positive_int, default=100, help="real episodes (default 100)")
-    add_common_flags(p, json="the figures (and per-episode rows)")
-    p.add_argument(
-        "--video",
-        default=None,
-        metavar="FILE",
-        help="MP4 or GIF of the first --video-episodes episodes (default: beside --json, FILE.mp4; "
+    add_common_flags(
+        p,
+        json="the figures (and per-episode rows)",
+        video="MP4 or GIF of the first --video-episodes episodes (default: beside --json, FILE.mp4; "
         "none without --json; the run folder is never written to)",
     )
     p.add_argument(

@@ -12,7 +12,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from worldmodel.cli.flags import add_common_flags, nonneg_float, nonneg_int, positive_float, positive_int
+from worldmodel.cli.flags import add_common_flags, nonneg_int, positive_float, positive_int
 from worldmodel.envs.task import TASKS, TaskSpec
 from worldmodel.rl import HYPER_DEFAULTS, HYPER_FLAGS, RunConfig, algo_class
 from worldmodel.rl.config import ALGOS
@@ -61,12 +61,7 @@ def add_dream_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--pool-size", type=positive_int, default=64, help="dream start contexts drawn once (default 64)"
     )
-    p.add_argument(
-        "--temperature",
-        type=nonneg_float,
-        default=1.0,
-        help="scale of the model's sampling noise, >= 0 (default 1)",
-    )
+    add_common_flags(p, temperature="scale of the model's sampling noise, >= 0 (default 1)")
     p.add_argument(
         "--data",
         default=None,

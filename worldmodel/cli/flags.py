@@ -72,24 +72,33 @@ def add_common_flags(
     *,
     seed: str | None = None,
     seed_default: int | None = 0,
+    temperature: str | None = None,
     device: str | None = None,
     device_default: str | None = "auto",
     threads: bool = False,
     json: str | None = None,
+    video: str | None = None,
+    sets: str | None = None,
+    sets_metavar: str = "KEY=VALUE",
     unset: str | None = None,
 ) -> None:
-    """Declare the shared flags a command has, each given by the text its help shows.
+    """Declare the shared flags a command has, each given by the text its help shows, in this order.
 
-    ``seed``: what ``--seed`` seeds ("the episodes and the planners"); ``device``: what runs on
+    ``seed``: what ``--seed`` seeds ("the episodes and the planners"); ``temperature``: the help of
+    ``--temperature`` (the model's sampling temperature, >= 0, default 1); ``device``: what runs on
     ``--device`` ("" for nothing more to say); ``threads``: add ``--threads`` (torch CPU threads,
     applied by the ``worldmodel`` entry point before the command runs); ``json``: what the
-    ``--json FILE`` report holds. Flags left ``None`` are not added. ``unset``: what a default of
-    ``None`` means, shown in the help (default "none" for ``--seed``, "the run's" for ``--device``)."""
+    ``--json FILE`` report holds; ``video``: the help of ``--video FILE``; ``sets``: the help of the
+    repeatable ``--set`` (``sets_metavar``, a list of overrides). Flags left ``None`` are not added.
+    ``unset``: what a default of ``None`` means, shown in the help (default "none" for ``--seed``,
+    "the run's" for ``--device``)."""
     if seed is not None:
         default = (unset or "none") if seed_default is None else seed_default
         p.add_argument(
             "--seed", type=nonneg_int, default=seed_default, help=f"seed of {seed} (default {default})"
         )
+    if temperature is not None:
+        p.add_argument("--temperature", type=nonneg_float, default=1.0, help=temperature)
     if device is not None:
         default = device_default or unset or "the run's"
         where = f", {device}" if device else ""
@@ -100,6 +109,10 @@ def add_common_flags(
         )
     if json is not None:
         p.add_argument("--json", default=None, metavar="FILE", help=f"write {json} as JSON")
+    if video is not None:
+        p.add_argument("--video", default=None, metavar="FILE", help=video)
+    if sets is not None:
+        p.add_argument("--set", action="append", default=[], metavar=sets_metavar, help=sets)
 
 
 def add_task_flags(

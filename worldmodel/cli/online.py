@@ -47,12 +47,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--model", default="svg-lp", help="without --checkpoint: the model to train (default svg-lp)"
     )
     p.add_argument("--preset", default="tiny", help="without --checkpoint: its preset (default tiny)")
-    p.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="without --checkpoint: a model config override (repeatable; state_head is always on)",
+    add_common_flags(
+        p, sets="without --checkpoint: a model config override (repeatable; state_head is always on)"
     )
     p.add_argument(
         "--initial-steps",
@@ -121,9 +117,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         iterations="CEM refits per plan (default 3)",
         iterations_flag="--plan-iterations",
     )
-    p.add_argument(
-        "--temperature", type=nonneg_float, default=1.0, help="model sampling temperature (0: mean)"
-    )
+    add_common_flags(p, temperature="model sampling temperature (0: mean)")
     p.add_argument(
         "--num-objects",
         type=int_at_least(1, 4),

@@ -57,9 +57,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="object-head file (default: the model's own state head, else the checkpoint's "
         "CKPT_STEM.head.pt)",
     )
-    p.add_argument(
-        "--temperature", type=nonneg_float, default=1.0, help="model sampling temperature (0: mean)"
-    )
+    add_common_flags(p, temperature="model sampling temperature (0: mean)")
     p.add_argument(
         "--particles",
         type=positive_int,
@@ -110,12 +108,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--config", metavar="FILE", default=None, help=f"{CONFIG_HELP}; a --json report of plan is one"
     )
-    p.add_argument(
-        "--video",
-        default=None,
-        metavar="FILE",
-        help="write env 0's episodes (.mp4/.gif): real | model's imagined plan | goal image",
-    )
+    add_common_flags(p, video="write env 0's episodes (.mp4/.gif): real | model's imagined plan | goal image")
 
 
 def run(args: argparse.Namespace) -> int:
