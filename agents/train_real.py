@@ -22,6 +22,7 @@ from agents.common import (
     cli,
     parse_with_run_config,
 )
+from worldmodel.choices import check_choice
 from worldmodel.cli.flags import OneLineParser, positive_int
 from worldmodel.envs.task import TASKS
 from worldmodel.rl import (
@@ -57,8 +58,7 @@ def run(argv: list[str] | None = None) -> int:
     out = Path(args.out)
 
     def fresh():
-        if args.vec not in VEC_TYPES:
-            raise ValueError(f"--vec must be one of {', '.join(VEC_TYPES)}, got {args.vec!r}")
+        check_choice("--vec", args.vec, VEC_TYPES)
         if args.image_size < MIN_CNN_SIZE:
             raise ValueError(f"--image-size {args.image_size}: SB3's CnnPolicy needs >= {MIN_CNN_SIZE} px")
         return base_config(
