@@ -23,8 +23,7 @@ from agents.common import (
     parse_with_run_config,
 )
 from worldmodel.choices import check_choice
-from worldmodel.cli.flags import OneLineParser, positive_int
-from worldmodel.envs.task import TASKS
+from worldmodel.cli.flags import OneLineParser, add_task_flags, positive_int
 from worldmodel.rl import (
     MIN_CNN_SIZE,
     make_eval_env,
@@ -48,7 +47,7 @@ def build_parser() -> OneLineParser:
         "(default subproc)",
     )
     p.add_argument("--image-size", type=positive_int, default=64, help="sim frames, pixels (default 64)")
-    p.add_argument("--task", choices=TASKS, default="push", help="task trained and judged on (default push)")
+    add_task_flags(p, task="task trained and judged on (default push)")
     add_agent_arguments(p, default_envs=4)
     return p
 

@@ -8,9 +8,11 @@ zero step count) is refused before anything runs or is written, with one line na
 
 ``OneLineParser`` is the ``ArgumentParser`` whose errors are that one line (argparse's default
 also prints the whole usage block first). Sub-parsers inherit it. ``add_common_flags`` declares the
-flags many commands share (``--seed``, ``--device``, ``--threads``, ``--json``) the same way
-everywhere; each command says only what its seed seeds and what its JSON holds.
-``config_from_args`` turns the parsed flags into the job dataclass a command runs.
+flags many commands share (``--seed``, ``--temperature``, ``--device``, ``--threads``, ``--json``,
+``--video``, ``--set``) the same way everywhere, ``add_task_flags`` the task's and
+``add_planner_flags`` the MPC planner's; each command says only what its help texts say (what its
+seed seeds, what its JSON holds). ``config_from_args`` turns the parsed flags into the job
+dataclass a command runs.
 """
 
 from __future__ import annotations
@@ -129,7 +131,7 @@ def add_task_flags(
     ``--reach-weight``, ``--push-offset`` and ``--max-steps`` (``None``: the task's budget), in
     that order. Flags left ``None`` are not added."""
     if task is not None:
-        from worldmodel.envs.task import TASKS  # here: numpy is no import of every command
+        from worldmodel.envs.task import TASKS  # here: it loads numpy, which most commands do not need
 
         p.add_argument("--task", choices=TASKS, default="push", help=task)
     if recorded_k is not None:
@@ -175,7 +177,7 @@ def config_from_args(cls: type[Job], args: argparse.Namespace | Mapping[str, Any
     ``dest``), ``overrides`` winning; a field no flag names keeps its default, and flags that are no
     field (``--json`` of a command whose job has none, ``--no-progress``...) are left out."""
     values = vars(args) if isinstance(args, argparse.Namespace) else args
-    names = {f.name for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
+    names = {f.name for f in dataclasses.fields(cls) if f.init}
     return cls(**{**{k: v for k, v in values.items() if k in names}, **overrides})
 
 

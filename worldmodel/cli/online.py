@@ -138,11 +138,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def config_from(args: argparse.Namespace):
-    """The ``OnlineConfig`` of the parsed flags."""
+    """The ``OnlineConfig`` of the parsed flags (which it checks, and whose paths it makes ``Path``)."""
     from worldmodel.cli.train import parse_sets
     from worldmodel.training.online import OnlineConfig
 
-    return config_from_args(OnlineConfig, args, model_set=parse_sets(args.set))  # it makes the paths Paths
+    return config_from_args(OnlineConfig, args, model_set=parse_sets(args.set))
 
 
 def run(args: argparse.Namespace) -> int:
