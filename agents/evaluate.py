@@ -22,7 +22,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from agents.common import cli
-from worldmodel.cli.flags import OneLineParser, add_common_flags, nonneg_int, positive_int
+from worldmodel.cli.flags import OneLineParser, add_common_flags, config_from_args, nonneg_int, positive_int
 from worldmodel.envs.task import TASKS
 from worldmodel.rl import EVAL_SEED, AgentEvalJob, evaluate_agent, summary_line
 
@@ -36,12 +36,10 @@ def build_parser() -> OneLineParser:
         "run", nargs="?", default=None, help="run folder written by agents.train or agents.train_real"
     )
     p.add_argument("--episodes", type=positive_int, default=100, help="real episodes (default 100)")
-    add_common_flags(p, json="the figures (and per-episode rows)")
-    p.add_argument(
-        "--video",
-        default=None,
-        metavar="FILE",
-        help="MP4 or GIF of the first --video-episodes episodes (default: beside --json, FILE.mp4; "
+    add_common_flags(
+        p,
+        json="the figures (and per-episode rows)",
+        video="MP4 or GIF of the first --video-episodes episodes (default: beside --json, FILE.mp4; "
         "none without --json; the run folder is never written to)",
     )
     p.add_argument(
@@ -66,19 +64,7 @@ def build_parser() -> OneLineParser:
 def run(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     video = Path(args.video) if args.video else (Path(args.json).with_suffix(".mp4") if args.json else None)
-    job = AgentEvalJob(
-        run=args.run,
-        random=args.random,
-        episodes=args.episodes,
-        json=args.json,
-        video=video,
-        video_episodes=args.video_episodes,
-        seed=args.seed,
-        stochastic=args.stochastic,
-        image_size=args.image_size,
-        task=args.task,
-        device=args.device,
-    )
+    job = config_from_args(AgentEvalJob, args, video=video)
     result = evaluate_agent(job, on_report=lambda r: print(summary_line(r)))
     if "video" in result:
         print(f"video: {result['video']}")

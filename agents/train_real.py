@@ -22,8 +22,8 @@ from agents.common import (
     cli,
     parse_with_run_config,
 )
-from worldmodel.cli.flags import OneLineParser, positive_int
-from worldmodel.envs.task import TASKS
+from worldmodel.choices import check_choice
+from worldmodel.cli.flags import OneLineParser, add_task_flags, positive_int
 from worldmodel.rl import (
     MIN_CNN_SIZE,
     make_eval_env,
@@ -47,7 +47,7 @@ def build_parser() -> OneLineParser:
         "(default subproc)",
     )
     p.add_argument("--image-size", type=positive_int, default=64, help="sim frames, pixels (default 64)")
-    p.add_argument("--task", choices=TASKS, default="push", help="task trained and judged on (default push)")
+    add_task_flags(p, task="task trained and judged on (default push)")
     add_agent_arguments(p, default_envs=4)
     return p
 
@@ -57,8 +57,7 @@ def run(argv: list[str] | None = None) -> int:
     out = Path(args.out)
 
     def fresh():
-        if args.vec not in VEC_TYPES:
-            raise ValueError(f"--vec must be one of {', '.join(VEC_TYPES)}, got {args.vec!r}")
+        check_choice("--vec", args.vec, VEC_TYPES)
         if args.image_size < MIN_CNN_SIZE:
             raise ValueError(f"--image-size {args.image_size}: SB3's CnnPolicy needs >= {MIN_CNN_SIZE} px")
         return base_config(

@@ -19,20 +19,13 @@ from pathlib import Path
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
+from worldmodel.cli.flags import config_from_args
 from worldmodel.envs.collect import CollectConfig, collect
 
 
 def run(workers: int, args: argparse.Namespace, root: Path) -> tuple[float, Path]:
     out = root / f"w{workers}-{time.monotonic_ns()}"
-    cfg = CollectConfig(
-        out=out,
-        episodes=args.episodes,
-        seq_len=args.seq_len,
-        workers=workers,
-        image_size=args.image_size,
-        seed=args.seed,
-        episodes_per_shard=args.episodes_per_shard,
-    )
+    cfg = config_from_args(CollectConfig, args, out=out, workers=workers)
     start = time.perf_counter()
     collect(cfg)
     return time.perf_counter() - start, out

@@ -12,8 +12,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from worldmodel.cli.flags import add_common_flags, nonneg_float, nonneg_int, positive_float, positive_int
-from worldmodel.envs.task import TASKS, TaskSpec
+from worldmodel.cli.flags import add_common_flags, add_task_flags, nonneg_int, positive_float, positive_int
+from worldmodel.envs.task import TaskSpec
 from worldmodel.rl import HYPER_DEFAULTS, HYPER_FLAGS, RunConfig, algo_class
 from worldmodel.rl.config import ALGOS
 
@@ -45,11 +45,9 @@ def add_dream_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="dream episode length (default the task's budget, as the real env: push 50, reach 30)",
     )
-    p.add_argument(
-        "--task",
-        choices=TASKS,
-        default="push",
-        help="task trained in the dream and judged in the real sim: push, recorded-goal or reach "
+    add_task_flags(
+        p,
+        task="task trained in the dream and judged in the real sim: push, recorded-goal or reach "
         "(default push)",
     )
     p.add_argument(
@@ -61,12 +59,7 @@ def add_dream_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--pool-size", type=positive_int, default=64, help="dream start contexts drawn once (default 64)"
     )
-    p.add_argument(
-        "--temperature",
-        type=nonneg_float,
-        default=1.0,
-        help="scale of the model's sampling noise, >= 0 (default 1)",
-    )
+    add_common_flags(p, temperature="scale of the model's sampling noise, >= 0 (default 1)")
     p.add_argument(
         "--data",
         default=None,

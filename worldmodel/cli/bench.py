@@ -117,12 +117,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true", help=quick)
     p.add_argument("--full", action="store_true", help="the GPU profile, paper presets (default on a GPU)")
     add_common_flags(p, seed="every stage", device="")
-    p.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="FIELD=VALUE",
-        help="override a DemoConfig field for every model, e.g. --set train_steps=500 (repeatable)",
+    add_common_flags(
+        p,
+        sets="override a DemoConfig field for every model, e.g. --set train_steps=500 (repeatable)",
+        sets_metavar="FIELD=VALUE",
     )
     p.add_argument("--config", metavar="FILE", default=None, help=f"{CONFIG_HELP}; DIR/bench.json is one")
 

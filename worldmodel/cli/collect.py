@@ -5,7 +5,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from worldmodel.cli.flags import add_common_flags, int_at_least, nonneg_int, positive_int, probability
+from worldmodel.cli.flags import (
+    add_common_flags,
+    config_from_args,
+    int_at_least,
+    nonneg_int,
+    positive_int,
+    probability,
+)
 from worldmodel.files import write_json_atomic
 
 
@@ -61,17 +68,7 @@ def run(args: argparse.Namespace) -> int:
 
     from worldmodel.envs.collect import CollectConfig, collect
 
-    cfg = CollectConfig(
-        out=args.out,
-        episodes=args.episodes,
-        seq_len=args.seq_len,
-        workers=args.workers,
-        seed=args.seed,
-        image_size=args.image_size,
-        num_objects=args.num_objects,
-        push_probability=args.push_probability,
-        episodes_per_shard=args.episodes_per_shard,
-    )
+    cfg = config_from_args(CollectConfig, args)
     with tqdm(
         total=args.episodes, unit="ep", desc="collect", disable=args.no_progress, dynamic_ncols=True
     ) as bar:

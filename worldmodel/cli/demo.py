@@ -39,6 +39,7 @@ from typing import Any
 
 from worldmodel.cli.demo_pipeline import Pipeline, StageError
 from worldmodel.cli.demo_settings import MODEL_SETS, DemoConfig, choose_profile, demo_config
+from worldmodel.cli.flags import add_common_flags
 from worldmodel.cli.provenance import git_commit, hardware
 from worldmodel.files import write_json_atomic
 
@@ -69,12 +70,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--full", action="store_true", help="force the full profile even on a CPU")
     p.add_argument("--model", default=None, help="world model: svg-lp (default), svg-fp, videoflow, vgan")
-    p.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="FIELD=VALUE",
-        help="override a DemoConfig field, e.g. --set train_steps=300 (repeatable)",
+    add_common_flags(
+        p,
+        sets="override a DemoConfig field, e.g. --set train_steps=300 (repeatable)",
+        sets_metavar="FIELD=VALUE",
     )
     p.add_argument(
         "--config",

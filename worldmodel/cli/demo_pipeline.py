@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from worldmodel.cli.demo_settings import PLAN_FILES, DemoConfig
+from worldmodel.cli.flags import config_from_args, settings_of
 from worldmodel.files import write_json_atomic
 
 
@@ -237,7 +238,7 @@ class Pipeline:
         video_path = json_path.with_suffix(".gif") if video else None
         values = {"checkpoint": self.ckpt, "task": task, "episodes": c.plan_episodes, "planner": planner}
         values.update(seed=c.seed, device=c.device, **given)
-        job = PlanJob(**{k: v for k, v in values.items() if k in fields}, record=video)
+        job = config_from_args(PlanJob, values, record=video)
         report, trace = plan(job, say=_say("worldmodel plan"))
         values.update(json=json_path, video=video_path, max_steps=job.max_steps)
         report.update(command="plan", args=_settings(plan_cli.add_arguments, values))
@@ -330,6 +331,4 @@ def _settings(
     skip: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """What the command records of its flags (``settings_of``) for a command line giving ``given``."""
-    from worldmodel.cli.flags import settings_of
-
     return settings_of(argparse.Namespace(**{**_defaults(add_arguments), **given}), skip=skip)

@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from worldmodel.cli.flags import add_common_flags, int_at_least, nonneg_float, positive_int
+from worldmodel.cli.flags import add_common_flags, config_from_args, int_at_least, positive_int
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -28,20 +28,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--sequences", type=positive_int, default=None, help="score only the first N test sequences"
     )
     p.add_argument("--split", default="test", help="dataset split (default test)")
-    add_common_flags(p, seed="the samples")
-    p.add_argument(
-        "--temperature", type=nonneg_float, default=1.0, help="sampling temperature (0: the mean; default 1)"
+    add_common_flags(
+        p, seed="the samples", temperature="sampling temperature (0: the mean; default 1)", device=""
     )
-    add_common_flags(p, device="")
     p.add_argument(
         "--max-rollouts", type=positive_int, default=512, help="rollouts per batched call (default 512)"
     )
-    add_common_flags(p, json="the report")
-    p.add_argument(
-        "--video",
-        default=None,
-        metavar="FILE",
-        help="truth | best | random sample video (.mp4/.gif; default: beside --json, else "
+    add_common_flags(
+        p,
+        json="the report",
+        video="truth | best | random sample video (.mp4/.gif; default: beside --json, else "
         "CKPT_eval.gif beside the checkpoint)",
     )
     p.add_argument(
@@ -100,29 +96,8 @@ def run(args: argparse.Namespace) -> int:
 
     ckpt = Path(args.checkpoint)
     video = _video_path(args, ckpt)
-    job = EvalJob(
-        checkpoint=ckpt,
-        data=args.data,
-        samples=args.samples,
-        n_past=args.n_past,
-        n_future=args.n_future,
-        sequences=args.sequences,
-        split=args.split,
-        seed=args.seed,
-        temperature=args.temperature,
-        device=args.device,
-        max_rollouts=args.max_rollouts,
-        control=args.control,
-        control_ks=_parse_ks(args.control_ks) if args.control is not False else (),
-        control_episodes=args.control_episodes,
-        control_candidates=args.control_candidates,
-        lpips_weights=args.lpips_weights,
-        fvd_weights=args.fvd_weights,
-        fvd_resolution=args.fvd_resolution,
-        json=args.json,
-        video=video,
-        progress=True,
-    )
+    ks = _parse_ks(args.control_ks) if args.control is not False else ()
+    job = config_from_args(EvalJob, args, checkpoint=ckpt, control_ks=ks, video=video, progress=True)
 
     def say(msg: str) -> None:
         print(f"worldmodel eval: {msg}", file=sys.stderr)

@@ -8,16 +8,21 @@ zero step count) is refused before anything runs or is written, with one line na
 
 ``OneLineParser`` is the ``ArgumentParser`` whose errors are that one line (argparse's default
 also prints the whole usage block first). Sub-parsers inherit it. ``add_common_flags`` declares the
-flags many commands share (``--seed``, ``--device``, ``--threads``, ``--json``) the same way
-everywhere; each command says only what its seed seeds and what its JSON holds.
+flags many commands share (``--seed``, ``--temperature``, ``--device``, ``--threads``, ``--json``,
+``--video``, ``--set``) the same way everywhere, ``add_task_flags`` the task's and
+``add_planner_flags`` the MPC planner's; each command says only what its help texts say (what its
+seed seeds, what its JSON holds). ``config_from_args`` turns the parsed flags into the job
+dataclass a command runs.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
-from typing import Any, NoReturn
+from collections.abc import Mapping
+from typing import Any, NoReturn, TypeVar
 
 from worldmodel.numbers import (
     finite_float,
@@ -35,7 +40,10 @@ __all__ = [
     "DEVICE_HELP",
     "OneLineParser",
     "add_common_flags",
+    "add_planner_flags",
+    "add_task_flags",
     "apply_settings",
+    "config_from_args",
     "config_path",
     "finite_float",
     "float_in",
@@ -66,24 +74,33 @@ def add_common_flags(
     *,
     seed: str | None = None,
     seed_default: int | None = 0,
+    temperature: str | None = None,
     device: str | None = None,
     device_default: str | None = "auto",
     threads: bool = False,
     json: str | None = None,
+    video: str | None = None,
+    sets: str | None = None,
+    sets_metavar: str = "KEY=VALUE",
     unset: str | None = None,
 ) -> None:
-    """Declare the shared flags a command has, each given by the text its help shows.
+    """Declare the shared flags a command has, each given by the text its help shows, in this order.
 
-    ``seed``: what ``--seed`` seeds ("the episodes and the planners"); ``device``: what runs on
+    ``seed``: what ``--seed`` seeds ("the episodes and the planners"); ``temperature``: the help of
+    ``--temperature`` (the model's sampling temperature, >= 0, default 1); ``device``: what runs on
     ``--device`` ("" for nothing more to say); ``threads``: add ``--threads`` (torch CPU threads,
     applied by the ``worldmodel`` entry point before the command runs); ``json``: what the
-    ``--json FILE`` report holds. Flags left ``None`` are not added. ``unset``: what a default of
-    ``None`` means, shown in the help (default "none" for ``--seed``, "the run's" for ``--device``)."""
+    ``--json FILE`` report holds; ``video``: the help of ``--video FILE``; ``sets``: the help of the
+    repeatable ``--set`` (``sets_metavar``, a list of overrides). Flags left ``None`` are not added.
+    ``unset``: what a default of ``None`` means, shown in the help (default "none" for ``--seed``,
+    "the run's" for ``--device``)."""
     if seed is not None:
         default = (unset or "none") if seed_default is None else seed_default
         p.add_argument(
             "--seed", type=nonneg_int, default=seed_default, help=f"seed of {seed} (default {default})"
         )
+    if temperature is not None:
+        p.add_argument("--temperature", type=nonneg_float, default=1.0, help=temperature)
     if device is not None:
         default = device_default or unset or "the run's"
         where = f", {device}" if device else ""
@@ -94,6 +111,74 @@ def add_common_flags(
         )
     if json is not None:
         p.add_argument("--json", default=None, metavar="FILE", help=f"write {json} as JSON")
+    if video is not None:
+        p.add_argument("--video", default=None, metavar="FILE", help=video)
+    if sets is not None:
+        p.add_argument("--set", action="append", default=[], metavar=sets_metavar, help=sets)
+
+
+def add_task_flags(
+    p: argparse.ArgumentParser,
+    *,
+    task: str | None = None,
+    recorded_k: str | None = None,
+    reach_weight: str | None = None,
+    push_offset: str | None = None,
+    max_steps: str | None = None,
+) -> None:
+    """Declare the task's flags a command has, with the types and defaults of ``TaskSpec``, each
+    given by the text its help shows: ``--task`` (default push), ``--recorded-k``,
+    ``--reach-weight``, ``--push-offset`` and ``--max-steps`` (``None``: the task's budget), in
+    that order. Flags left ``None`` are not added."""
+    if task is not None:
+        from worldmodel.envs.task import TASKS  # here: it loads numpy, which most commands do not need
+
+        p.add_argument("--task", choices=TASKS, default="push", help=task)
+    if recorded_k is not None:
+        p.add_argument("--recorded-k", type=int_at_least(1, 100), default=20, help=recorded_k)
+    if reach_weight is not None:
+        p.add_argument("--reach-weight", type=nonneg_float, default=0.5, help=reach_weight)
+    if push_offset is not None:
+        p.add_argument("--push-offset", type=float_in(0.0, 0.2), default=0.0, help=push_offset)
+    if max_steps is not None:
+        p.add_argument("--max-steps", type=positive_int, default=None, help=max_steps)
+
+
+def add_planner_flags(
+    p: argparse.ArgumentParser,
+    *,
+    planners: tuple[str, ...],
+    planner: str,
+    population: str,
+    elites: str,
+    iterations: str,
+    iterations_flag: str = "--iterations",
+) -> None:
+    """Declare the MPC planner's flags, with the types and defaults of the jobs they fill
+    (``PlanJob``, ``OnlineConfig``): ``--planner`` (one of ``planners``), ``--population``,
+    ``--elites``, ``--horizon``, the refits per plan (``iterations_flag``) and ``--replan-every``.
+    ``planner``, ``population``, ``elites`` and ``iterations`` are the help texts of the command."""
+    p.add_argument("--planner", choices=planners, default="cem", help=planner)
+    p.add_argument("--population", type=int_at_least(2), default=400, help=population)
+    p.add_argument("--elites", type=positive_int, default=None, help=elites)
+    p.add_argument("--horizon", type=positive_int, default=10, help="planning horizon in steps (default 10)")
+    p.add_argument(iterations_flag, type=positive_int, default=3, help=iterations)
+    p.add_argument(
+        "--replan-every", type=positive_int, default=1, help="actions executed per plan (default 1)"
+    )
+
+
+# ------------------------------------------------------------------- flags -> a job dataclass
+Job = TypeVar("Job")
+
+
+def config_from_args(cls: type[Job], args: argparse.Namespace | Mapping[str, Any], **overrides: Any) -> Job:
+    """A ``cls`` dataclass from the parsed flags: each field from the flag of the same name (its
+    ``dest``), ``overrides`` winning; a field no flag names keeps its default, and flags that are no
+    field (``--json`` of a command whose job has none, ``--no-progress``...) are left out."""
+    values = vars(args) if isinstance(args, argparse.Namespace) else args
+    names = {f.name for f in dataclasses.fields(cls) if f.init}
+    return cls(**{**{k: v for k, v in values.items() if k in names}, **overrides})
 
 
 # ------------------------------------------------------------------------------ --config FILE

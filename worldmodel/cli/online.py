@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from worldmodel.cli.flags import (
     CONFIG_HELP,
     add_common_flags,
-    float_in,
+    add_planner_flags,
+    add_task_flags,
+    config_from_args,
     int_at_least,
     nonneg_float,
     nonneg_int,
@@ -22,7 +23,6 @@ from worldmodel.cli.flags import (
     positive_int,
     settings_of,
 )
-from worldmodel.envs.task import TASKS
 from worldmodel.files import write_json_atomic
 
 
@@ -47,12 +47,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--model", default="svg-lp", help="without --checkpoint: the model to train (default svg-lp)"
     )
     p.add_argument("--preset", default="tiny", help="without --checkpoint: its preset (default tiny)")
-    p.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="without --checkpoint: a model config override (repeatable; state_head is always on)",
+    add_common_flags(
+        p, sets="without --checkpoint: a model config override (repeatable; state_head is always on)"
     )
     p.add_argument(
         "--initial-steps",
@@ -81,36 +77,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="fine-tuning learning rate (default: the checkpoint's)",
     )
-    p.add_argument(
-        "--task",
-        choices=TASKS,
-        default="push",
-        help="push, recorded-goal or reach: what the planner aims at and is judged on (default push)",
-    )
-    p.add_argument(
-        "--recorded-k",
-        type=int_at_least(1, 100),
-        default=20,
-        help="recorded-goal: steps to the goal (default 20)",
-    )
-    p.add_argument(
-        "--reach-weight",
-        type=nonneg_float,
-        default=0.5,
-        help="object tasks: weight of the end-effector-to-object distance in the reward (default 0.5)",
-    )
-    p.add_argument(
-        "--push-offset",
-        type=float_in(0.0, 0.2),
-        default=0.0,
-        help="object tasks: the shaping draws the gripper this far (m) behind the target, away from the "
-        "goal (default 0: to its centre; see worldmodel plan)",
-    )
-    p.add_argument(
-        "--max-steps",
-        type=positive_int,
-        default=None,
-        help="steps per evaluation episode (default the task's budget: push 50, recorded-goal 2k, reach 30)",
+    add_task_flags(
+        p,
+        task="push, recorded-goal or reach: what the planner aims at and is judged on (default push)",
+        recorded_k="recorded-goal: steps to the goal (default 20)",
+        reach_weight="object tasks: weight of the end-effector-to-object distance in the reward "
+        "(default 0.5)",
+        push_offset="object tasks: the shaping draws the gripper this far (m) behind the target, away from "
+        "the goal (default 0: to its centre; see worldmodel plan)",
+        max_steps="steps per evaluation episode (default the task's budget: push 50, recorded-goal 2k, "
+        "reach 30)",
     )
     p.add_argument(
         "--eval-episodes",
@@ -132,21 +108,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="std of the Gaussian noise added to the planned actions while collecting (PlaNet's 0.3; "
         "0: none; evaluation never adds it)",
     )
-    p.add_argument("--planner", choices=("cem", "icem"), default="cem", help="cem or icem (default cem)")
-    p.add_argument(
-        "--population", type=int_at_least(2), default=400, help="candidates per iteration (default 400)"
+    add_planner_flags(
+        p,
+        planners=("cem", "icem"),
+        planner="cem or icem (default cem)",
+        population="candidates per iteration (default 400)",
+        elites="elites, fewer than --population (default 10%%)",
+        iterations="CEM refits per plan (default 3)",
+        iterations_flag="--plan-iterations",
     )
-    p.add_argument(
-        "--elites", type=positive_int, default=None, help="elites, fewer than --population (default 10%%)"
-    )
-    p.add_argument("--horizon", type=positive_int, default=10, help="planning horizon in steps (default 10)")
-    p.add_argument("--plan-iterations", type=positive_int, default=3, help="CEM refits per plan (default 3)")
-    p.add_argument(
-        "--replan-every", type=positive_int, default=1, help="actions executed per plan (default 1)"
-    )
-    p.add_argument(
-        "--temperature", type=nonneg_float, default=1.0, help="model sampling temperature (0: mean)"
-    )
+    add_common_flags(p, temperature="model sampling temperature (0: mean)")
     p.add_argument(
         "--num-objects",
         type=int_at_least(1, 4),
@@ -167,43 +138,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def config_from(args: argparse.Namespace):
-    """The ``OnlineConfig`` of the parsed flags."""
+    """The ``OnlineConfig`` of the parsed flags (which it checks, and whose paths it makes ``Path``)."""
     from worldmodel.cli.train import parse_sets
     from worldmodel.training.online import OnlineConfig
 
-    return OnlineConfig(
-        out=Path(args.out),
-        data=Path(args.data),
-        checkpoint=None if args.checkpoint is None else Path(args.checkpoint),
-        model=args.model,
-        preset=args.preset,
-        model_set=parse_sets(args.set),
-        initial_steps=args.initial_steps,
-        iterations=args.iterations,
-        episodes_per_iter=args.episodes_per_iter,
-        train_steps=args.train_steps,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        task=args.task,
-        recorded_k=args.recorded_k,
-        reach_weight=args.reach_weight,
-        push_offset=args.push_offset,
-        max_steps=args.max_steps,
-        eval_episodes=args.eval_episodes,
-        envs=args.envs,
-        explore_noise=args.explore_noise,
-        planner=args.planner,
-        population=args.population,
-        elites=args.elites,
-        horizon=args.horizon,
-        plan_iterations=args.plan_iterations,
-        replan_every=args.replan_every,
-        temperature=args.temperature,
-        num_objects=args.num_objects,
-        seed=args.seed,
-        device=args.device,
-        ppo_run=None if args.ppo_run is None else Path(args.ppo_run),
-    )
+    return config_from_args(OnlineConfig, args, model_set=parse_sets(args.set))
 
 
 def run(args: argparse.Namespace) -> int:

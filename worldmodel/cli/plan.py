@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 
 from worldmodel.cli.flags import (
     CONFIG_HELP,
     add_common_flags,
-    float_in,
-    int_at_least,
+    add_planner_flags,
+    add_task_flags,
+    config_from_args,
     nonneg_float,
     nonneg_int,
     positive_int,
     settings_of,
 )
-from worldmodel.envs.task import TASKS
 from worldmodel.files import write_json_atomic
 
 OBJECTIVES = ("auto", "learned", "pixels", "features")
@@ -26,47 +25,23 @@ PLANNERS = ("cem", "icem", "mppi", "grad")
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Flags of ``worldmodel plan``."""
     p.add_argument("checkpoint", help="world-model checkpoint (e.g. RUN/checkpoints/last.pt)")
-    p.add_argument(
-        "--task",
-        choices=TASKS,
-        default="push",
-        help="push (target object to a goal spot), recorded-goal (to where a recorded push took it "
+    add_task_flags(
+        p,
+        task="push (target object to a goal spot), recorded-goal (to where a recorded push took it "
         "--recorded-k steps later) or reach (the gripper to a point above the table); default push",
-    )
-    p.add_argument(
-        "--recorded-k",
-        type=int_at_least(1, 100),
-        default=20,
-        help="recorded-goal: steps to the goal (default 20; budget 2k)",
+        recorded_k="recorded-goal: steps to the goal (default 20; budget 2k)",
     )
     p.add_argument("--episodes", type=positive_int, default=4, help="episodes per agent (default 4)")
-    p.add_argument(
-        "--planner",
-        choices=PLANNERS,
-        default="cem",
-        help="cem, icem (colored noise, kept and shifted elites), mppi (softmax-weighted refits as in "
+    add_planner_flags(
+        p,
+        planners=PLANNERS,
+        planner="cem, icem (colored noise, kept and shifted elites), mppi (softmax-weighted refits as in "
         "TD-MPC2; --elites: weight only the best, default all) or grad (a short CEM of --population x "
         "--iterations, then Adam steps through the differentiable model; the oracle plans with cem); "
         "default cem",
-    )
-    p.add_argument(
-        "--population", type=int_at_least(2), default=400, help="model candidates per iteration (default 400)"
-    )
-    p.add_argument(
-        "--elites",
-        type=positive_int,
-        default=None,
-        help="elites, fewer than --population (default: 10%% of --population)",
-    )
-    p.add_argument("--horizon", type=positive_int, default=10, help="planning horizon in steps (default 10)")
-    p.add_argument(
-        "--iterations",
-        type=positive_int,
-        default=3,
-        help="refits per plan: CEM's / MPPI's iterations; for grad, its starting CEM's (default 3)",
-    )
-    p.add_argument(
-        "--replan-every", type=positive_int, default=1, help="actions executed per plan (default 1)"
+        population="model candidates per iteration (default 400)",
+        elites="elites, fewer than --population (default: 10%% of --population)",
+        iterations="refits per plan: CEM's / MPPI's iterations; for grad, its starting CEM's (default 3)",
     )
     p.add_argument(
         "--objective",
@@ -82,9 +57,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="object-head file (default: the model's own state head, else the checkpoint's "
         "CKPT_STEM.head.pt)",
     )
-    p.add_argument(
-        "--temperature", type=nonneg_float, default=1.0, help="model sampling temperature (0: mean)"
-    )
+    add_common_flags(p, temperature="model sampling temperature (0: mean)")
     p.add_argument(
         "--particles",
         type=positive_int,
@@ -103,11 +76,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=32,
         help="oracle candidates per iteration, each simulated (default 32; 0 skips the oracle)",
     )
-    p.add_argument(
-        "--reach-weight",
-        type=nonneg_float,
-        default=0.5,
-        help="oracle cost: weight of the end-effector-to-object distance (the task's shaping; default 0.5)",
+    add_task_flags(
+        p,
+        reach_weight="oracle cost: weight of the end-effector-to-object distance (the task's shaping; "
+        "default 0.5)",
     )
     p.add_argument(
         "--learned-reach-weight",
@@ -116,18 +88,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="the same shaping for the learned objective, from the head's end-effector branch "
         "(default: --reach-weight, the task's reward)",
     )
-    p.add_argument(
-        "--push-offset",
-        type=float_in(0.0, 0.2),
-        default=0.0,
-        help="object tasks: the shaping draws the gripper this far (m) behind the target, away from the "
-        "goal, for every agent (default 0: to the target's centre; 0.05 measured best for the oracle)",
-    )
-    p.add_argument(
-        "--max-steps",
-        type=positive_int,
-        default=None,
-        help="steps per episode (default the task's budget: push 50, recorded-goal 2k, reach 30)",
+    add_task_flags(
+        p,
+        push_offset="object tasks: the shaping draws the gripper this far (m) behind the target, away from "
+        "the goal, for every agent (default 0: to the target's centre; 0.05 measured best for the oracle)",
+        max_steps="steps per episode (default the task's budget: push 50, recorded-goal 2k, reach 30)",
     )
     p.add_argument(
         "--envs", type=positive_int, default=1, help="envs planned together as one batch (default 1)"
@@ -143,12 +108,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--config", metavar="FILE", default=None, help=f"{CONFIG_HELP}; a --json report of plan is one"
     )
-    p.add_argument(
-        "--video",
-        default=None,
-        metavar="FILE",
-        help="write env 0's episodes (.mp4/.gif): real | model's imagined plan | goal image",
-    )
+    add_common_flags(p, video="write env 0's episodes (.mp4/.gif): real | model's imagined plan | goal image")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -156,8 +116,7 @@ def run(args: argparse.Namespace) -> int:
 
     from worldmodel.planning.run import PlanJob, plan
 
-    fields = {f.name for f in dataclasses.fields(PlanJob)} - {"record"}
-    job = PlanJob(**{k: getattr(args, k) for k in fields}, record=args.video is not None)
+    job = config_from_args(PlanJob, args, record=args.video is not None)
     args.max_steps = job.max_steps  # the task's budget when not given, also in the saved settings
 
     def say(msg: str) -> None:

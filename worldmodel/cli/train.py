@@ -51,12 +51,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="dataset folder (collected shards, BAIR, or PNG folders)")
     p.add_argument("--out", required=True, help="run folder: checkpoints/, tb/ (TensorBoard), samples/")
     p.add_argument("--preset", default=None, help="named model config, e.g. tiny | paper")
-    p.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a model config field (repeatable), e.g. --set z_dim=16 --set betas=0.5,0.999",
+    add_common_flags(
+        p, sets="override a model config field (repeatable), e.g. --set z_dim=16 --set betas=0.5,0.999"
     )
     p.add_argument(
         "--resume",

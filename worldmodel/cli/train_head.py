@@ -8,7 +8,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from worldmodel.cli.flags import add_common_flags, int_at_least, positive_float, positive_int
+from worldmodel.cli.flags import (
+    add_common_flags,
+    config_from_args,
+    int_at_least,
+    positive_float,
+    positive_int,
+)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -51,21 +57,7 @@ def run(args: argparse.Namespace) -> int:
     """Parse the flags into a ``HeadJob``, run it (``worldmodel.training.head_job.fit_head``), report."""
     from worldmodel.training.head_job import HeadJob, fit_head
 
-    job = HeadJob(
-        checkpoint=args.checkpoint,
-        data=args.data,
-        steps=args.steps,
-        out=args.out,
-        episodes=args.episodes,
-        val_episodes=args.val_episodes,
-        seq_len=args.seq_len,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        seed=args.seed,
-        device=args.device,
-        json=args.json,
-        progress=True,
-    )
+    job = config_from_args(HeadJob, args, progress=True)
 
     def say(msg: str) -> None:
         print(f"worldmodel train-head: {msg}", file=sys.stderr)

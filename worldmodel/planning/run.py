@@ -20,6 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from worldmodel.choices import check_choice
+
 PLANNERS = ("cem", "icem", "mppi", "grad")
 OBJECTIVES = ("auto", "learned", "pixels", "features")
 
@@ -60,10 +62,8 @@ class PlanJob:
     """Keep env 0's real | imagined | goal frames (``plan``'s ``trace``) for a video."""
 
     def __post_init__(self) -> None:
-        if self.planner not in PLANNERS:
-            raise ValueError(f"--planner must be one of {', '.join(PLANNERS)}, got {self.planner!r}")
-        if self.objective not in OBJECTIVES:
-            raise ValueError(f"--objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
+        check_choice("--planner", self.planner, PLANNERS)
+        check_choice("--objective", self.objective, OBJECTIVES)
         if self.max_steps is None:
             self.max_steps = _spec(self).budget
         _check_counts(self)

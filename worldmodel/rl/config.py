@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from worldmodel.choices import check_choice
 from worldmodel.envs.task import TASKS
 from worldmodel.files import write_text_atomic
 from worldmodel.numbers import nonneg_float, nonneg_int, positive_float, positive_int, probability
@@ -65,14 +66,11 @@ class RunConfig:
     format: int = CONFIG_FORMAT
 
     def __post_init__(self) -> None:
-        if self.algo not in ALGOS:
-            raise ValueError(f"--algo must be one of {', '.join(ALGOS)}, got {self.algo!r}")
-        if self.obs not in OBS_TYPES:
-            raise ValueError(f"--obs must be one of {', '.join(OBS_TYPES)}, got {self.obs!r}")
-        if self.reward is not None and self.reward not in REWARDS:
-            raise ValueError(f"--reward must be one of {', '.join(REWARDS)}, got {self.reward!r}")
-        if self.task not in TASKS:
-            raise ValueError(f"--task must be one of {', '.join(TASKS)}, got {self.task!r}")
+        check_choice("--algo", self.algo, ALGOS)
+        check_choice("--obs", self.obs, OBS_TYPES)
+        if self.reward is not None:
+            check_choice("--reward", self.reward, REWARDS)
+        check_choice("--task", self.task, TASKS)
         # The numbers: the same checks as the flags that set them (a hand-edited config.json too).
         for name, typ in (
             ("timesteps", positive_int),

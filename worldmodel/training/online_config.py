@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from worldmodel.choices import check_choice
 from worldmodel.envs.task import TASKS, TaskSpec
 
 PLANNERS = ("cem", "icem")
@@ -77,10 +78,8 @@ class OnlineConfig:
         self.out, self.data = Path(self.out), Path(self.data)
         self.checkpoint = None if self.checkpoint is None else Path(self.checkpoint)
         self.ppo_run = None if self.ppo_run is None else Path(self.ppo_run)
-        if self.task not in TASKS:
-            raise ValueError(f"task must be one of {', '.join(TASKS)}, got {self.task!r}")
-        if self.planner not in PLANNERS:
-            raise ValueError(f"planner must be one of {', '.join(PLANNERS)}, got {self.planner!r}")
+        check_choice("task", self.task, TASKS)
+        check_choice("planner", self.planner, PLANNERS)
         self._check_numbers()
         if self.elites is not None and not 1 <= self.elites < self.population:
             raise ValueError(f"elites ({self.elites}) must be in 1..population-1 ({self.population - 1})")
