@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from worldmodel.choices import check_choice
 from worldmodel.planning.box import BoxPlanner, CEMResult, Objective, WarmStart
 
 
@@ -107,9 +108,7 @@ def clamp(x: Tensor, low: Tensor, high: Tensor) -> Tensor:
 def check_choices(config: Any, choices: dict[str, tuple[str, ...]]) -> None:
     """``ValueError`` unless every field named in ``choices`` holds one of its allowed values."""
     for name, allowed in choices.items():
-        value = getattr(config, name)
-        if value not in allowed:
-            raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+        check_choice(name, getattr(config, name), allowed)
 
 
 def check_counts(config: Any, names: tuple[str, ...]) -> None:
