@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from worldmodel.choices import check_choice
 from worldmodel.dynamics.inference import DTYPES
 from worldmodel.envs import task as tasks
 from worldmodel.envs.task import MAX_EPISODE_STEPS, TaskSpec
@@ -94,8 +95,7 @@ class DreamConfig:
             ("obs", self.obs, OBS_TYPES),
             ("goal_distance", self.goal_distance, GOAL_DISTANCES),
         ):
-            if value not in allowed:
-                raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+            check_choice(name, value, allowed)
         if self.horizon is not None and not self.horizon >= 1:
             raise ValueError(f"horizon must be None or >= 1, got {self.horizon}")
         if not self.pool_size >= 1:

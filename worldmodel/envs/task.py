@@ -73,6 +73,8 @@ from typing import Any
 
 import numpy as np
 
+from worldmodel.choices import check_choice
+
 __all__ = [
     "INFO_KEYS",
     "INFO_SPEC",
@@ -150,8 +152,7 @@ class TaskSpec:
     ``success_tolerance``)."""
 
     def __post_init__(self) -> None:
-        if self.name not in TASKS:
-            raise ValueError(f"task must be one of {', '.join(TASKS)}, got {self.name!r}")
+        check_choice("task", self.name, TASKS)
         for field in ("success_tolerance", "reach_tolerance", "goal_area"):
             if not getattr(self, field) > 0:
                 raise ValueError(f"{field} must be > 0, got {getattr(self, field)}")

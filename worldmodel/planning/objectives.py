@@ -35,6 +35,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from worldmodel.choices import check_choice
 from worldmodel.dynamics.base import LatentDynamics, State
 from worldmodel.envs import task as tasks
 from worldmodel.envs.task import TaskSpec
@@ -111,8 +112,7 @@ class Objective(ABC):
         particles: int = 1,
         max_batch: int | None = None,
     ) -> None:
-        if frames not in FRAMES:
-            raise ValueError(f"frames must be one of {', '.join(FRAMES)}, got {frames!r}")
+        check_choice("frames", frames, FRAMES)
         if particles < 1 or (max_batch is not None and max_batch < 1):
             raise ValueError(f"particles and max_batch must be >= 1, got {particles}, {max_batch}")
         self.frames, self.discount = frames, float(discount)

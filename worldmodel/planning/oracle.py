@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from worldmodel.choices import check_choice
 from worldmodel.envs import task as tasks
 from worldmodel.planning.objectives import FRAMES
 
@@ -49,8 +50,7 @@ class SimOracle:
     """
 
     def __init__(self, config=None, *, reach_weight: float = 0.5, frames: str = "all", discount: float = 1.0):
-        if frames not in FRAMES:
-            raise ValueError(f"frames must be one of {', '.join(FRAMES)}, got {frames!r}")
+        check_choice("frames", frames, FRAMES)
         from worldmodel.envs.push_table_config import PushTableConfig
 
         self.config = config if config is not None else PushTableConfig()
