@@ -16,7 +16,7 @@ import contextlib
 import dataclasses
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -153,6 +153,20 @@ class DynamicsConfig:
     def seq_len(self) -> int:
         """Window length the trainer samples: ``n_past + n_future``."""
         return self.n_past + self.n_future
+
+
+class Sampling(NamedTuple):
+    """The sampling keywords of ``LatentDynamics.step`` and ``rollout``, packed for the models'
+    ``_step`` and ``_rollout`` (see ``step`` for their meaning)."""
+
+    sample: bool = True
+    temperature: float = 1.0
+    generator: torch.Generator | None = None
+    noise: Tensor | None = None  # (B, noise_dim) for a step, (B, H, noise_dim) for a rollout
+
+    def at(self, t: int) -> Sampling:
+        """The options of step ``t`` of a rollout: the same, with ``noise[:, t]``."""
+        return self if self.noise is None else self._replace(noise=self.noise[:, t])
 
 
 def param_dtype(module: nn.Module) -> torch.dtype:
@@ -296,7 +310,6 @@ class LatentDynamics(nn.Module, ABC):
             reconstruction.
         """
 
-    @abstractmethod
     def step(
         self,
         state: State,
@@ -311,7 +324,9 @@ class LatentDynamics(nn.Module, ABC):
 
         Args:
             state: from ``initial`` or a previous ``step``, batch ``B``.
-            action: float32 ``(B, A)`` in [-1, 1].
+            action: float32 ``(B, A)`` in [-1, 1], ``a_t``: the action applied to the frame the
+                state stands for. Its finiteness is checked for CPU tensors only (on a GPU the
+                check would cost a host sync per step); ``initial`` and ``loss`` always check.
             sample: draw the latent (``True``) or take its mean (``False``).
             temperature: scales the prior's standard deviation (0 gives the mean).
             generator: source of randomness, for seeded rollouts.
@@ -320,7 +335,17 @@ class LatentDynamics(nn.Module, ABC):
                 ``sample=False``). Batched environments pass per-episode noise so that row ``i``
                 of a batched call equals a batch-of-one call; planners pass common random
                 numbers.
+
+        Models implement ``_step``, which gets the checked action and the packed keywords.
         """
+        on_cpu = action.device.type == "cpu"
+        self._check_actions(action, (len(state), self.config.action_dim), "action", finite=on_cpu)
+        return self._step(state, action, Sampling(sample, temperature, generator, noise))
+
+    def _step(self, state: State, action: Tensor, opts: Sampling) -> State:
+        """``step`` after its action check. Models implement this, or override ``step`` whole
+        (as the tests' small models do)."""
+        raise NotImplementedError(f"{type(self).__name__} implements neither step nor _step")
 
     @property
     def noise_dim(self) -> int:
@@ -372,18 +397,15 @@ class LatentDynamics(nn.Module, ABC):
         """Step through ``actions`` (``(B, H, A)``); ``noise`` is ``(B, H, noise_dim)`` or None.
 
         Returns the final state and either decoded frames ``(B, H, 3, Hpx, Wpx)`` or features
-        ``(B, H, F)``. Models with a cheaper batched rollout (VGAN) override this.
+        ``(B, H, F)``. Models with a cheaper batched rollout (VGAN) override ``_rollout``.
         """
+        return self._rollout(state, actions, Sampling(sample, temperature, generator, noise), decode)
+
+    def _rollout(self, state: State, actions: Tensor, opts: Sampling, decode: bool) -> tuple[State, Tensor]:
+        """``rollout`` with its sampling keywords packed: one ``step`` per action."""
         outs = []
         for t in range(actions.shape[1]):
-            state = self.step(
-                state,
-                actions[:, t],
-                sample=sample,
-                temperature=temperature,
-                generator=generator,
-                noise=None if noise is None else noise[:, t],
-            )
+            state = self.step(state, actions[:, t], **opts.at(t)._asdict())
             outs.append(self.decode(state) if decode else self.features(state))
         return state, torch.stack(outs, dim=1)
 

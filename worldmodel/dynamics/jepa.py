@@ -71,7 +71,7 @@ import torch
 from torch import Tensor, nn
 
 from worldmodel.data.batch import Batch, frames_to_float
-from worldmodel.dynamics.base import DynamicsConfig, LatentDynamics, State
+from worldmodel.dynamics.base import DynamicsConfig, LatentDynamics, Sampling, State
 
 _SIGREG_T_MAX = 3.0  # the e^{-t²/2} weight is below 0.012 past t = 3
 
@@ -396,23 +396,12 @@ class JEPA(LatentDynamics):
         self._check_actions(actions, (b, t0 - 1, c.action_dim), "actions")
         return self._window(self.encode(frames), actions.to(self.device, torch.float32))
 
-    def step(
-        self,
-        state: State,
-        action: Tensor,
-        *,
-        sample: bool = True,
-        temperature: float = 1.0,
-        generator: torch.Generator | None = None,
-        noise: Tensor | None = None,
-    ) -> State:
+    def _step(self, state: State, action: Tensor, opts: Sampling) -> State:
         """Predict the next latent from the state's latents and ``action`` ``(B, A)``.
 
         Deterministic: ``sample``, ``temperature`` and ``generator`` change nothing; ``noise``
-        may only be empty ``(B, 0)``. Finiteness of ``action`` is checked for CPU tensors only
-        (on a GPU it would cost a host sync per step)."""
-        b = len(state)
-        self._check_actions(action, (b, self.config.action_dim), "action", finite=action.device.type == "cpu")
+        may only be empty ``(B, 0)``."""
+        b, noise = len(state), opts.noise
         if noise is not None and tuple(noise.shape) != (b, 0):
             raise ValueError(
                 f"noise: jepa is deterministic and takes no noise (shape ({b}, 0)), got {tuple(noise.shape)}"

@@ -54,7 +54,7 @@ import torch
 from torch import Tensor, nn
 
 from worldmodel.data.batch import Batch, frames_to_float
-from worldmodel.dynamics.base import DynamicsConfig, LatentDynamics, State, param_dtype
+from worldmodel.dynamics.base import DynamicsConfig, LatentDynamics, Sampling, State, param_dtype
 from worldmodel.dynamics.inference import SkipSplitDecoder
 from worldmodel.dynamics.svg_nets import (
     ENCODERS,
@@ -358,26 +358,15 @@ class SVG(LatentDynamics):
         out.update(self._skip_state([s[:, -1] for s in skips_all]))
         return State(h=h_all[:, -1], g=g, frame=x[:, -1], pred_h=ph, pred_c=pc, **out)
 
-    def step(
-        self,
-        state: State,
-        action: Tensor,
-        *,
-        sample: bool = True,
-        temperature: float = 1.0,
-        generator: torch.Generator | None = None,
-        noise: Tensor | None = None,
-    ) -> State:
+    def _step(self, state: State, action: Tensor, opts: Sampling) -> State:
         """Sample ``z`` from the prior, predict ``g``, decode the frame and re-encode it.
 
         Learned prior: ``z ~ N(mu, (temperature·sigma)^2)``; fixed: ``N(0, temperature^2)``;
-        ``sample=False`` takes the mean. ``action`` is ``a_t``, the action applied to the frame
-        the state stands for. Finiteness of ``action`` is checked only for CPU tensors (on a GPU
-        it would cost a host sync per step); ``initial`` and ``loss`` always check.
+        ``sample=False`` takes the mean.
         """
         c = self.config
         b = len(state)
-        self._check_actions(action, (b, c.action_dim), "action", finite=action.device.type == "cpu")
+        sample, temperature, generator, noise = opts
         h_prev = state["h"]
         a = self._act(action.to(h_prev.device, h_prev.dtype))
         inp = [h_prev, a]
