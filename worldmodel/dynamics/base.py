@@ -420,6 +420,16 @@ class LatentDynamics(nn.Module, ABC):
         if frames.dtype != torch.uint8:
             raise ValueError(f"{what}: expected dtype uint8, got {frames.dtype}")
 
+    def _check_context(self, frames: Tensor, actions: Tensor) -> tuple[int, int]:
+        """``initial``'s checks: ``frames`` ``(B, T0, H, W, C)`` uint8 with ``B, T0 >= 1`` and
+        finite ``actions`` ``(B, T0 - 1, A)``; returns ``(B, T0)``."""
+        self._check_frames(frames)
+        b, t0 = frames.shape[:2]
+        if b < 1 or t0 < 1:
+            raise ValueError(f"frames: need B >= 1 and T0 >= 1 context frames, got {tuple(frames.shape)}")
+        self._check_actions(actions, (b, t0 - 1, self.config.action_dim), "actions")
+        return b, t0
+
     def _check_actions(self, actions: Tensor, shape: tuple[int, ...], what: str, finite: bool = True) -> None:
         """``ValueError`` naming ``what`` unless ``actions`` is a float tensor of ``shape`` (finite
         when ``finite``)."""

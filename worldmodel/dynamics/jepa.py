@@ -388,12 +388,7 @@ class JEPA(LatentDynamics):
 
         ``features`` of the result is the last context frame's latent; ``decode`` its decoder
         reconstruction."""
-        c = self.config
-        self._check_frames(frames)
-        b, t0 = frames.shape[:2]
-        if b < 1 or t0 < 1:
-            raise ValueError(f"frames: need B >= 1 and T0 >= 1 context frames, got {tuple(frames.shape)}")
-        self._check_actions(actions, (b, t0 - 1, c.action_dim), "actions")
+        self._check_context(frames, actions)
         return self._window(self.encode(frames), actions.to(self.device, torch.float32))
 
     def _step(self, state: State, action: Tensor, opts: Sampling) -> State:

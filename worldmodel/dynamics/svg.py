@@ -324,11 +324,7 @@ class SVG(LatentDynamics):
         is the predictor output for it (the encoder code when ``T0 == 1``, no predictor step yet).
         """
         c = self.config
-        self._check_frames(frames)
-        b, t0 = frames.shape[:2]
-        if b < 1 or t0 < 1:
-            raise ValueError(f"frames: need B >= 1 and T0 >= 1 context frames, got {tuple(frames.shape)}")
-        self._check_actions(actions, (b, t0 - 1, c.action_dim), "actions")
+        b, t0 = self._check_context(frames, actions)
         x = frames_to_float(frames.to(self.device))
         acts = self._act(actions.to(self.device, torch.float32))
         h_all, skips_all = self._encode(x)

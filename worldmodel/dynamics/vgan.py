@@ -191,11 +191,7 @@ class VGAN(LatentDynamics):
         conditioned on that frame; ``decode`` gives the frame itself.
         """
         c = self.config
-        self._check_frames(frames)
-        b, t0 = frames.shape[:2]
-        if b < 1 or t0 < 1:
-            raise ValueError(f"frames: need B >= 1 and T0 >= 1 context frames, got {tuple(frames.shape)}")
-        self._check_actions(actions, (b, t0 - 1, c.action_dim), "actions")
+        b, _ = self._check_context(frames, actions)
         x = frames_to_float(frames[:, -1].to(self.device))
         return State(
             frame=x,

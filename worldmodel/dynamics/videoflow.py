@@ -359,11 +359,7 @@ class VideoFlow(LatentDynamics):
         the first steps use the per-frame priors, as the reference does for early frames.
         """
         c = self.config
-        self._check_frames(frames)
-        b, t0 = frames.shape[:2]
-        if b < 1 or t0 < 1:
-            raise ValueError(f"frames: need B >= 1 and T0 >= 1 context frames, got {tuple(frames.shape)}")
-        self._check_actions(actions, (b, t0 - 1, c.action_dim), "actions")
+        b, t0 = self._check_context(frames, actions)
         n = c.num_cond_latents
         frames = frames.to(self.device)[:, -n:]
         keep = frames.shape[1]
