@@ -184,6 +184,13 @@ class LatentDynamics(nn.Module, ABC):
     name: ClassVar[str] = ""
     config_class: ClassVar[type[DynamicsConfig]] = DynamicsConfig
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # step is concrete (it checks and packs, then calls _step), so abstractmethod cannot
+        # require one of the two: check here, when the class is made, instead.
+        super().__init_subclass__(**kwargs)
+        if cls.step is LatentDynamics.step and cls._step is LatentDynamics._step:
+            raise TypeError(f"{cls.__name__} implements neither _step nor step")
+
     def __init__(self, config: DynamicsConfig) -> None:
         super().__init__()
         self.config = config
@@ -345,7 +352,7 @@ class LatentDynamics(nn.Module, ABC):
     def _step(self, state: State, action: Tensor, opts: Sampling) -> State:
         """``step`` after its action check. Models implement this, or override ``step`` whole
         (as the tests' small models do)."""
-        raise NotImplementedError(f"{type(self).__name__} implements neither step nor _step")
+        raise NotImplementedError
 
     @property
     def noise_dim(self) -> int:
@@ -402,7 +409,8 @@ class LatentDynamics(nn.Module, ABC):
         return self._rollout(state, actions, Sampling(sample, temperature, generator, noise), decode)
 
     def _rollout(self, state: State, actions: Tensor, opts: Sampling, decode: bool) -> tuple[State, Tensor]:
-        """``rollout`` with its sampling keywords packed: one ``step`` per action."""
+        """``rollout`` with its sampling keywords packed: one ``step`` per action (the public one,
+        so a model that overrides ``step`` whole rolls out with it too)."""
         outs = []
         for t in range(actions.shape[1]):
             state = self.step(state, actions[:, t], **opts.at(t)._asdict())
