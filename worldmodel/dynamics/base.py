@@ -137,9 +137,7 @@ class DynamicsConfig:
 
     def __post_init__(self) -> None:
         """Checks every model shares; subclasses call it first, then check their own fields."""
-        for name in ("channels", "n_past", "n_future", "batch_size", "state_hidden"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        self._check_positive("channels", "n_past", "n_future", "batch_size", "state_hidden")
         if self.action_dim < 0 or self.state_weight < 0:
             raise ValueError(
                 f"action_dim and state_weight must be >= 0, got {self.action_dim} and {self.state_weight}"
@@ -148,6 +146,12 @@ class DynamicsConfig:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
             raise ValueError(f"betas must be two numbers in [0, 1), got {self.betas}")
+
+    def _check_positive(self, *names: str) -> None:
+        """``ValueError`` naming the first of the fields ``names`` that is below 1."""
+        for name in names:
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
 
     @property
     def seq_len(self) -> int:

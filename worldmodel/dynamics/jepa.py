@@ -159,9 +159,9 @@ class JEPAConfig(DynamicsConfig):
         s = self.image_size
         if s < 8 or s & (s - 1):
             raise ValueError(f"image_size must be a power of two >= 8 for jepa, got {s}")
-        for name in ("nf", "latent_dim", "history", "predictor_hidden", "action_embed", "sigreg_projections"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        self._check_positive(
+            "nf", "latent_dim", "history", "predictor_hidden", "action_embed", "sigreg_projections"
+        )
         if self.predictor_layers < 2:
             raise ValueError(f"predictor_layers must be >= 2, got {self.predictor_layers}")
         if self.sigreg_knots < 2:

@@ -147,9 +147,9 @@ class SVGConfig(DynamicsConfig):
             raise ValueError(f"prior must be one of {', '.join(_PRIORS)}, got {self.prior!r}")
         if self.image_size not in SUPPORTED_SIZES:
             raise ValueError(f"image_size must be one of {SUPPORTED_SIZES} for SVG, got {self.image_size}")
-        for name in ("nf", "g_dim", "z_dim", "rnn_size", "predictor_layers", "action_repeat", "n_past"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        self._check_positive(
+            "nf", "g_dim", "z_dim", "rnn_size", "predictor_layers", "action_repeat", "n_past"
+        )
         if self.prior != "none" and min(self.posterior_layers, self.prior_layers) < 1:
             raise ValueError("posterior_layers and prior_layers must be >= 1")
 
