@@ -16,7 +16,7 @@ import contextlib
 import dataclasses
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -137,9 +137,7 @@ class DynamicsConfig:
 
     def __post_init__(self) -> None:
         """Checks every model shares; subclasses call it first, then check their own fields."""
-        for name in ("channels", "n_past", "n_future", "batch_size", "state_hidden"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        self._check_positive("channels", "n_past", "n_future", "batch_size", "state_hidden")
         if self.action_dim < 0 or self.state_weight < 0:
             raise ValueError(
                 f"action_dim and state_weight must be >= 0, got {self.action_dim} and {self.state_weight}"
@@ -149,10 +147,30 @@ class DynamicsConfig:
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
             raise ValueError(f"betas must be two numbers in [0, 1), got {self.betas}")
 
+    def _check_positive(self, *names: str) -> None:
+        """``ValueError`` naming the first of the fields ``names`` that is below 1."""
+        for name in names:
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
     @property
     def seq_len(self) -> int:
         """Window length the trainer samples: ``n_past + n_future``."""
         return self.n_past + self.n_future
+
+
+class Sampling(NamedTuple):
+    """The sampling keywords of ``LatentDynamics.step`` and ``rollout``, packed for the models'
+    ``_step`` and ``_rollout`` (see ``step`` for their meaning)."""
+
+    sample: bool = True
+    temperature: float = 1.0
+    generator: torch.Generator | None = None
+    noise: Tensor | None = None  # (B, noise_dim) for a step, (B, H, noise_dim) for a rollout
+
+    def at(self, t: int) -> Sampling:
+        """The options of step ``t`` of a rollout: the same, with ``noise[:, t]``."""
+        return self if self.noise is None else self._replace(noise=self.noise[:, t])
 
 
 def param_dtype(module: nn.Module) -> torch.dtype:
@@ -169,6 +187,13 @@ class LatentDynamics(nn.Module, ABC):
 
     name: ClassVar[str] = ""
     config_class: ClassVar[type[DynamicsConfig]] = DynamicsConfig
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # step is concrete (it checks and packs, then calls _step), so abstractmethod cannot
+        # require one of the two: check here, when the class is made, instead.
+        super().__init_subclass__(**kwargs)
+        if cls.step is LatentDynamics.step and cls._step is LatentDynamics._step:
+            raise TypeError(f"{cls.__name__} implements neither _step nor step")
 
     def __init__(self, config: DynamicsConfig) -> None:
         super().__init__()
@@ -296,7 +321,6 @@ class LatentDynamics(nn.Module, ABC):
             reconstruction.
         """
 
-    @abstractmethod
     def step(
         self,
         state: State,
@@ -311,7 +335,9 @@ class LatentDynamics(nn.Module, ABC):
 
         Args:
             state: from ``initial`` or a previous ``step``, batch ``B``.
-            action: float32 ``(B, A)`` in [-1, 1].
+            action: float32 ``(B, A)`` in [-1, 1], ``a_t``: the action applied to the frame the
+                state stands for. Its finiteness is checked for CPU tensors only (on a GPU the
+                check would cost a host sync per step); ``initial`` and ``loss`` always check.
             sample: draw the latent (``True``) or take its mean (``False``).
             temperature: scales the prior's standard deviation (0 gives the mean).
             generator: source of randomness, for seeded rollouts.
@@ -320,7 +346,17 @@ class LatentDynamics(nn.Module, ABC):
                 ``sample=False``). Batched environments pass per-episode noise so that row ``i``
                 of a batched call equals a batch-of-one call; planners pass common random
                 numbers.
+
+        Models implement ``_step``, which gets the checked action and the packed keywords.
         """
+        on_cpu = action.device.type == "cpu"
+        self._check_actions(action, (len(state), self.config.action_dim), "action", finite=on_cpu)
+        return self._step(state, action, Sampling(sample, temperature, generator, noise))
+
+    def _step(self, state: State, action: Tensor, opts: Sampling) -> State:
+        """``step`` after its action check. Models implement this, or override ``step`` whole
+        (as the tests' small models do)."""
+        raise NotImplementedError
 
     @property
     def noise_dim(self) -> int:
@@ -372,18 +408,16 @@ class LatentDynamics(nn.Module, ABC):
         """Step through ``actions`` (``(B, H, A)``); ``noise`` is ``(B, H, noise_dim)`` or None.
 
         Returns the final state and either decoded frames ``(B, H, 3, Hpx, Wpx)`` or features
-        ``(B, H, F)``. Models with a cheaper batched rollout (VGAN) override this.
+        ``(B, H, F)``. Models with a cheaper batched rollout (VGAN) override ``_rollout``.
         """
+        return self._rollout(state, actions, Sampling(sample, temperature, generator, noise), decode)
+
+    def _rollout(self, state: State, actions: Tensor, opts: Sampling, decode: bool) -> tuple[State, Tensor]:
+        """``rollout`` with its sampling keywords packed: one ``step`` per action (the public one,
+        so a model that overrides ``step`` whole rolls out with it too)."""
         outs = []
         for t in range(actions.shape[1]):
-            state = self.step(
-                state,
-                actions[:, t],
-                sample=sample,
-                temperature=temperature,
-                generator=generator,
-                noise=None if noise is None else noise[:, t],
-            )
+            state = self.step(state, actions[:, t], **opts.at(t)._asdict())
             outs.append(self.decode(state) if decode else self.features(state))
         return state, torch.stack(outs, dim=1)
 
@@ -397,6 +431,16 @@ class LatentDynamics(nn.Module, ABC):
             raise ValueError(f"{what}: expected uint8 (B, T, {want[0]}, {want[1]}, {want[2]}), got {got}")
         if frames.dtype != torch.uint8:
             raise ValueError(f"{what}: expected dtype uint8, got {frames.dtype}")
+
+    def _check_context(self, frames: Tensor, actions: Tensor) -> tuple[int, int]:
+        """``initial``'s checks: ``frames`` ``(B, T0, H, W, C)`` uint8 with ``B, T0 >= 1`` and
+        finite ``actions`` ``(B, T0 - 1, A)``; returns ``(B, T0)``."""
+        self._check_frames(frames)
+        b, t0 = frames.shape[:2]
+        if b < 1 or t0 < 1:
+            raise ValueError(f"frames: need B >= 1 and T0 >= 1 context frames, got {tuple(frames.shape)}")
+        self._check_actions(actions, (b, t0 - 1, self.config.action_dim), "actions")
+        return b, t0
 
     def _check_actions(self, actions: Tensor, shape: tuple[int, ...], what: str, finite: bool = True) -> None:
         """``ValueError`` naming ``what`` unless ``actions`` is a float tensor of ``shape`` (finite

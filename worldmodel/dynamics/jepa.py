@@ -71,7 +71,7 @@ import torch
 from torch import Tensor, nn
 
 from worldmodel.data.batch import Batch, frames_to_float
-from worldmodel.dynamics.base import DynamicsConfig, LatentDynamics, State
+from worldmodel.dynamics.base import DynamicsConfig, LatentDynamics, Sampling, State
 
 _SIGREG_T_MAX = 3.0  # the e^{-t²/2} weight is below 0.012 past t = 3
 
@@ -159,9 +159,9 @@ class JEPAConfig(DynamicsConfig):
         s = self.image_size
         if s < 8 or s & (s - 1):
             raise ValueError(f"image_size must be a power of two >= 8 for jepa, got {s}")
-        for name in ("nf", "latent_dim", "history", "predictor_hidden", "action_embed", "sigreg_projections"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        self._check_positive(
+            "nf", "latent_dim", "history", "predictor_hidden", "action_embed", "sigreg_projections"
+        )
         if self.predictor_layers < 2:
             raise ValueError(f"predictor_layers must be >= 2, got {self.predictor_layers}")
         if self.sigreg_knots < 2:
@@ -388,31 +388,15 @@ class JEPA(LatentDynamics):
 
         ``features`` of the result is the last context frame's latent; ``decode`` its decoder
         reconstruction."""
-        c = self.config
-        self._check_frames(frames)
-        b, t0 = frames.shape[:2]
-        if b < 1 or t0 < 1:
-            raise ValueError(f"frames: need B >= 1 and T0 >= 1 context frames, got {tuple(frames.shape)}")
-        self._check_actions(actions, (b, t0 - 1, c.action_dim), "actions")
+        self._check_context(frames, actions)
         return self._window(self.encode(frames), actions.to(self.device, torch.float32))
 
-    def step(
-        self,
-        state: State,
-        action: Tensor,
-        *,
-        sample: bool = True,
-        temperature: float = 1.0,
-        generator: torch.Generator | None = None,
-        noise: Tensor | None = None,
-    ) -> State:
+    def _step(self, state: State, action: Tensor, opts: Sampling) -> State:
         """Predict the next latent from the state's latents and ``action`` ``(B, A)``.
 
         Deterministic: ``sample``, ``temperature`` and ``generator`` change nothing; ``noise``
-        may only be empty ``(B, 0)``. Finiteness of ``action`` is checked for CPU tensors only
-        (on a GPU it would cost a host sync per step)."""
-        b = len(state)
-        self._check_actions(action, (b, self.config.action_dim), "action", finite=action.device.type == "cpu")
+        may only be empty ``(B, 0)``."""
+        b, noise = len(state), opts.noise
         if noise is not None and tuple(noise.shape) != (b, 0):
             raise ValueError(
                 f"noise: jepa is deterministic and takes no noise (shape ({b}, 0)), got {tuple(noise.shape)}"

@@ -54,7 +54,7 @@ import torch
 from torch import Tensor, nn
 
 from worldmodel.data.batch import Batch, frames_to_float
-from worldmodel.dynamics.base import DynamicsConfig, LatentDynamics, State, param_dtype
+from worldmodel.dynamics.base import DynamicsConfig, LatentDynamics, Sampling, State, param_dtype
 from worldmodel.dynamics.inference import SkipSplitDecoder
 from worldmodel.dynamics.svg_nets import (
     ENCODERS,
@@ -147,9 +147,9 @@ class SVGConfig(DynamicsConfig):
             raise ValueError(f"prior must be one of {', '.join(_PRIORS)}, got {self.prior!r}")
         if self.image_size not in SUPPORTED_SIZES:
             raise ValueError(f"image_size must be one of {SUPPORTED_SIZES} for SVG, got {self.image_size}")
-        for name in ("nf", "g_dim", "z_dim", "rnn_size", "predictor_layers", "action_repeat", "n_past"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        self._check_positive(
+            "nf", "g_dim", "z_dim", "rnn_size", "predictor_layers", "action_repeat", "n_past"
+        )
         if self.prior != "none" and min(self.posterior_layers, self.prior_layers) < 1:
             raise ValueError("posterior_layers and prior_layers must be >= 1")
 
@@ -324,11 +324,7 @@ class SVG(LatentDynamics):
         is the predictor output for it (the encoder code when ``T0 == 1``, no predictor step yet).
         """
         c = self.config
-        self._check_frames(frames)
-        b, t0 = frames.shape[:2]
-        if b < 1 or t0 < 1:
-            raise ValueError(f"frames: need B >= 1 and T0 >= 1 context frames, got {tuple(frames.shape)}")
-        self._check_actions(actions, (b, t0 - 1, c.action_dim), "actions")
+        b, t0 = self._check_context(frames, actions)
         x = frames_to_float(frames.to(self.device))
         acts = self._act(actions.to(self.device, torch.float32))
         h_all, skips_all = self._encode(x)
@@ -358,26 +354,15 @@ class SVG(LatentDynamics):
         out.update(self._skip_state([s[:, -1] for s in skips_all]))
         return State(h=h_all[:, -1], g=g, frame=x[:, -1], pred_h=ph, pred_c=pc, **out)
 
-    def step(
-        self,
-        state: State,
-        action: Tensor,
-        *,
-        sample: bool = True,
-        temperature: float = 1.0,
-        generator: torch.Generator | None = None,
-        noise: Tensor | None = None,
-    ) -> State:
+    def _step(self, state: State, action: Tensor, opts: Sampling) -> State:
         """Sample ``z`` from the prior, predict ``g``, decode the frame and re-encode it.
 
         Learned prior: ``z ~ N(mu, (temperature·sigma)^2)``; fixed: ``N(0, temperature^2)``;
-        ``sample=False`` takes the mean. ``action`` is ``a_t``, the action applied to the frame
-        the state stands for. Finiteness of ``action`` is checked only for CPU tensors (on a GPU
-        it would cost a host sync per step); ``initial`` and ``loss`` always check.
+        ``sample=False`` takes the mean.
         """
         c = self.config
         b = len(state)
-        self._check_actions(action, (b, c.action_dim), "action", finite=action.device.type == "cpu")
+        sample, temperature, generator, noise = opts
         h_prev = state["h"]
         a = self._act(action.to(h_prev.device, h_prev.dtype))
         inp = [h_prev, a]

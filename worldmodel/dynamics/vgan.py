@@ -68,7 +68,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from worldmodel.data.batch import Batch, frames_to_float
-from worldmodel.dynamics.base import DynamicsConfig, LatentDynamics, State
+from worldmodel.dynamics.base import DynamicsConfig, LatentDynamics, Sampling, State
 from worldmodel.dynamics.vgan_config import VGANConfig
 from worldmodel.dynamics.vgan_nets import Discriminator, Encoder, Generator, action_signal, init_weights
 
@@ -191,11 +191,7 @@ class VGAN(LatentDynamics):
         conditioned on that frame; ``decode`` gives the frame itself.
         """
         c = self.config
-        self._check_frames(frames)
-        b, t0 = frames.shape[:2]
-        if b < 1 or t0 < 1:
-            raise ValueError(f"frames: need B >= 1 and T0 >= 1 context frames, got {tuple(frames.shape)}")
-        self._check_actions(actions, (b, t0 - 1, c.action_dim), "actions")
+        b, _ = self._check_context(frames, actions)
         x = frames_to_float(frames[:, -1].to(self.device))
         return State(
             frame=x,
@@ -205,11 +201,10 @@ class VGAN(LatentDynamics):
             pos=torch.full((b,), c.clip_len - 1, dtype=torch.long, device=x.device),
         )
 
-    def _new_z(
-        self, b: int, like: Tensor, sample: bool, temperature: float, generator, noise: Tensor | None
-    ) -> Tensor:
+    def _new_z(self, b: int, like: Tensor, opts: Sampling) -> Tensor:
         """``z`` for clips that start now: ``temperature · noise`` (or a fresh draw), 0 if not sampling."""
         d = self.config.z_dim
+        sample, temperature, generator, noise = opts
         if noise is not None and tuple(noise.shape) != (b, d):
             raise ValueError(f"noise: expected shape {(b, d)}, got {tuple(noise.shape)}")
         if not sample:
@@ -245,46 +240,21 @@ class VGAN(LatentDynamics):
         picked = picked.clamp(0, 1)
         return state.replace(frame=picked[:, -1], clip_actions=clip_actions, pos=pos + n), picked
 
-    def step(
-        self,
-        state: State,
-        action: Tensor,
-        *,
-        sample: bool = True,
-        temperature: float = 1.0,
-        generator: torch.Generator | None = None,
-        noise: Tensor | None = None,
-    ) -> State:
+    def _step(self, state: State, action: Tensor, opts: Sampling) -> State:
         """Next frame of the clip generated for the actions so far (one generator call).
 
         Rows whose clip is used up first start a new one from their current frame, with
         ``z = temperature · noise`` (or a draw from ``generator``; ``z = 0`` if not ``sample``).
-        Finiteness of ``action`` is checked only for CPU tensors (a GPU check syncs every step).
         """
-        c = self.config
-        b = len(state)
-        self._check_actions(action, (b, c.action_dim), "action", finite=action.device.type == "cpu")
         frame = state["frame"]
-        state = self._start_clips(state, self._new_z(b, frame, sample, temperature, generator, noise))
+        state = self._start_clips(state, self._new_z(len(state), frame, opts))
         state, _ = self._advance(state, action[:, None].to(frame.device, frame.dtype))
         return state
 
-    def rollout(
-        self,
-        state: State,
-        actions: Tensor,
-        *,
-        sample: bool = True,
-        temperature: float = 1.0,
-        generator: torch.Generator | None = None,
-        noise: Tensor | None = None,
-        decode: bool = True,
-    ) -> tuple[State, Tensor]:
+    def _rollout(self, state: State, actions: Tensor, opts: Sampling, decode: bool) -> tuple[State, Tensor]:
         """``H`` steps with one generator call per clip segment (``ceil(H / (L − 1))`` after
         ``initial``); frames equal those of stepping (eval mode) given the same ``noise``
         ``(B, H, z_dim)``. With a ``generator`` instead, ``z`` is drawn only where a segment starts.
-
-        Returns the final state and frames ``(B, H, C, H, W)`` or features ``(B, H, F)``.
         """
         c = self.config
         b = len(state)
@@ -292,14 +262,13 @@ class VGAN(LatentDynamics):
         on_cpu = isinstance(actions, Tensor) and actions.device.type == "cpu"
         self._check_actions(actions, (b, horizon, c.action_dim), "actions", finite=on_cpu)
         d = c.z_dim
-        if noise is not None and tuple(noise.shape) != (b, horizon, d):
-            raise ValueError(f"noise: expected shape {(b, horizon, d)}, got {tuple(noise.shape)}")
+        if opts.noise is not None and tuple(opts.noise.shape) != (b, horizon, d):
+            raise ValueError(f"noise: expected shape {(b, horizon, d)}, got {tuple(opts.noise.shape)}")
         frame = state["frame"]
         actions = actions.to(frame.device, frame.dtype)
         outs, t = [], 0
         while t < horizon:
-            eps = None if noise is None else noise[:, t]
-            state = self._start_clips(state, self._new_z(b, frame, sample, temperature, generator, eps))
+            state = self._start_clips(state, self._new_z(b, frame, opts.at(t)))
             room = int((c.clip_len - 1 - state["pos"]).min())  # one host sync per segment
             n = min(horizon - t, room)
             state, frames = self._advance(state, actions[:, t : t + n])

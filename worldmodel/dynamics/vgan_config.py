@@ -100,9 +100,7 @@ class VGANConfig(DynamicsConfig):
         s = self.image_size
         if s < 8 or s & (s - 1):
             raise ValueError(f"image_size must be a power of two >= 8 for VGAN, got {s}")
-        for name in ("clip_len", "width", "z_dim", "n_past", "feature_pool"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        self._check_positive("clip_len", "width", "z_dim", "n_past", "feature_pool")
         d = 2**self.levels
         if self.clip_len < 2 or self.clip_len % d:
             raise ValueError(

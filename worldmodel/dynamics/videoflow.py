@@ -87,7 +87,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from worldmodel.data.batch import Batch, frames_to_float
-from worldmodel.dynamics.base import DynamicsConfig, LatentDynamics, State
+from worldmodel.dynamics.base import DynamicsConfig, LatentDynamics, Sampling, State
 from worldmodel.dynamics.glow import Glow, gaussian_log_prob
 from worldmodel.dynamics.videoflow_config import VideoFlowConfig
 from worldmodel.dynamics.videoflow_prior import TemporalPrior, allowed_dilations
@@ -359,11 +359,7 @@ class VideoFlow(LatentDynamics):
         the first steps use the per-frame priors, as the reference does for early frames.
         """
         c = self.config
-        self._check_frames(frames)
-        b, t0 = frames.shape[:2]
-        if b < 1 or t0 < 1:
-            raise ValueError(f"frames: need B >= 1 and T0 >= 1 context frames, got {tuple(frames.shape)}")
-        self._check_actions(actions, (b, t0 - 1, c.action_dim), "actions")
+        b, t0 = self._check_context(frames, actions)
         n = c.num_cond_latents
         frames = frames.to(self.device)[:, -n:]
         keep = frames.shape[1]
@@ -391,25 +387,15 @@ class VideoFlow(LatentDynamics):
         parts = flat.split([math.prod(s) for s in shapes], dim=1)
         return [p.reshape(b, *s) for p, s in zip(parts, shapes, strict=True)]
 
-    def step(
-        self,
-        state: State,
-        action: Tensor,
-        *,
-        sample: bool = True,
-        temperature: float = 1.0,
-        generator: torch.Generator | None = None,
-        noise: Tensor | None = None,
-    ) -> State:
+    def _step(self, state: State, action: Tensor, opts: Sampling) -> State:
         """Sample the next frame's latents from the priors (top first) and invert the flow.
 
         ``z = mean + temperature · exp(log_scale) · eps`` at every level (``sample=False``: the
-        mean). ``action`` is ``a_t``, applied to the frame the state stands for. Its finiteness is
-        checked for CPU tensors only (a GPU check costs a host sync per step).
+        mean).
         """
         c = self.config
         b = len(state)
-        self._check_actions(action, (b, c.action_dim), "action", finite=action.device.type == "cpu")
+        sample, temperature, generator, noise = opts
         n, top = c.num_cond_latents, len(self.shapes) - 1
         acts = torch.cat([state["actions"], action.to(self.device, torch.float32)[:, None]], 1)
         use_temporal = state["count"] >= n

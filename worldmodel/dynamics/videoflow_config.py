@@ -113,9 +113,9 @@ class VideoFlowConfig(DynamicsConfig):
         for name in ("activation", "latent_activation"):
             if getattr(self, name) not in ("relu", "gatu"):
                 raise ValueError(f"{name} must be 'relu' or 'gatu', got {getattr(self, name)!r}")
-        for name in ("levels", "depth", "coupling_width", "num_cond_latents", "latent_width", "n_past"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        self._check_positive(
+            "levels", "depth", "coupling_width", "num_cond_latents", "latent_width", "n_past"
+        )
         if not 1 <= self.n_bits <= 8:
             raise ValueError(f"n_bits must be in 1..8, got {self.n_bits}")
         if self.image_size % (2**self.levels):
