@@ -109,3 +109,12 @@ def test_shell_command_parses(words):
     assert words[:2] == ["python", "-m"] and words[2].startswith("agents."), words
     module = importlib.import_module(words[2])
     module.build_parser().parse_args(words[3:])
+
+
+def test_layout_names_every_module():
+    """The README's Layout tree names every module of the package and of ``agents/`` by file name."""
+    tree = re.search(r"^```\n(worldmodel/\n.*?)^```", README.read_text(), flags=re.S | re.M).group(1)
+    root = README.parent
+    modules = [p for d in ("worldmodel", "agents") for p in sorted((root / d).rglob("*.py"))]
+    missing = [str(p.relative_to(root)) for p in modules if p.name != "__init__.py" and p.name not in tree]
+    assert len(modules) > 100 and missing == []
