@@ -38,6 +38,9 @@ def test_plan_reports_model_oracle_and_random(tmp_path, capsys):
         assert 0 < entry["final_distance"] < 0.5  # metres on a 44 cm table
     assert result["model"]["objective"] == "learned"
     assert result["model"]["ms_per_action"] > result["random"]["ms_per_action"]
+    check = result["model"]["prediction_check"]  # the model's target readings at each of 6 plans
+    assert check["pairs"] == 2 * 5 and check["real_move"] == pytest.approx(check["stays_put"])
+    assert "prediction_check" not in result["oracle"] and "the model on its own plans" in out
     from moviepy import VideoFileClip
 
     clip = VideoFileClip(str(video))
@@ -55,6 +58,7 @@ def test_plan_goal_image_objective_without_oracle(tmp_path, capsys):
     assert main([*args, "--json", str(report)]) == 0
     result = json.loads(report.read_text())
     assert result["oracle"] is None and result["model"]["objective"] == "features"
+    assert "prediction_check" not in result["model"]  # no head reads the target
     assert main(["plan", str(ckpt), "--objective", "learned", *TINY]) == 2  # no head to read
     assert "train-head" in capsys.readouterr().err
     assert main(["plan", str(tmp_path / "missing.pt"), *TINY]) == 2

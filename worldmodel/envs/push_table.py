@@ -369,6 +369,11 @@ class PushTableEnv(tasks.GoalConditionedReward, gym.Env):
         planners read it at every plan, as BAIR records ``endeffector_pos``)."""
         return self._ee_pos().astype(np.float32)
 
+    def target_position(self) -> np.ndarray:
+        """The target object's position now, float32 ``(3,)`` (what a planner's model should have
+        predicted; ``worldmodel.planning.prediction_check`` scores it)."""
+        return self.data.xpos[self._obj_body[self._target]].astype(np.float32)
+
     def get_state(self) -> dict[str, np.ndarray]:
         """Everything needed to restore the episode exactly (physics and per-episode parameters)."""
         obj = self._objects

@@ -133,7 +133,8 @@ class PlanningAgent:
 
     # --- SB3 interface ----------------------------------------------------------------------------
     def _after_plan(self) -> None:
-        """Work for the recording after a plan, outside the timed planning (none by default)."""
+        """Work after a plan (for the recording, or checks), outside the timed planning (none by
+        default); called at every ``predict``, before the envs' step counts advance."""
 
     def predict(
         self,
@@ -180,8 +181,8 @@ class PlanningAgent:
                 slot.plan_t0 = slot.t
         actions = np.stack([self._slots[i].cache.pop(0) for i in range(n)]).astype(np.float32)
         self.planning_seconds += time.perf_counter() - tic
+        self._after_plan()
         if self.record:
-            self._after_plan()
             self._record(obs[0])
         for i in range(n):
             self._slots[i].pending = actions[i]

@@ -35,7 +35,8 @@ from worldmodel.dynamics.inference import for_inference
 from worldmodel.planning.agent import PlanningAgent
 from worldmodel.planning.box import BoxPlanner
 from worldmodel.planning.episodes import evaluate, run_episodes
-from worldmodel.planning.objectives import Objective, Task
+from worldmodel.planning.objectives import LearnedReward, Objective, Task
+from worldmodel.planning.prediction_check import PlanReading, PredictionCheck
 from worldmodel.planning.task_source import TaskInfo, TaskSource
 
 __all__ = [
@@ -63,6 +64,10 @@ class MPCAgent(PlanningAgent):
         replan_every: actions executed per plan (1: re-plan at every step).
         context: real frames fed to ``initial`` (default the model's ``n_past``).
         seed: seeds the planner's and the model's sampling.
+        check_predictions: score, at every plan, the model's reading of the target object against
+            the attached sim's (``prediction_check.py``; ``prediction_check.summary()``). Needs a
+            ``LearnedReward`` on an object task and an env with ``target_position()``; the check
+            runs outside the timed planning and does not change the plans.
     """
 
     def __init__(
@@ -75,6 +80,7 @@ class MPCAgent(PlanningAgent):
         context: int | None = None,
         seed: int = 0,
         rest_action: Any = None,
+        check_predictions: bool = False,
     ) -> None:
         if planner.action_dim != model.config.action_dim:
             raise ValueError(
@@ -87,6 +93,20 @@ class MPCAgent(PlanningAgent):
         self.generator = torch.Generator(device=model.device).manual_seed(self.seed)
         self._imagine_generator = torch.Generator(device=model.device).manual_seed(self.seed + 1)
         self._to_imagine: tuple[State, Tensor] | None = None
+        self.prediction_check: PredictionCheck | None = None
+        if check_predictions:
+            if not (isinstance(objective, LearnedReward) and objective.spec.uses_objects):
+                raise ValueError(
+                    "check_predictions: the check reads the target object through a LearnedReward's "
+                    "head, on the push or recorded-goal task"
+                )
+            self.prediction_check = PredictionCheck(self.replan_every)
+        self._to_check: tuple[list[int], State, Task, Tensor] | None = None
+
+    def reset_stats(self) -> None:
+        super().reset_stats()
+        if self.prediction_check is not None:
+            self.prediction_check.reset()
 
     def _wants_goal_image(self) -> bool:
         return self.record or self.objective.needs_goal_image
@@ -129,6 +149,8 @@ class MPCAgent(PlanningAgent):
             generator=gen,
         )
         self._keep_warm(envs, result, gen)
+        if self.prediction_check is not None:  # scored after the timer stops (see ``predict``)
+            self._to_check = (list(envs), state, task, result.actions)
         if self.record and 0 in envs:  # imagined after the timer stops (see ``predict``)
             j = envs.index(0)
             self._to_imagine = (state[j : j + 1], result.actions[j : j + 1])
@@ -166,11 +188,30 @@ class MPCAgent(PlanningAgent):
 
     def _after_plan(self) -> None:
         # Recording decodes the plan with its own generator, outside the timed planning, so a run
-        # with a video plans exactly as one without.
+        # with a video plans exactly as one without; the check rolls the mean prediction, which
+        # draws no random numbers at all.
         if self._to_imagine is not None:
             state, actions = self._to_imagine
             self._slots[0].plan_frames = self.imagine(state, actions)[0]
             self._to_imagine = None
+        if self._to_check is not None:
+            self._check(*self._to_check)
+            self._to_check = None
+
+    @torch.no_grad()
+    def _check(self, envs: list[int], state: State, task: Task, actions: Tensor) -> None:
+        """One ``PlanReading`` per planned env: the head on the anchor and after the executed
+        actions of the mean rollout, the sim's target now (see ``prediction_check.py``)."""
+        head, query = self.objective.head, task.query.float()
+        executed = actions[:, : self.replan_every].to(self.model.device)
+        _, out = self.model.rollout(state, executed, sample=False, decode=False)
+        estimate = head(self.model.features(state).float(), query)[:, :2].cpu().numpy()
+        predicted = head(out[:, -1].float(), query)[:, :2].cpu().numpy()
+        if self.source is None:
+            raise RuntimeError("check_predictions: attach the agent to an env (the sim knows the target)")
+        for j, i in enumerate(envs):
+            slot, real = self._slots[i], self.source.target_position(i)[:2]
+            self.prediction_check.add(i, slot, PlanReading(slot.t, real, estimate[j], predicted[j]))
 
 
 class OracleAgent(PlanningAgent):

@@ -4,7 +4,9 @@ The learned model (``MPCAgent`` with the job's objective and planner), the simul
 (``OracleAgent`` over ``SimOracle``, skipped with ``oracle_budget=0``) and uniform random actions
 play the same seeded episodes of one task in ``worldmodel/PushTable-v0``; ``plan`` returns the
 report (``task``, ``max_steps``, and per agent ``success_rate``, ``successes``, ``ci95``,
-``final_distance``, ``ms_per_action``, ``episodes``). Notes go to ``say``.
+``final_distance``, ``ms_per_action``, ``episodes``; on push and recorded goal with the learned
+objective, the model's entry also has ``prediction_check``: its readings of the target object at
+each plan against the sim's, ``worldmodel.planning.prediction_check``). Notes go to ``say``.
 
     from worldmodel.planning.run import PlanJob, plan
 
@@ -84,7 +86,9 @@ def plan(job: PlanJob, say: Callable[[str], None] = lambda _: None) -> tuple[dic
     model = load(ckpt, device=job.device)
     kind, objective = _objective(job, ckpt, model)
     planner, oracle_planner, oracle_name = _planners(job, model.config.action_dim)
-    mpc = MPCAgent(model, planner, objective, job.replan_every, seed=job.seed, rest_action=REST_ACTION)
+    check = kind == "learned" and _spec(job).uses_objects  # the model's object readings vs the sim's
+    mpc = MPCAgent(model, planner, objective, job.replan_every, seed=job.seed, rest_action=REST_ACTION,
+                   check_predictions=check)  # fmt: skip
     mpc.record = job.record
     venv = _venv(job, model.config.image_size)
     agents = {"model": mpc, "random": RandomAgent(model.config.action_dim, seed=job.seed)}
@@ -100,6 +104,8 @@ def plan(job: PlanJob, say: Callable[[str], None] = lambda _: None) -> tuple[dic
     finally:
         venv.close()
     results["model"].update(objective=kind, planner=job.planner, population=job.population)
+    if mpc.prediction_check is not None:
+        results["model"]["prediction_check"] = mpc.prediction_check.summary()
     if results["oracle"] is not None:
         results["oracle"].update(planner=oracle_name, population=job.oracle_budget)
     report = {"task": job.task, "max_steps": job.max_steps, **results}

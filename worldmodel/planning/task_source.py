@@ -109,6 +109,17 @@ class TaskSource:
             ) from None
         return np.asarray(value, np.float32).reshape(3)
 
+    def target_position(self, i: int) -> np.ndarray:
+        """Env ``i``'s target object's position now, float32 ``(3,)`` (``PushTableEnv.target_position``)."""
+        try:
+            value = self._call(i, "target_position")
+        except AttributeError:
+            raise ValueError(
+                f"env {i}: checking the model's predictions needs the real target's position, and this "
+                "env has no target_position() (PushTableEnv has it)"
+            ) from None
+        return np.asarray(value, np.float32).reshape(3)
+
     def sim_state(self, i: int) -> dict:
         """Env ``i``'s simulator state (``PushTableEnv.get_state``)."""
         return self._call(i, "get_state")
