@@ -250,6 +250,9 @@ def _demo_folder(out: Path) -> dict:
             },
         }
         plan["model"]["ci95"] = list(wilson_interval(model, 20))  # random's is recomputed
+        if name == "plan.json":  # the push plans' prediction check (reach reads no object)
+            check = dict(anchor_error=0.046, predicted_move=0.001, real_move=0.0096, error=0.051)
+            plan["model"]["prediction_check"] = {**check, "stays_put": 0.0097, "pairs": 260, "moved": 92}
         (out / name).write_text(json.dumps(plan))
     (out / "plan_reach.gif").write_bytes(b"GIF89a")
     agent = [
@@ -288,6 +291,11 @@ def test_demo_report_states_real_counts_verdicts_and_intervals(tmp_path):
     assert "Push: the learned planner beats random (0.75 vs random 0.00 over 20 episodes" in html
     assert "<br>Reach: the learned planner is better than random but not clearly" in html  # a line each
     assert "reach: real episode | imagined plan | goal image" in html
+    # The model on its own plans: one row (push), in cm; reach has no check.
+    checks = html[html.index("The model on its own plans") :]
+    row = re.search(r"<tr>(<td[^>]*>push</td>.*?)</tr>", checks).group(1)
+    assert re.findall(r">([^<]*)</td>", row) == ["push", "4.6", "0.1", "0.96", "5.1", "0.97", "260"]
+    assert ">reach</td><td>4.6" not in checks
     # Agent curve: rates on [0, 1] and, both being 0, one line named for both.
     agent_svg = next(s for s in svgs if "agent success" in s)
     assert list(_lines(agent_svg)) == ["real sim = dream"]
