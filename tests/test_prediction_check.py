@@ -28,10 +28,12 @@ def test_consecutive_plans_of_an_episode_pair_into_the_figures():
     error = np.hypot(0.06 - 0.03, 0.08 - 0.05)  # predicted after the plan against the sim then
     expected = {"anchor_error": 0.05, "predicted_move": 0.01, "real_move": 0.1, "stays_put": 0.1}
     expected["error"] = error
+    expected["direction"] = 0.8  # predicted move (0, 0.01), real (0.06, 0.08): cos = 0.08 / 0.1
     assert check.rows == [pytest.approx(expected)]
     summary = check.summary()
     assert (summary["pairs"], summary["moved"]) == (1, 1)
     assert summary["error_moved"] == pytest.approx(error) and summary["stays_put_moved"] == 0.1
+    assert summary["direction_moved"] == pytest.approx(0.8)
     check.reset()
     assert check.summary()["pairs"] == 0 and np.isnan(check.summary()["error"])
 
@@ -84,7 +86,7 @@ def test_the_agent_reads_the_sim_at_every_plan():
     assert len(rows) == 2  # (0, 2) and (2, 4); the episode ended before a plan at t = 6
     for n, row in enumerate(rows):  # the head answers the start; the target is n * 2 * v past it
         assert row["anchor_error"] == pytest.approx(2 * n * v, abs=1e-6)
-        assert row["predicted_move"] == 0.0
+        assert row["predicted_move"] == 0.0 and row["direction"] == 0.0  # it expects nothing
         assert row["real_move"] == pytest.approx(2 * v, abs=1e-6) == row["stays_put"]
         assert row["error"] == pytest.approx(2 * (n + 1) * v, abs=1e-6)
     agent.reset_stats()

@@ -173,9 +173,9 @@ def print_table(args, report: dict) -> None:
         print(
             "the model on its own plans (target object, cm, {pairs} plans, {moved} pushed): knows "
             "where it is to {a:.1f}; expects each plan's actions to move it {p:.2f}, they moved it "
-            "{m:.2f}; error after them {e:.1f} vs {s:.1f} for stays put".format(
+            "{m:.2f} (direction agreement {d:.2f}); error after them {e:.1f} vs {s:.1f} for stays put".format(
                 pairs=check["pairs"], moved=check["moved"], a=100 * check["anchor_error"],
                 p=100 * check["predicted_move"], m=100 * check["real_move"], e=100 * check["error"],
-                s=100 * check["stays_put"],
+                s=100 * check["stays_put"], d=check["direction_moved"],
             )
         )  # fmt: skip

@@ -17,7 +17,10 @@ Over consecutive plans of an episode, in metres on the table (xy):
   far above: pushes it only imagines);
 - ``error`` against ``stays_put``: |predicted after the actions - sim at the next plan| against
   |sim now - sim at the next plan|, also on the ``moved`` plans alone (the target moved more than
-  ``MOVED`` in the sim), where "stays put" is a real baseline.
+  ``MOVED`` in the sim), where "stays put" is a real baseline;
+- ``direction_moved``: on the moved plans, the mean cosine between the predicted move and the real
+  one (1: the model knows which way its pushes go; 0 for a plan whose predicted move is under
+  ``MOVED`` / 10, a model that expects nothing).
 """
 
 from __future__ import annotations
@@ -78,6 +81,7 @@ class PredictionCheck:
         out: dict[str, float | int] = {k: _mean(self.rows, k) for k in _KEYS}
         out.update(pairs=len(self.rows), moved=len(moved))
         out.update(error_moved=_mean(moved, "error"), stays_put_moved=_mean(moved, "stays_put"))
+        out["direction_moved"] = _mean(moved, "direction")
         return out
 
 
@@ -85,12 +89,16 @@ def _row(plan: PlanReading, real_next: np.ndarray) -> dict[str, float]:
     def dist(a: np.ndarray, b: np.ndarray) -> float:
         return float(np.linalg.norm(a - b))
 
+    predicted, real = plan.predicted - plan.estimate, real_next - plan.real
+    size = float(np.linalg.norm(predicted) * np.linalg.norm(real))
+    expects = np.linalg.norm(predicted) > MOVED / 10
     return {
         "anchor_error": dist(plan.estimate, plan.real),
         "predicted_move": dist(plan.predicted, plan.estimate),
         "real_move": dist(real_next, plan.real),
         "error": dist(plan.predicted, real_next),
         "stays_put": dist(plan.real, real_next),
+        "direction": float(predicted @ real) / size if expects and size > 0 else 0.0,
     }
 
 
