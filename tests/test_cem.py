@@ -132,6 +132,9 @@ def test_bad_input():
         CEMConfig(elite_fraction=1.0)
     with pytest.raises(ValueError, match="sampling"):
         CEMConfig(sampling="reject")
+    for bad in (-0.1, float("nan")):  # NaN is refused too (a "< 0" check lets it through)
+        with pytest.raises(ValueError, match="min_std"):
+            CEMConfig(min_std=bad)
     cem = CEM(CEMConfig(horizon=3, population=8, elites=2, iterations=1), 2)
     with pytest.raises(ValueError, match="objective"):
         cem.optimize(lambda a: a.sum(-1), 2)  # wrong score shape

@@ -52,3 +52,31 @@ def test_threads_are_applied_before_the_command_runs(tmp_path):
         assert torch.get_num_threads() == want
     finally:
         torch.set_num_threads(before)
+
+
+JOBS = {  # command: (its least argv, job class, the fields its run() passes itself)
+    "plan": (["ckpt"], "worldmodel.planning.run:PlanJob", {"record"}),
+    "online": (["--data", "d", "--out", "o"], "worldmodel.training.online:OnlineConfig", {"model_set"}),
+    "collect": (["--out", "o", "--episodes", "1"], "worldmodel.envs.collect:CollectConfig", set()),
+    "eval": (
+        ["ckpt", "--data", "d"],
+        "worldmodel.training.eval_job:EvalJob",
+        {"control_ks", "video", "progress"},
+    ),
+    "train-head": (["ckpt", "--data", "d"], "worldmodel.training.head_job:HeadJob", {"progress"}),
+}
+
+
+@pytest.mark.parametrize("command", JOBS)
+def test_every_job_field_has_a_flag_or_is_passed(command):
+    """``config_from_args`` leaves a field without a flag of its name at its default: a renamed flag
+    must not silently stop reaching its job."""
+    import dataclasses
+    import importlib
+
+    argv, job, passed = JOBS[command]
+    module, name = job.split(":")
+    cls = getattr(importlib.import_module(module), name)
+    dests = set(vars(build_parser().parse_args([command, *argv])))
+    fields = {f.name for f in dataclasses.fields(cls) if f.init}
+    assert fields - dests - passed == set()

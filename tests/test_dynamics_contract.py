@@ -219,3 +219,18 @@ def test_unknown_name_and_field_raise():
         make("no-such-model")
     with pytest.raises(ValueError):
         make(NAMES[0], preset="tiny", no_such_field=1)
+
+
+def test_a_model_must_implement_a_step():
+    """``step`` is concrete (it checks, then calls ``_step``), so the class statement itself refuses
+    a model that implements neither."""
+    with pytest.raises(TypeError, match="NoStep implements neither _step nor step"):
+
+        class NoStep(LatentDynamics):
+            pass
+
+    class OwnStep(LatentDynamics):  # a model with its own public step is fine
+        def step(self, state, action, **kwargs):
+            return state
+
+    assert OwnStep.step is not LatentDynamics.step

@@ -88,7 +88,15 @@ class BairDataset(WindowDataset):
         self._pid = -1
         steps, size, action_dim, state_dim = self._probe()
         self.action_dim, self.state_dim = action_dim, state_dim
-        super().__init__(seq_len, split, random_offset, image_size, size, steps, str(self.folder))
+        super().__init__(
+            seq_len,
+            split=split,
+            random_offset=random_offset,
+            image_size=image_size,
+            native_size=size,
+            episode_length=steps,
+            where=str(self.folder),
+        )
         self.fingerprint = fingerprint_of(
             {"format": "bair", "split": split, "files": [[f.name, f.stat().st_size] for f in self.files]}
         )

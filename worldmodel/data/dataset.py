@@ -45,12 +45,12 @@ class ShardDataset(WindowDataset):
             raise ValueError(f"split must be 'train', 'test' or 'all' for {path}, got {split!r}")
         super().__init__(
             seq_len,
-            split,
-            random_offset,
-            image_size,
-            manifest["image_size"],
-            manifest["seq_len"],
-            str(self.root),
+            split=split,
+            random_offset=random_offset,
+            image_size=image_size,
+            native_size=manifest["image_size"],
+            episode_length=manifest["seq_len"],
+            where=str(self.root),
         )
         self.manifest = manifest
         self.action_dim, self.state_dim = manifest["action_dim"], manifest["state_dim"]

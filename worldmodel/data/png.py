@@ -96,7 +96,15 @@ class PngDataset(WindowDataset):
                 f"{self.sequences[0] / '0.png'}: wrong image size {first.shape[1]}x{first.shape[0]}, "
                 "frames must be square"
             )
-        super().__init__(seq_len, split, random_offset, image_size, first.shape[0], length, str(folder))
+        super().__init__(
+            seq_len,
+            split=split,
+            random_offset=random_offset,
+            image_size=image_size,
+            native_size=first.shape[0],
+            episode_length=length,
+            where=str(folder),
+        )
         self.fingerprint = fingerprint_of(
             {
                 "format": "png",

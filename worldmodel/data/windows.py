@@ -55,6 +55,7 @@ class WindowDataset(Dataset):
     def __init__(
         self,
         seq_len: int,
+        *,
         split: str,
         random_offset: bool | None,
         image_size: int | None,

@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from worldmodel.choices import check_choice
 from worldmodel.dynamics.base import LatentDynamics
 
 _CONV = (nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d, nn.ConvTranspose3d)
@@ -266,8 +267,7 @@ def for_inference(
     ``model`` up to float rounding.
     """
     if isinstance(dtype, str):
-        if dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+        check_choice("dtype", dtype, tuple(DTYPES))
         dtype = DTYPES[dtype]
     if dtype not in DTYPES.values():
         raise ValueError(f"dtype must be float32 or bfloat16, got {dtype}")

@@ -53,6 +53,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from worldmodel.choices import check_choice
 from worldmodel.data.batch import Batch, frames_to_float
 from worldmodel.dynamics.base import DynamicsConfig, LatentDynamics, Sampling, State, param_dtype
 from worldmodel.dynamics.inference import SkipSplitDecoder
@@ -141,10 +142,8 @@ class SVGConfig(DynamicsConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.encoder not in ENCODERS:
-            raise ValueError(f"encoder must be one of {', '.join(ENCODERS)}, got {self.encoder!r}")
-        if self.prior not in _PRIORS:
-            raise ValueError(f"prior must be one of {', '.join(_PRIORS)}, got {self.prior!r}")
+        check_choice("encoder", self.encoder, ENCODERS)
+        check_choice("prior", self.prior, _PRIORS)
         if self.image_size not in SUPPORTED_SIZES:
             raise ValueError(f"image_size must be one of {SUPPORTED_SIZES} for SVG, got {self.image_size}")
         self._check_positive(

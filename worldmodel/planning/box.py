@@ -1,5 +1,6 @@
-"""What the sampling and gradient planners share with ``CEM``: action bounds, the midpoint start,
-the warm-start shift and the score check.
+"""What every planner shares: action bounds, the midpoint start, the warm-start shift and the
+score check (``BoxPlanner``; ``optimiser.py`` builds the planners' shared constructor and
+``optimize`` on it).
 
 Every planner here plans ``P`` independent problems over action sequences ``(P, H, A)`` in a box
 ``[low, high]^A`` and answers ``MPCAgent``'s questions the same way ``CEM`` does: ``horizon``,
@@ -67,7 +68,8 @@ class WarmStart:
 
 class BoxPlanner:
     """Bounds and warm starts of a planner over ``(P, H, A)`` action sequences; subclasses set
-    ``self.config`` (with a ``horizon``) and implement ``optimize``.
+    ``self.config`` (with a ``horizon``) and provide ``optimize`` (the planners do through
+    ``optimiser.Optimiser``).
 
     Args:
         action_dim: ``A``.

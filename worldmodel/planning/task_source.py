@@ -100,24 +100,19 @@ class TaskSource:
 
     def proprioception(self, i: int) -> np.ndarray:
         """Env ``i``'s end-effector position now, float32 ``(3,)`` (``PushTableEnv.proprioception``)."""
-        try:
-            value = self._call(i, "proprioception")
-        except AttributeError:
-            raise ValueError(
-                f"env {i}: the objective's head reads the arm relative to its position at the plan, "
-                "and this env has no proprioception() (PushTableEnv has it)"
-            ) from None
-        return np.asarray(value, np.float32).reshape(3)
+        why = "the objective's head reads the arm relative to its position at the plan"
+        return self._position(i, "proprioception", why)
 
     def target_position(self, i: int) -> np.ndarray:
         """Env ``i``'s target object's position now, float32 ``(3,)`` (``PushTableEnv.target_position``)."""
+        return self._position(i, "target_position", "checking the model's predictions needs the real target")
+
+    def _position(self, i: int, method: str, why: str) -> np.ndarray:
         try:
-            value = self._call(i, "target_position")
+            value = self._call(i, method)
         except AttributeError:
-            raise ValueError(
-                f"env {i}: checking the model's predictions needs the real target's position, and this "
-                "env has no target_position() (PushTableEnv has it)"
-            ) from None
+            message = f"env {i}: {why}, and this env has no {method}() (PushTableEnv has it)"
+            raise ValueError(message) from None
         return np.asarray(value, np.float32).reshape(3)
 
     def sim_state(self, i: int) -> dict:
