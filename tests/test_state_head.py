@@ -92,3 +92,33 @@ def test_state_head_needs_recorded_states():
     del batch["states"]
     with pytest.raises(ValueError, match="records states"):
         model.loss(batch)
+
+
+def test_query_noise_teaches_the_head_to_find_the_object():
+    """Trained with exact queries the head echoes a stale one (the planner's, mid-episode: the
+    target's start position); trained with noisy ones it reads the object off the features."""
+    from train_stubs import fit
+
+    def squares(n: int, t: int, seed: int) -> dict[str, torch.Tensor]:
+        d = moving_square(n, t, image_size=16, seed=seed)
+        objects = torch.full((n, t, 4, 3), float("nan"))
+        objects[:, :, 0] = d["states"]  # positions in frame widths
+        return {**d, "objects": objects}
+
+    errors = {}
+    for noise in (0.0, 0.15):
+        torch.manual_seed(0)
+        model = dynamics.make("jepa", preset="tiny", image_size=16, state_head=True, state_query_noise=noise)
+        c = model.config
+        fit(model, squares(64, c.seq_len, seed=0), steps=300)
+        held = squares(32, c.seq_len, seed=1)
+        with torch.no_grad():
+            state = model.initial(held["frames"][:, : c.n_past], held["actions"][:, : c.n_past - 1])
+            true = held["objects"][:, c.n_past - 1, 0]
+            stale = true + torch.tensor([0.15, 0.0, 0.0])  # where the square was, not where it is
+            found = model.state_head(model.features(state).float(), stale)
+        errors[noise] = float((found - true)[:, :2].norm(dim=-1).mean())
+    assert errors[0.0] > 0.5 * 0.15  # mostly the stale query echoed
+    assert errors[0.15] < 0.6 * errors[0.0]
+    with pytest.raises(ValueError, match="state_query_noise"):
+        dynamics.make("jepa", preset="tiny", state_query_noise=-0.1)
