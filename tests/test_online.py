@@ -137,6 +137,7 @@ def test_model_steps_and_rows_add_up(loop):
     assert [r["online_episodes"] for r in rows] == [0, 2, 4]
     assert [r["train_step"] for r in rows] == [1, 2, 3]
     assert rows[0]["collect_success_rate"] is None and rows[1]["collect_success_rate"] is not None
+    assert all("prediction_check" not in r for r in rows)  # reach: no object to read
     for r in rows:
         assert r["eval_episodes"] == 2 and r["successes"] == round(2 * r["success_rate"])
         assert r["seconds"] == pytest.approx(
@@ -372,3 +373,12 @@ def test_a_run_from_before_a_setting_existed_resumes_with_its_default(loop, caps
         assert "push_offset: 0.0 vs 0.05" in capsys.readouterr().err
     finally:
         path.write_text(original)
+
+
+def test_object_tasks_check_the_models_predictions_at_every_evaluation(initial, tmp_path, one_thread_module):
+    out = tmp_path / "push"
+    args = [a if a != "reach" else "push" for a in TINY]  # replan_every 1: a plan at every step
+    assert cli("online", "--data", initial, "--out", out, "--iterations", "0", *args) == 0
+    (row,) = json.loads((out / "online.json").read_text())["rows"]
+    check = row["prediction_check"]  # 2 episodes of 3 steps, a plan at each: 2 pairs each
+    assert check["pairs"] == 2 * 2 and check["real_move"] == pytest.approx(check["stays_put"])

@@ -95,9 +95,16 @@ def run_online(cfg: OnlineConfig, log: Log | None = None, *, progress: bool = Fa
             collected = run.collect(i)
             run.train(i, collected)
         row = run.evaluate(i)
+        check = row.get("prediction_check") or {}
+        said = (
+            f"; the model's target reading {100 * check['anchor_error']:.1f} cm off, its pushes' direction "
+            f"agreement {check['direction_moved']:.2f}"
+            if check.get("pairs")
+            else ""
+        )
         say(
             f"iteration {i}: success {row['success_rate']:.2f} ({row['ci95'][0]:.2f}-{row['ci95'][1]:.2f}) "
-            f"after {row['real_steps']} real steps, model step {row['train_step']}"
+            f"after {row['real_steps']} real steps, model step {row['train_step']}{said}"
         )
         write_report(cfg.out, run.summary())
     return run.summary()

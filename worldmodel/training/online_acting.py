@@ -48,8 +48,9 @@ class NoisyMPC(MPCAgent):
         return noisy, None
 
 
-def make_agent(cfg: OnlineConfig, model: Any, seed: int, noise: float) -> Any:
-    """The planner agent of ``worldmodel plan`` on the model's own state head, with ``noise``."""
+def make_agent(cfg: OnlineConfig, model: Any, seed: int, noise: float, check: bool = False) -> Any:
+    """The planner agent of ``worldmodel plan`` on the model's own state head, with ``noise``;
+    ``check``: its ``prediction_check`` on object tasks (``worldmodel.planning.prediction_check``)."""
     from worldmodel.envs.push_table import REST_ACTION
     from worldmodel.planning import CEM, CEMConfig, LearnedReward
 
@@ -76,6 +77,7 @@ def make_agent(cfg: OnlineConfig, model: Any, seed: int, noise: float) -> Any:
         rest_action=REST_ACTION,
         noise=noise,
         noise_seed=episode_seed(seed, 7),
+        check_predictions=check and objective.spec.uses_objects,
     )
 
 

@@ -189,7 +189,7 @@ class OnlineRun(RunFolder):
         cfg, tic = self.cfg, time.perf_counter()
         step = int(read(self.ckpt)["step"])
         model = self._load()
-        agent = make_agent(cfg, model, episode_seed(cfg.seed, i, 3), 0.0)
+        agent = make_agent(cfg, model, episode_seed(cfg.seed, i, 3), 0.0, check=True)
         venv = make_venv(cfg, self.image_size, self.num_objects, cfg.eval_steps)
         try:
             self.log(f"iteration {i}: evaluating on {cfg.eval_episodes} episodes of {cfg.eval_steps} steps")
@@ -220,6 +220,8 @@ class OnlineRun(RunFolder):
             "seconds_eval": round(time.perf_counter() - tic, 3),
         }
         row["seconds"] = round(row["seconds_collect"] + row["seconds_train"] + row["seconds_eval"], 3)
+        if agent.prediction_check is not None:  # does on-policy data teach the model its pushes?
+            row["prediction_check"] = agent.prediction_check.summary()
         self._write_mark(i, "eval", row)
         return row
 
