@@ -146,6 +146,8 @@ def save(report: dict, trace: list, json_path, video_path) -> None:
 
 def print_table(args, report: dict) -> None:
     """The three agents as one table (``args``: the flags, or the ``PlanJob``)."""
+    from worldmodel.planning.prediction_check import describe
+
     kind = report["model"].get("objective")
     planner_text = f"{args.planner} H={args.horizon} iters={args.iterations}"
     print(
@@ -168,14 +170,5 @@ def print_table(args, report: dict) -> None:
             f"{name:<8} {r['success_rate']:>8.2f} {interval:>13} {100 * r['final_distance']:>16.2f} "
             f"{r['ms_per_action']:>15.1f} {r['episodes']:>9}  {cands.get(name, '-')}"
         )
-    check = report["model"].get("prediction_check")
-    if check and check["pairs"]:
-        print(
-            "the model on its own plans (target object, cm, {pairs} plans, {moved} pushed): knows "
-            "where it is to {a:.1f}; expects each plan's actions to move it {p:.2f}, they moved it "
-            "{m:.2f} (direction agreement {d:.2f}); error after them {e:.1f} vs {s:.1f} for stays put".format(
-                pairs=check["pairs"], moved=check["moved"], a=100 * check["anchor_error"],
-                p=100 * check["predicted_move"], m=100 * check["real_move"], e=100 * check["error"],
-                s=100 * check["stays_put"], d=check["direction_moved"],
-            )
-        )  # fmt: skip
+    if line := describe(report["model"].get("prediction_check") or {}):
+        print(line)

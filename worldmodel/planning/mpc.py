@@ -35,8 +35,8 @@ from worldmodel.dynamics.inference import for_inference
 from worldmodel.planning.agent import PlanningAgent
 from worldmodel.planning.box import BoxPlanner
 from worldmodel.planning.episodes import evaluate, run_episodes
-from worldmodel.planning.objectives import LearnedReward, Objective, Task
-from worldmodel.planning.prediction_check import PlanReading, PredictionCheck
+from worldmodel.planning.objectives import Objective, Task
+from worldmodel.planning.prediction_check import PlanReading, PredictionCheck, checkable
 from worldmodel.planning.task_source import TaskInfo, TaskSource
 
 __all__ = [
@@ -95,7 +95,7 @@ class MPCAgent(PlanningAgent):
         self._to_imagine: tuple[State, Tensor] | None = None
         self.prediction_check: PredictionCheck | None = None
         if check_predictions:
-            if not (isinstance(objective, LearnedReward) and objective.spec.uses_objects):
+            if not checkable(objective):
                 raise ValueError(
                     "check_predictions: the check reads the target object through a LearnedReward's "
                     "head, on the push or recorded-goal task"
@@ -202,13 +202,13 @@ class MPCAgent(PlanningAgent):
     def _check(self, envs: list[int], state: State, task: Task, actions: Tensor) -> None:
         """One ``PlanReading`` per planned env: the head on the anchor and after the executed
         actions of the mean rollout, the sim's target now (see ``prediction_check.py``)."""
+        if self.source is None:
+            raise RuntimeError("check_predictions: attach the agent to an env (the sim knows the target)")
         head, query = self.objective.head, task.query.float()
         executed = actions[:, : self.replan_every].to(self.model.device)
         _, out = self.model.rollout(state, executed, sample=False, decode=False)
         estimate = head(self.model.features(state).float(), query)[:, :2].cpu().numpy()
         predicted = head(out[:, -1].float(), query)[:, :2].cpu().numpy()
-        if self.source is None:
-            raise RuntimeError("check_predictions: attach the agent to an env (the sim knows the target)")
         for j, i in enumerate(envs):
             slot, real = self._slots[i], self.source.target_position(i)[:2]
             self.prediction_check.add(i, slot, PlanReading(slot.t, real, estimate[j], predicted[j]))

@@ -30,6 +30,8 @@ from typing import Any
 
 import numpy as np
 
+from worldmodel.planning.objectives import LearnedReward
+
 MOVED = 0.005
 """A target that moved more than this (m) between two plans counts as pushed."""
 
@@ -83,6 +85,26 @@ class PredictionCheck:
         out.update(error_moved=_mean(moved, "error"), stays_put_moved=_mean(moved, "stays_put"))
         out["direction_moved"] = _mean(moved, "direction")
         return out
+
+
+def checkable(objective: Any) -> bool:
+    """Whether a planner on ``objective`` reads a target object the check can score: a
+    ``LearnedReward`` on an object task (push, recorded goal)."""
+    return isinstance(objective, LearnedReward) and objective.spec.uses_objects
+
+
+def describe(summary: dict[str, float | int]) -> str:
+    """One line of ``PredictionCheck.summary()`` in cm (empty when no plans paired)."""
+    if not summary.get("pairs"):
+        return ""
+    cm = {k: 100 * float(summary[k]) for k in _KEYS}
+    return (
+        f"the model on its own plans (target object, {summary['pairs']} plans, {summary['moved']} "
+        f"pushed): it reads the target {cm['anchor_error']:.1f} cm off; expects each plan to move it "
+        f"{cm['predicted_move']:.2f} cm, the plans moved it {cm['real_move']:.2f} (direction agreement "
+        f"{summary['direction_moved']:.2f}); {cm['error']:.1f} cm off after them vs {cm['stays_put']:.1f} "
+        "for stays put"
+    )
 
 
 def _row(plan: PlanReading, real_next: np.ndarray) -> dict[str, float]:

@@ -80,15 +80,15 @@ def plan(job: PlanJob, say: Callable[[str], None] = lambda _: None) -> tuple[dic
     from worldmodel.envs.push_table import REST_ACTION
     from worldmodel.planning import MPCAgent, OracleAgent, RandomAgent, run_episodes
     from worldmodel.planning.oracle import SimOracle
+    from worldmodel.planning.prediction_check import checkable
 
     torch.manual_seed(job.seed)
     ckpt = Path(job.checkpoint)
     model = load(ckpt, device=job.device)
     kind, objective = _objective(job, ckpt, model)
     planner, oracle_planner, oracle_name = _planners(job, model.config.action_dim)
-    check = kind == "learned" and _spec(job).uses_objects  # the model's object readings vs the sim's
     mpc = MPCAgent(model, planner, objective, job.replan_every, seed=job.seed, rest_action=REST_ACTION,
-                   check_predictions=check)  # fmt: skip
+                   check_predictions=checkable(objective))  # fmt: skip
     mpc.record = job.record
     venv = _venv(job, model.config.image_size)
     agents = {"model": mpc, "random": RandomAgent(model.config.action_dim, seed=job.seed)}

@@ -52,6 +52,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from worldmodel.planning.prediction_check import describe
 from worldmodel.training.online_acting import NoisyMPC, record_episodes
 from worldmodel.training.online_config import OnlineConfig
 from worldmodel.training.online_folder import Log
@@ -95,16 +96,11 @@ def run_online(cfg: OnlineConfig, log: Log | None = None, *, progress: bool = Fa
             collected = run.collect(i)
             run.train(i, collected)
         row = run.evaluate(i)
-        check = row.get("prediction_check") or {}
-        said = (
-            f"; the model's target reading {100 * check['anchor_error']:.1f} cm off, its pushes' direction "
-            f"agreement {check['direction_moved']:.2f}"
-            if check.get("pairs")
-            else ""
-        )
+        said = describe(row.get("prediction_check") or {})
         say(
             f"iteration {i}: success {row['success_rate']:.2f} ({row['ci95'][0]:.2f}-{row['ci95'][1]:.2f}) "
-            f"after {row['real_steps']} real steps, model step {row['train_step']}{said}"
+            f"after {row['real_steps']} real steps, model step {row['train_step']}"
+            + (f"; {said}" if said else "")
         )
         write_report(cfg.out, run.summary())
     return run.summary()

@@ -53,6 +53,7 @@ def make_agent(cfg: OnlineConfig, model: Any, seed: int, noise: float, check: bo
     ``check``: its ``prediction_check`` on object tasks (``worldmodel.planning.prediction_check``)."""
     from worldmodel.envs.push_table import REST_ACTION
     from worldmodel.planning import CEM, CEMConfig, LearnedReward
+    from worldmodel.planning.prediction_check import checkable
 
     make = CEMConfig.icem if cfg.planner == "icem" else CEMConfig.cem
     planner = CEM(
@@ -77,7 +78,7 @@ def make_agent(cfg: OnlineConfig, model: Any, seed: int, noise: float, check: bo
         rest_action=REST_ACTION,
         noise=noise,
         noise_seed=episode_seed(seed, 7),
-        check_predictions=check and objective.spec.uses_objects,
+        check_predictions=check and checkable(objective),
     )
 
 
