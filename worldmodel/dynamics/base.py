@@ -21,6 +21,7 @@ from typing import Any, ClassVar, NamedTuple
 import torch
 from torch import Tensor, nn
 
+from worldmodel.choices import check_choice
 from worldmodel.data.batch import Batch
 
 _POS_SCALE = 0.1  # metres: the state head's unit (PushTable's workspace is about ±0.2 m)
@@ -106,6 +107,10 @@ class State(Mapping[str, Tensor]):
         return State({k: torch.cat([s[k] for s in states], dim=0) for k in keys})
 
 
+STATE_ARMS = ("features", "actions")
+"""``DynamicsConfig.state_arm``'s choices."""
+
+
 @dataclasses.dataclass
 class DynamicsConfig:
     """Fields every model config has. Models subclass this with their own fields."""
@@ -134,6 +139,10 @@ class DynamicsConfig:
     """Weight of the state head's loss (normalised squared error, see ``state_loss``)."""
     state_hidden: int = 128
     """Hidden width of the state head's MLPs."""
+    state_arm: str = "features"
+    """How the state head knows the end effector (our extension): ``"features"`` reads it off the
+    features relative to its start; ``"actions"`` integrates it from its start (proprioception)
+    and the actions (``ObjectHead.arm_step``), exact over long dreams where the features drift."""
     state_query_noise: float = 0.0
     """Std (m) of Gaussian noise on the object queries' xy while training the state head: the head
     then has to find each object in the features rather than echo its query (see ``state_loss``)."""
@@ -146,6 +155,7 @@ class DynamicsConfig:
                 "action_dim, state_weight and state_query_noise must be >= 0, got "
                 f"{self.action_dim}, {self.state_weight} and {self.state_query_noise}"
             )
+        check_choice("state_arm", self.state_arm, STATE_ARMS)
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
@@ -218,7 +228,11 @@ class LatentDynamics(nn.Module, ABC):
             return
         from worldmodel.dynamics.heads import ObjectHead  # heads imports this module
 
-        head = ObjectHead(self.feature_dim, self.config.state_hidden, end_effector=True, ee_relative=True)
+        c = self.config
+        arm = c.action_dim if c.state_arm == "actions" else 0
+        head = ObjectHead(
+            self.feature_dim, c.state_hidden, end_effector=True, ee_relative=True, arm_actions=arm
+        )
         head.pos_scale.fill_(_POS_SCALE)
         head.ee_mean.copy_(torch.tensor(_EE_MEAN))
         head.ee_scale.fill_(_POS_SCALE)
@@ -257,6 +271,8 @@ class LatentDynamics(nn.Module, ABC):
                 "state_head=True needs data that records states (the end effector); this data has "
                 "none (PNG folders): train with state_head=false"
             )
+        from worldmodel.dynamics.heads import arm_along  # heads imports this module
+
         c = self.config
         frames, actions = batch["frames"], batch["actions"].to(self.device, torch.float32)
         k, t = c.n_past, frames.shape[1]
@@ -266,8 +282,13 @@ class LatentDynamics(nn.Module, ABC):
         f = torch.cat([self.features(state)[:, None], ahead], 1).float()  # (B, S, F): frames k-1 .. t-1
         head = self.state_head
         ee_true = batch["states"][:, k - 1 :, :3].to(f)
-        ee_start = ee_true[:, :1].expand_as(ee_true).flatten(0, 1)
-        ee_err = (head.end_effector(f.flatten(0, 1), ee_start).view_as(ee_true) - ee_true) / _POS_SCALE
+        if head.arm_from_actions:  # from the recorded arm at the last context frame (proprioception)
+            previous = actions[:, k - 2] if k >= 2 else torch.zeros_like(actions[:, 0])
+            moved = head.arm_rollout(ee_true[:, 0], previous, actions[:, k - 1 : t - 1])
+            arm = torch.cat([ee_true[:, :1], moved], 1)
+        else:  # read off every state's features, the last context frame's included
+            arm = arm_along(head, f, ee_true[:, 0])
+        ee_err = (arm - ee_true) / _POS_SCALE
         loss = ee_err.pow(2).sum(-1).mean()
         metrics = {"state_ee_cm": ee_err.detach().pow(2).sum(-1).mean().sqrt() * 100 * _POS_SCALE}
         if "objects" in batch:

@@ -7,10 +7,17 @@ placed in random order with random colours), so "object 2" cannot be read off an
 object's start position can. The dream env queries with the target's position at reset, which it
 knows from the start context (sim ground truth or the dataset's ``objects``).
 
-The head also reads the end effector's position off the features (``end_effector``), a second
-small MLP trained on the recorded ``states``: planners use it to shape their cost with the
-distance from the gripper to the object, as the simulator oracle does, since a push-to-goal
-reward stays flat until something touches the object.
+The head also knows the end effector's position, a second small MLP trained on the recorded
+``states``: planners use it to shape their cost with the distance from the gripper to the object,
+as the simulator oracle does, since a push-to-goal reward stays flat until something touches the
+object. It either reads the arm off the features (``end_effector``) or, with ``arm_actions``
+(``state_arm="actions"`` of the joint state heads), integrates it from proprioception and the
+actions (``arm_step``: the arm, the action and the action before it give the arm's next move;
+``arm_rollout`` along a plan). The arm is position-controlled, so its motion is almost a function
+of the commands: measured on 1,946 recorded one-object pushes, an MLP of (arm, action, previous
+action) rolled open loop is 0.4 / 0.7 / 1.2 cm off after 5 / 10 / 20 steps, where the quick
+demo's features gave 0.9 / 2.2 / 8.1 cm (without the previous action, 1.9 cm at 5 steps: the
+arm lags its target).
 
 Training (``train_object_head``) runs the frozen world model the way the dream runs it: the
 context through ``initial``, then ``step`` with the recorded actions (sampling the prior, seeded),
@@ -20,7 +27,9 @@ features the env will feed it.
 
 Storage: a head file is a ``torch.save`` dict of plain types and tensors (loads with
 ``weights_only=True``): ``format``, ``kind`` ("object-position"), ``feature_dim``, ``hidden``,
-``end_effector`` (bool), ``weights``, ``model`` (registry name it was trained on), ``checkpoint``
+``end_effector`` (bool), ``ee_relative`` (bool), ``arm_actions`` (int; format 4, written only by
+heads that integrate the arm from the actions), ``weights``, ``model`` (registry name it was
+trained on), ``checkpoint``
 (its path), ``fitted_to`` (``fit_record``: the checkpoint's path, ``step`` and ``weights_sha256``,
 the fingerprint of the weights the head was fitted on), ``metrics``. Format 1 files (no
 end-effector branch) still load.
@@ -53,7 +62,7 @@ from worldmodel.dynamics.base import LatentDynamics
 from worldmodel.dynamics.checkpoint import atomic_save, model_sha256, read, weights_sha256
 from worldmodel.errors import CheckpointError
 
-HEAD_FORMAT = 3
+HEAD_FORMAT = 4
 HEAD_KIND = "object-position"
 
 
@@ -74,27 +83,47 @@ class ObjectHead(nn.Module):
     """
 
     def __init__(
-        self, feature_dim: int, hidden: int = 256, end_effector: bool = True, ee_relative: bool = False
+        self,
+        feature_dim: int,
+        hidden: int = 256,
+        end_effector: bool = True,
+        ee_relative: bool = False,
+        arm_actions: int = 0,
     ) -> None:
         super().__init__()
         self.feature_dim, self.hidden = int(feature_dim), int(hidden)
-        self.ee_relative = bool(ee_relative and end_effector)
+        self.arm_actions = int(arm_actions) if end_effector else 0
+        if self.arm_actions < 0:
+            raise ValueError(f"arm_actions must be >= 0, got {arm_actions}")
+        self.ee_relative = bool((ee_relative or self.arm_actions) and end_effector)
         self.net = _mlp(self.feature_dim + 3, hidden)
         nn.init.zeros_(self.net[-1].weight)  # starts as "the object has not moved"
         nn.init.zeros_(self.net[-1].bias)
         self.register_buffer("pos_mean", torch.zeros(3))
         self.register_buffer("pos_scale", torch.ones(3))
-        self.ee_net = _mlp(self.feature_dim + 3 * self.ee_relative, hidden) if end_effector else None
-        if self.ee_relative:  # starts as "the arm has not moved"
-            nn.init.zeros_(self.ee_net[-1].weight)
-            nn.init.zeros_(self.ee_net[-1].bias)
+        self.ee_net = None
+        self.arm_net = None
+        if self.arm_actions:  # (arm, action, previous action) -> the arm's move this step
+            self.arm_net = _mlp(3 + 2 * self.arm_actions, hidden)
+        elif end_effector:
+            self.ee_net = _mlp(self.feature_dim + 3 * self.ee_relative, hidden)
+        last = self.arm_net if self.arm_actions else self.ee_net if self.ee_relative else None
+        if last is not None:  # starts as "the arm has not moved"
+            nn.init.zeros_(last[-1].weight)
+            nn.init.zeros_(last[-1].bias)
         self.register_buffer("ee_mean", torch.zeros(3))
         self.register_buffer("ee_scale", torch.ones(3))
 
     @property
     def has_end_effector(self) -> bool:
-        """Whether ``end_effector`` is available (heads saved before it existed lack it)."""
-        return self.ee_net is not None
+        """Whether the head knows the arm (heads saved before the branch existed do not)."""
+        return self.ee_net is not None or self.arm_net is not None
+
+    @property
+    def arm_from_actions(self) -> bool:
+        """Whether the arm is integrated from the actions (``arm_step``, ``arm_rollout``) rather
+        than read off the features (``end_effector``)."""
+        return self.arm_net is not None
 
     def forward(self, features: Tensor, query: Tensor) -> Tensor:
         """Predicted position ``(B, 3)``."""
@@ -104,6 +133,8 @@ class ObjectHead(nn.Module):
     def end_effector(self, features: Tensor, start: Tensor | None = None) -> Tensor:
         """Predicted end-effector position ``(B, 3)`` in metres; ``start`` ``(B, 3)``: its position
         at the start of the rollout (needed by ``ee_relative`` heads, ignored by the others)."""
+        if self.arm_net is not None:
+            raise ValueError("this head integrates the arm from the actions: use arm_step or arm_rollout")
         if self.ee_net is None:
             raise ValueError("this head has no end-effector branch (retrain it with `worldmodel train-head`)")
         if not self.ee_relative:
@@ -113,16 +144,39 @@ class ObjectHead(nn.Module):
         s = (start - self.ee_mean) / self.ee_scale
         return start + self.ee_net(torch.cat([features, s], dim=1)) * self.ee_scale
 
+    def arm_step(self, arm: Tensor, action: Tensor, previous: Tensor) -> Tensor:
+        """The end effector ``(B, 3)`` after ``action`` ``(B, A)`` from ``arm`` ``(B, 3)``, the step
+        before having taken ``previous`` ``(B, A)`` (the arm lags its commanded target, so the
+        last action says where it is still heading). Actions are clipped to [-1, 1], as the env
+        clips them."""
+        if self.arm_net is None:
+            raise ValueError("this head reads the arm off the features: use end_effector")
+        a, p = action.clamp(-1, 1), previous.clamp(-1, 1)
+        x = torch.cat([(arm - self.ee_mean) / self.ee_scale, a, p], dim=1)
+        return arm + self.arm_net(x) * self.ee_scale
+
+    def arm_rollout(self, start: Tensor, previous: Tensor, actions: Tensor) -> Tensor:
+        """The end effector after each of ``actions`` ``(B, H, A)``, ``(B, H, 3)``, from ``start``
+        ``(B, 3)`` (proprioception at the anchor) with ``previous`` ``(B, A)`` the action taken
+        just before it."""
+        arm, out = start, []
+        for t in range(actions.shape[1]):
+            arm = self.arm_step(arm, actions[:, t], previous)
+            previous = actions[:, t]
+            out.append(arm)
+        return torch.stack(out, 1) if out else start.new_zeros(len(start), 0, 3)
+
     def to_dict(self, **fields: Any) -> dict[str, Any]:
         """The plain dict a head file stores."""
         weights = {k: v.detach().cpu() for k, v in self.state_dict().items()}
         return {
-            "format": HEAD_FORMAT,
+            "format": HEAD_FORMAT if self.arm_actions else 3,  # readers of format 3 can load it
             "kind": HEAD_KIND,
             "feature_dim": self.feature_dim,
             "hidden": self.hidden,
             "end_effector": self.has_end_effector,
             "ee_relative": self.ee_relative,
+            "arm_actions": self.arm_actions,
             "weights": weights,
             **fields,
         }
@@ -139,6 +193,7 @@ class ObjectHead(nn.Module):
             d.get("hidden", 256),
             end_effector=bool(d.get("end_effector", False)),
             ee_relative=bool(d.get("ee_relative", False)),
+            arm_actions=int(d.get("arm_actions", 0)),
         )
         if not head.has_end_effector:  # format 1: no branch and no buffers for it
             d = {**d, "weights": {**head.state_dict(), **d["weights"]}}
@@ -147,6 +202,27 @@ class ObjectHead(nn.Module):
         except RuntimeError as err:
             raise CheckpointError(f"{where}: incompatible head weights: {err}") from None
         return head.eval()
+
+
+def arm_along(
+    head: nn.Module,
+    features: Tensor,
+    start: Tensor,
+    actions: Tensor | None = None,
+    previous: Tensor | None = None,
+) -> Tensor:
+    """The end effector ``(B, H, 3)`` that ``head`` knows after each step of a rollout from
+    ``start`` ``(B, 3)`` (the arm at the anchor): read off ``features`` ``(B, H, F)`` (the states
+    after each action), or for a head that integrates the arm (``arm_from_actions``) from
+    ``actions`` ``(B, H, A)``, the ``H`` actions, with ``previous`` ``(B, A)`` the one taken
+    just before the anchor."""
+    b, h = features.shape[:2]
+    if not getattr(head, "arm_from_actions", False):
+        flat_start = start[:, None].expand(b, h, 3).flatten(0, 1)
+        return head.end_effector(features.flatten(0, 1), flat_start).view(b, h, 3)
+    if actions is None or previous is None:
+        raise ValueError("this head integrates the arm from the actions: pass actions and previous")
+    return head.arm_rollout(start, previous, actions)
 
 
 def _mlp(inputs: int, hidden: int) -> nn.Sequential:

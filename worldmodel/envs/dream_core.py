@@ -173,7 +173,7 @@ class DreamCore(DreamReadout):
         # the initial state) and, for goal images, the initial distance.
         self._pool_ee_start = self._pool_ee.copy()
         if self.has_ee and not np.isfinite(self._pool_ee).all():
-            read = self.head.end_effector(self.model.features(self.pool_state).float(), p["ee"]).cpu().numpy()
+            read = self.arm(self.model.features(self.pool_state).float(), p["ee"]).cpu().numpy()
             self._pool_ee_start = np.where(np.isfinite(self._pool_ee), self._pool_ee, read).astype(np.float32)
         self._pool_dist0 = None
         if self.config.reward == "goal-image":
@@ -250,6 +250,8 @@ class DreamCore(DreamReadout):
                 "query": torch.as_tensor(np.stack([d.query for d in draws]), device=dev),
                 "objects": torch.as_tensor(objects, device=dev),
                 "ee": torch.as_tensor(ee, device=dev),
+                "arm": torch.as_tensor(ee, device=dev),  # moved by move_arm (heads that integrate it)
+                "last_action": self._last_actions(pidx, pool_rows, ctxs, ctx_rows),
                 "keys": torch.as_tensor(np.stack([d.key for d in draws]), device=dev),
                 "goal_image": torch.zeros(
                     b, *self.pool["goal_image"].shape[1:], dtype=torch.uint8, device=dev
@@ -300,7 +302,7 @@ class DreamCore(DreamReadout):
                 ep.dev["goal_features"][rows] = feats
             obs0[ctx_rows] = self.observe(state, ee=ep.dev["ee"][rows]).cpu().numpy()
             if self.has_ee:
-                read = self.head.end_effector(self.model.features(state).float(), ep.dev["ee"][rows])
+                read = self.arm(self.model.features(state).float(), ep.dev["ee"][rows])
                 read = read.cpu().numpy()
                 ee_start[ctx_rows] = np.where(np.isfinite(ee[ctx_rows]), ee[ctx_rows], read)
             if self.config.reward == "goal-image":
@@ -313,6 +315,21 @@ class DreamCore(DreamReadout):
         obs0 = self.with_goal(obs0, goal)
         start = self._start_readout(ep, ee_start, dist0)
         return ep, state, obs0, start
+
+    def _last_actions(
+        self, pidx: np.ndarray, pool_rows: np.ndarray, ctxs: list[dict[str, Any]], ctx_rows: np.ndarray
+    ) -> Tensor:
+        """The action into each row's start frame, ``(B, A)`` (zeros after a one-frame context)."""
+        acts = self.pool["actions"]
+        out = torch.zeros(len(pidx), acts.shape[-1], device=self.device)
+        if acts.shape[1] and len(pool_rows):
+            out[torch.as_tensor(pool_rows, device=self.device)] = acts[
+                torch.as_tensor(pidx[pool_rows]), -1
+            ].float()
+        for j, i in enumerate(ctx_rows):
+            if len(ctxs[j]["actions"]):
+                out[int(i)] = torch.as_tensor(ctxs[j]["actions"][-1], device=self.device).float()
+        return out
 
     def _start_readout(self, ep: Episodes, ee: np.ndarray, dist0: np.ndarray) -> dict[str, np.ndarray]:
         """``readout`` at reset, on the host: recorded positions (``ee`` where none is recorded:

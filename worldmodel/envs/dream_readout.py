@@ -37,10 +37,11 @@ from worldmodel.envs.task import MAX_OBJECTS, TaskSpec
 
 
 class DreamReadout:
-    """The half of ``DreamCore`` that reads dreamed states: ``frames``, ``observe`` (device
-    observations), ``with_goal`` and ``observation`` (host observations), ``frame_features``,
-    ``score``, ``readout`` (distance, reward and the head's positions, one host copy),
-    ``info_arrays`` (the info keys, batched), ``compute_reward`` and ``tolerance``.
+    """The half of ``DreamCore`` that reads dreamed states: ``arm`` and ``move_arm`` (the end
+    effector), ``frames``, ``observe`` (device observations), ``with_goal`` and ``observation``
+    (host observations), ``frame_features``, ``score``, ``readout`` (distance, reward and the
+    head's positions, one host copy), ``info_arrays`` (the info keys, batched), ``compute_reward``
+    and ``tolerance``.
 
     ``DreamCore`` sets the attributes these read at its construction.
     """
@@ -59,6 +60,24 @@ class DreamReadout:
         """Whether the dream knows the end effector (a state head with an end-effector branch)."""
         return self.head is not None and self.head.has_end_effector
 
+    def arm(self, feats: Tensor, start: Tensor, now: Tensor | None = None) -> Tensor:
+        """The end effector the head knows, ``(B, 3)``: read off ``feats`` ``(B, F)`` relative to
+        ``start`` ``(B, 3)`` (the arm at reset), or for a head that integrates the arm from the
+        actions (``arm_from_actions``), ``now`` (``Episodes.dev["arm"]``; ``start`` before any step)."""
+        if getattr(self.head, "arm_from_actions", False):
+            return start if now is None else now
+        return self.head.end_effector(feats, start)
+
+    @torch.no_grad()
+    def move_arm(self, ep: Episodes, actions: Tensor) -> None:
+        """After a step with ``actions`` ``(B, A)``: a head that integrates the arm moves each row's
+        ``ep.dev["arm"]`` (``ObjectHead.arm_step``) and remembers the action; others read the arm
+        off the features and keep nothing."""
+        if getattr(self.head, "arm_from_actions", False):
+            d = ep.dev
+            d["arm"] = self.head.arm_step(d["arm"], actions.float(), d["last_action"])
+            d["last_action"] = actions.float().clone()
+
     @torch.no_grad()
     def frames(self, state: State) -> Tensor:
         """Dreamed frames, uint8 ``(B, H, W, 3)``."""
@@ -72,17 +91,19 @@ class DreamReadout:
         goal: Tensor | None = None,
         *,
         ee: Tensor | None = None,
+        arm: Tensor | None = None,
     ) -> Tensor:
         """Observations on the device: uint8 frames or clipped float32 features; with ``task_obs``
-        the head's end effector (read relative to ``ee`` ``(B, 3)``, the arm at reset, or to the
-        rows' pool entries ``pidx``) and ``goal`` (when given) follow."""
+        the head's end effector (``arm``: read relative to ``ee`` ``(B, 3)``, the arm at reset, or
+        to the rows' pool entries ``pidx``; ``arm`` ``(B, 3)``: the integrated arm) and ``goal``
+        (when given) follow."""
         if self.config.obs == "pixels":
             return self.frames(state)
         b = self.config.latent_bound
         feats = self.model.features(state).float()
         if self.config.task_obs:
             start = self.pool["ee"][pidx] if ee is None else ee
-            arm = self.head.end_effector(feats, start)
+            arm = self.arm(feats, start, arm)
             feats = torch.cat([feats, arm, *([] if goal is None else [goal.float()])], dim=1)
         return feats.clamp(-b, b)
 
@@ -127,10 +148,13 @@ class DreamReadout:
         d = self._image_distance(state, images, feats)
         return d, -d, torch.full_like(goal, float("nan"))
 
-    def _task_score(self, feats: Tensor, goal: Tensor, query: Tensor, ee_start: Tensor):
-        """The task's ``(distance, reward, target, ee or None)`` on the head's readings."""
+    def _task_score(
+        self, feats: Tensor, goal: Tensor, query: Tensor, ee_start: Tensor, arm: Tensor | None = None
+    ):
+        """The task's ``(distance, reward, target, ee or None)`` on the head's readings (``arm``:
+        the integrated arm, see ``arm``)."""
         pos = self.head(feats, query)
-        ee = self.head.end_effector(feats, ee_start) if self.head.has_end_effector else None
+        ee = self.arm(feats, ee_start, arm) if self.head.has_end_effector else None
         arm = pos if ee is None else ee  # no branch: reach_weight == 0 and an object task (checked)
         return tasks.distance(self.spec, pos, arm, goal), tasks.reward(self.spec, pos, arm, goal), pos, ee
 
@@ -155,7 +179,7 @@ class DreamReadout:
             dist = dist.cpu().numpy()
             return {"distance": dist, "reward": -dist}
         feats = self.model.features(state).float()
-        dist, reward, pos, ee = self._task_score(feats, d["goal"], d["query"], d["ee"])
+        dist, reward, pos, ee = self._task_score(feats, d["goal"], d["query"], d["ee"], d.get("arm"))
         b = len(pos)
         objects = torch.full((b, MAX_OBJECTS, 3), float("nan"), device=self.device)
         present = torch.isfinite(d["objects"]).all(-1)

@@ -95,9 +95,10 @@ class _BatchedEpisodes:
         a = torch.from_numpy(check_actions(actions, (self.n, 4))).to(core.device)
         self.calls += 1
         self.state = core.step(self.state, a, ep.dev["keys"], self.counters, seed=self.calls)
+        core.move_arm(ep, a)
         self.counters += 1
         self.t += 1
-        obs = core.observe(self.state, goal=ep.dev["goal"], ee=ep.dev["ee"]).cpu().numpy()
+        obs = core.observe(self.state, goal=ep.dev["goal"], ee=ep.dev["ee"], arm=ep.dev["arm"]).cpu().numpy()
         r = core.readout(self.state, ep)
         info = core.info_arrays(r, ep)
         obs = core.observation(obs, r, ep)

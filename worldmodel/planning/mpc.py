@@ -112,6 +112,8 @@ class MPCAgent(PlanningAgent):
         return self.record or self.objective.needs_goal_image
 
     def _prepare(self, task: Task) -> Task:
+        if getattr(self.objective, "needs_last_action", False) and task.last_action is None:
+            task.last_action = torch.from_numpy(self.rest_action)[None]  # an episode's start (see _plan)
         return self.objective.prepare(self.model, task)
 
     @torch.no_grad()
@@ -142,6 +144,8 @@ class MPCAgent(PlanningAgent):
         task = Task.cat([self._slots[i].task for i in envs])
         if getattr(self.objective, "needs_ee_start", False):
             task.ee_start = self._ee_now(envs).to(self.model.device)
+        if getattr(self.objective, "needs_last_action", False):
+            task.last_action = self._last_actions(envs).to(self.model.device)
         model, objective, gen = self.model, self.objective, self.generator
         result = self.planner.optimize(
             lambda cand: objective(model, state, task, cand, gen),
@@ -170,6 +174,12 @@ class MPCAgent(PlanningAgent):
             else:
                 raise RuntimeError("the objective reads the arm's position: attach the agent to an env")
         return torch.stack(rows)
+
+    def _last_actions(self, envs: list[int]) -> Tensor:
+        """The action each env executed last, ``(P, A)`` (the rest action before the first: the
+        anchor's context holds the first frame still)."""
+        rows = [self.rest_action if (a := self._slots[i].pending) is None else a for i in envs]
+        return torch.from_numpy(np.stack([np.asarray(a, np.float32) for a in rows]))
 
     @torch.no_grad()
     def imagine(self, state: State, actions: Tensor) -> np.ndarray:

@@ -37,6 +37,7 @@ from torch import Tensor
 
 from worldmodel.choices import check_choice
 from worldmodel.dynamics.base import LatentDynamics, State
+from worldmodel.dynamics.heads import arm_along
 from worldmodel.envs import task as tasks
 from worldmodel.envs.task import TaskSpec
 
@@ -50,8 +51,9 @@ class Task:
     ``goal_pos`` ``(P, 3)`` goal of the target object (m); ``query`` ``(P, 3)`` the target's position
     at the start of the episode (the ``ObjectHead``'s query); ``ee_start`` ``(P, 3)`` the gripper's
     position at the state planned from (proprioception, for heads that read the arm relative to
-    it); ``goal_image`` uint8 ``(P, H, W, 3)``; ``goal_features`` ``(P, F)`` filled in by
-    ``GoalImage.prepare``.
+    it); ``last_action`` ``(P, A)`` the action taken just before that state (for heads that
+    integrate the arm from the actions); ``goal_image`` uint8 ``(P, H, W, 3)``; ``goal_features``
+    ``(P, F)`` filled in by ``GoalImage.prepare``.
     """
 
     goal_pos: Tensor | None = None
@@ -59,6 +61,7 @@ class Task:
     goal_image: Tensor | None = None
     goal_features: Tensor | None = None
     ee_start: Tensor | None = None
+    last_action: Tensor | None = None
 
     def _map(self, fn) -> Task:
         values = {f.name: getattr(self, f.name) for f in _fields(self)}
@@ -134,9 +137,10 @@ class Objective(ABC):
         return task
 
     @abstractmethod
-    def rewards(self, outputs: Tensor, task: Task, problem: Tensor) -> Tensor:
+    def rewards(self, outputs: Tensor, task: Task, problem: Tensor, actions: Tensor | None = None) -> Tensor:
         """Per-step rewards ``(B, H)`` of rollout outputs ``(B, H, ...)`` (frames ``(B, H, 3, h, w)``
-        if ``needs_pixels`` else features ``(B, H, F)``); ``problem`` ``(B,)`` indexes ``task``."""
+        if ``needs_pixels`` else features ``(B, H, F)``) of ``actions`` ``(B, H, A)`` (read by
+        heads that integrate the arm from them); ``problem`` ``(B,)`` indexes ``task``."""
 
     def __call__(
         self,
@@ -185,7 +189,7 @@ class Objective(ABC):
                 noise=None if noise is None else noise[rows],
                 decode=self.needs_pixels,
             )
-            scores.append((self.rewards(out, task, problem) * weights).sum(1))
+            scores.append((self.rewards(out, task, problem, flat[rows]) * weights).sum(1))
         return torch.cat(scores).view(p, n, k).mean(2)
 
     def _noise(
@@ -251,6 +255,7 @@ class LearnedReward(Objective):
             )
         self.head = head.eval()
         self.needs_ee_start = self.uses_ee and bool(getattr(head, "ee_relative", False))
+        self.needs_last_action = self.uses_ee and bool(getattr(head, "arm_from_actions", False))
 
     def prepare(self, model: LatentDynamics, task: Task) -> Task:
         if task.goal_pos is None or (self.spec.uses_objects and task.query is None):
@@ -259,19 +264,23 @@ class LearnedReward(Objective):
             raise ValueError(
                 "task: this head reads the arm relative to its start; LearnedReward needs ee_start"
             )
+        if self.needs_last_action and task.last_action is None:
+            raise ValueError(
+                "task: this head integrates the arm from the actions; LearnedReward needs last_action"
+            )
         self.head.to(model.device)
         return task.to(model.device)
 
-    def rewards(self, outputs: Tensor, task: Task, problem: Tensor) -> Tensor:
+    def rewards(self, outputs: Tensor, task: Task, problem: Tensor, actions: Tensor | None = None) -> Tensor:
         b, h, f = outputs.shape
         feats = outputs.reshape(b * h, f).float()
         goal = task.goal_pos[problem].float()[:, None, :]
         ee = None
-        if self.uses_ee:
-            start = (
-                None if task.ee_start is None else task.ee_start[problem].float().repeat_interleave(h, dim=0)
-            )
-            ee = self.head.end_effector(feats, start).view(b, h, -1)
+        if self.uses_ee and not self.needs_ee_start:  # an absolute reading off the features
+            ee = self.head.end_effector(feats).view(b, h, -1)
+        elif self.uses_ee:
+            last = None if task.last_action is None else task.last_action[problem].float()
+            ee = arm_along(self.head, outputs.float(), task.ee_start[problem].float(), actions, last)
         pos = ee
         if self.spec.uses_objects:
             query = task.query[problem].float().repeat_interleave(h, dim=0)
@@ -308,7 +317,7 @@ class GoalImage(Objective):
             task = dataclasses.replace(task, goal_features=goal_features(model, task.goal_image))
         return task
 
-    def rewards(self, outputs: Tensor, task: Task, problem: Tensor) -> Tensor:
+    def rewards(self, outputs: Tensor, task: Task, problem: Tensor, actions: Tensor | None = None) -> Tensor:
         if self.distance == "pixels":
             goal = task.goal_image[problem].movedim(-1, -3).float()[:, None] / 255.0  # (B, 1, 3, h, w)
             return -(outputs.float() - goal).pow(2).flatten(2).mean(2).sqrt()

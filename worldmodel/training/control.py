@@ -67,6 +67,7 @@ import torch
 from torch import Tensor, nn
 
 from worldmodel.dynamics.base import LatentDynamics
+from worldmodel.dynamics.heads import arm_along
 
 __all__ = ["control_diagnostics"]
 
@@ -277,9 +278,14 @@ def _dream_errors(
             decode=False,
         )
         f = feats[:, steps].float()  # (b, len(ks), F): the states k steps after the context
-        if has_ee:  # the arm's start (proprioception) for heads that read it relative to it
-            start = ep["states"][i:j, c - 1].to(dev)[:, None].expand(b, len(ks), 3).flatten(0, 1)
-            ee_pred[i:j] = reader.end_effector(f.flatten(0, 1), start).view(b, len(ks), 3).cpu()
+        if has_ee:  # from the arm's start (proprioception), for heads that read it relative to it
+            start = ep["states"][i:j, c - 1].to(dev)
+            if getattr(reader, "arm_from_actions", False):  # integrated along every recorded action
+                acts = actions[i:j, c - 1 : c - 1 + max(ks)].to(dev)
+                previous = actions[i:j, c - 2].to(dev) if c >= 2 else torch.zeros_like(acts[:, 0])
+                ee_pred[i:j] = reader.arm_rollout(start, previous, acts)[:, steps].cpu()
+            else:
+                ee_pred[i:j] = arm_along(reader, f, start).cpu()
         if obj_pred is not None:
             kk = objects.shape[2]
             query = objects[i:j, c - 1]  # (b, K, 3): every object where the dream starts
@@ -349,6 +355,8 @@ def _ranking(
         task = _task(objects, frames, target, rows, c, k)
         if ep["states"] is not None:
             task.ee_start = ep["states"][rows, c - 1]
+            last = actions[rows, c - 2] if c >= 2 else torch.zeros_like(actions[rows, 0])
+            task.last_action = last.float()
         for name, objective in objectives.items():
             ready = objective.prepare(fast, task)
             scored = objective(fast, state, ready, actions[cand, c - 1 : c - 1 + k], gens[name])
