@@ -177,6 +177,56 @@ def test_task_observation_ends_with_the_dreamed_arm_and_the_goal(model):
         DreamConfig(task_obs=True, obs="pixels")
 
 
+def test_a_dream_integrates_the_arm_as_the_planner_does():
+    """A state head that integrates the arm from the actions (here: 1 cm in x per action): the
+    dream's arm (info, task observation, reward) moves with the actions taken from the recorded
+    start, is back at the start after an auto-reset, and the planner's learned reward scores the
+    same actions from the same start to the same numbers."""
+    import torch
+
+    from worldmodel import dynamics
+    from worldmodel.planning.objectives import LearnedReward, Task
+
+    torch.manual_seed(0)
+    arm_model = dynamics.make(
+        "svg-lp", preset="tiny", image_size=64, state_head=True, state_arm="actions"
+    ).eval()
+    with torch.no_grad():
+        arm_model.state_head.arm_net[-1].bias.copy_(torch.tensor([0.1, 0.0, 0.0]))  # x ee_scale (0.1 m)
+    cfg = DreamConfig(reward="learned", obs="latent", task_obs=True, task="reach", pool_size=4, horizon=3)
+    vec = DreamVecEnv(DreamCore(arm_model, cfg, device="cpu"), 2)
+    f = arm_model.feature_dim
+    vec.seed(1)
+    obs = vec.reset()
+    start = np.stack([info["ee_pos"] for info in vec.reset_infos])
+    goal = obs[:, -3:]
+    np.testing.assert_allclose(obs[:, f : f + 3], start, atol=1e-6)
+    actions = np.array([[0.5, -0.2, 0.1, 0.0], [-0.3, 0.4, 0.0, 1.0]], np.float32)
+    rewards = []
+    for t in (1, 2):
+        obs, reward, _, infos = vec.step(actions)
+        want = start + np.array([0.01 * t, 0.0, 0.0], np.float32)
+        np.testing.assert_allclose(np.stack([i["ee_pos"] for i in infos]), want, atol=1e-5)
+        np.testing.assert_allclose(obs[:, f : f + 3], want, atol=1e-5)
+        rewards.append(reward)
+    planned = LearnedReward(arm_model.state_head, task="reach").rewards(
+        torch.zeros(2, 2, f),
+        Task(goal_pos=torch.as_tensor(goal), ee_start=torch.as_tensor(start), last_action=torch.zeros(2, 4)),
+        torch.arange(2),
+        torch.as_tensor(actions)[:, None].expand(2, 2, 4),
+    )
+    np.testing.assert_allclose(planned.detach().T.numpy(), np.stack(rewards), atol=1e-5)
+    _, _, done, infos = vec.step(actions)  # the third step ends the episodes; they restart
+    assert done.all()
+    restart = np.stack([i["terminal_observation"][f : f + 3] for i in infos])
+    np.testing.assert_allclose(restart, start + np.array([0.03, 0.0, 0.0], np.float32), atol=1e-5)
+    new_start = np.stack([info["ee_pos"] for info in vec.reset_infos])
+    obs, _, _, infos = vec.step(actions)
+    np.testing.assert_allclose(
+        np.stack([i["ee_pos"] for i in infos]), new_start + np.array([0.01, 0.0, 0.0]), atol=1e-5
+    )
+
+
 def test_every_dream_takes_its_checkpoint_first(model):
     core = DreamCore(model, DreamConfig(reward="goal-image", pool_size=2, horizon=3), device="cpu")
     for env in (DreamVecEnv(core, 2), DreamVectorEnv(core, 2)):

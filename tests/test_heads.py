@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from worldmodel import dynamics
+from worldmodel.dynamics.head_fit import train_object_head
 from worldmodel.dynamics.heads import (
     ObjectHead,
     find_head,
@@ -14,7 +15,6 @@ from worldmodel.dynamics.heads import (
     head_path_for,
     load_head,
     save_head,
-    train_object_head,
 )
 from worldmodel.errors import CheckpointError
 

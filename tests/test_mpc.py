@@ -158,6 +158,27 @@ def test_context_window_holds_real_frames_and_executed_actions():
         mpc.window(1)
 
 
+def test_each_plan_knows_the_action_executed_last():
+    """For heads that integrate the arm from the actions: the rest action at an episode's start,
+    then the action the env executed last."""
+    seen: list[Tensor] = []
+
+    class Spy(GoalImage):
+        needs_last_action = True
+
+        def __call__(self, model, state, task, actions, generator=None):
+            seen.append(task.last_action.clone())
+            return super().__call__(model, state, task, actions, generator)
+
+    mpc = agent(Spy("features"))
+    mpc.set_task(0, Task(goal_image=torch.from_numpy(encode(np.array([0.5, 0.5])))[None]))
+    a0, _ = mpc.predict(encode(np.zeros(2)), episode_start=np.array([True]))
+    assert seen and all(torch.equal(x, torch.zeros(1, 4)) for x in seen)
+    seen.clear()
+    mpc.predict(encode(np.array([0.1, 0.0]))[None])
+    assert seen and all(torch.equal(x, torch.from_numpy(a0)[None]) for x in seen)
+
+
 def test_errors():
     mpc = agent(GoalImage("features"))
     with pytest.raises(RuntimeError, match="attach"):

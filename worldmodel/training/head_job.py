@@ -68,7 +68,8 @@ def fit_head(job: HeadJob, say: Callable[[str], None] = lambda _: None) -> dict[
 
     from worldmodel.data import open_dataset
     from worldmodel.dynamics.checkpoint import model_from, read
-    from worldmodel.dynamics.heads import fit_record, head_path_for, save_head, train_object_head
+    from worldmodel.dynamics.head_fit import train_object_head
+    from worldmodel.dynamics.heads import fit_record, head_path_for, save_head
     from worldmodel.errors import DataError
     from worldmodel.files import write_json_atomic
 
