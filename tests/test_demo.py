@@ -46,6 +46,10 @@ def test_every_stage_writes_its_output(run):
         assert (run / path).is_file(), path
     # The model plans and dreams with its own state head: no separate head file is trained.
     assert not (run / "model/checkpoints/last.head.pt").exists()
+    from worldmodel import dynamics
+
+    config = dynamics.load(run / "model/checkpoints/last.pt", device="cpu").config
+    assert config.state_head and config.state_arm == "actions"  # the demo integrates the arm
     for name, task in (
         ("plan.json", "push"),
         ("plan_recorded.json", "recorded-goal"),

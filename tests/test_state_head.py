@@ -152,12 +152,27 @@ def test_an_integrated_arm_rolls_step_by_step_from_its_start():
     moved = _arm_head((0.01, 0.0, -0.02)).arm_rollout(start, previous, actions)
     steps = torch.arange(1, 6, dtype=torch.float32)[:, None] * torch.tensor([0.01, 0.0, -0.02])
     torch.testing.assert_close(moved[0], start + steps)
-    with pytest.raises(ValueError, match="arm_step or arm_rollout"):
-        head.end_effector(torch.zeros(1, 8), start)
+    # The features' reading is kept beside it (trained too: the latent keeps carrying the arm).
+    torch.testing.assert_close(head.end_effector(torch.zeros(1, 8), start), start)
+    with pytest.raises(ValueError, match="use end_effector"):
+        ObjectHead(8, hidden=4, ee_relative=True).arm_step(start, previous, previous)
     with pytest.raises(ValueError, match="pass actions and previous"):
         arm_along(head, torch.zeros(1, 5, 8), start)
     with pytest.raises(ValueError, match="state_arm"):
         dynamics.make("svg-lp", preset="tiny", state_head=True, state_arm="proprio")
+
+
+def test_a_checkpoint_rebuilds_the_integrated_arm(tmp_path):
+    torch.manual_seed(0)
+    model = dynamics.make("svg-lp", preset="tiny", state_head=True, state_arm="actions")
+    with torch.no_grad():
+        model.state_head.arm_net[-1].bias.normal_()
+    loaded = dynamics.load(dynamics.save(model, tmp_path / "m.pt"), device="cpu")
+    assert loaded.config.state_arm == "actions" and loaded.state_head.arm_from_actions
+    assert torch.equal(loaded.state_head.arm_net[-1].bias, model.state_head.arm_net[-1].bias)
+    head = ObjectHead.from_dict(model.state_head.to_dict())  # a head file's dict, format 4
+    assert model.state_head.to_dict()["format"] == 4 and head.arm_actions == 4
+    assert ObjectHead(8, hidden=4).to_dict()["format"] == 3  # readers of format 3 still load these
 
 
 def test_the_learned_reward_integrates_the_planned_actions():

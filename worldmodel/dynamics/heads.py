@@ -72,6 +72,11 @@ class ObjectHead(nn.Module):
     features alone (heads of ``train-head``). Measured on the quick demo's model: the absolute
     reading was 5.8 cm off already on the real last context frame.
 
+    ``arm_actions = A > 0`` (``state_arm="actions"``): the arm that planners and dreams use is
+    integrated from its start with ``arm_step`` (an MLP of the arm, the action and the previous
+    action, ``A`` each; ``arm_along`` picks it). The features' reading (``end_effector``) is
+    still trained beside it, so that the latent keeps carrying the arm (see ``state_loss``).
+
     ``pos_mean`` / ``pos_scale`` and ``ee_mean`` / ``ee_scale`` (buffers) normalise positions; they
     are set from training data.
     """
@@ -95,23 +100,21 @@ class ObjectHead(nn.Module):
         nn.init.zeros_(self.net[-1].bias)
         self.register_buffer("pos_mean", torch.zeros(3))
         self.register_buffer("pos_scale", torch.ones(3))
-        self.ee_net = None
+        self.ee_net = _mlp(self.feature_dim + 3 * self.ee_relative, hidden) if end_effector else None
         self.arm_net = None
         if self.arm_actions:  # (arm, action, previous action) -> the arm's move this step
             self.arm_net = _mlp(3 + 2 * self.arm_actions, hidden)
-        elif end_effector:
-            self.ee_net = _mlp(self.feature_dim + 3 * self.ee_relative, hidden)
-        last = self.arm_net if self.arm_actions else self.ee_net if self.ee_relative else None
-        if last is not None:  # starts as "the arm has not moved"
-            nn.init.zeros_(last[-1].weight)
-            nn.init.zeros_(last[-1].bias)
+        for net in (self.ee_net if self.ee_relative else None, self.arm_net):
+            if net is not None:  # starts as "the arm has not moved"
+                nn.init.zeros_(net[-1].weight)
+                nn.init.zeros_(net[-1].bias)
         self.register_buffer("ee_mean", torch.zeros(3))
         self.register_buffer("ee_scale", torch.ones(3))
 
     @property
     def has_end_effector(self) -> bool:
         """Whether the head knows the arm (heads saved before the branch existed do not)."""
-        return self.ee_net is not None or self.arm_net is not None
+        return self.ee_net is not None
 
     @property
     def arm_from_actions(self) -> bool:
@@ -127,8 +130,6 @@ class ObjectHead(nn.Module):
     def end_effector(self, features: Tensor, start: Tensor | None = None) -> Tensor:
         """Predicted end-effector position ``(B, 3)`` in metres; ``start`` ``(B, 3)``: its position
         at the start of the rollout (needed by ``ee_relative`` heads, ignored by the others)."""
-        if self.arm_net is not None:
-            raise ValueError("this head integrates the arm from the actions: use arm_step or arm_rollout")
         if self.ee_net is None:
             raise ValueError("this head has no end-effector branch (retrain it with `worldmodel train-head`)")
         if not self.ee_relative:
@@ -144,7 +145,7 @@ class ObjectHead(nn.Module):
         last action says where it is still heading). Actions are clipped to [-1, 1], as the env
         clips them."""
         if self.arm_net is None:
-            raise ValueError("this head reads the arm off the features: use end_effector")
+            raise ValueError("this head reads the arm off the features only: use end_effector")
         a, p = action.clamp(-1, 1), previous.clamp(-1, 1)
         x = torch.cat([(arm - self.ee_mean) / self.ee_scale, a, p], dim=1)
         return arm + self.arm_net(x) * self.ee_scale

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from worldmodel.data.batch import Batch
 from worldmodel.dynamics.base import LatentDynamics
-from worldmodel.dynamics.heads import ObjectHead, arm_along
+from worldmodel.dynamics.heads import ObjectHead
 
 _POS_SCALE = 0.1  # metres: the state head's unit (PushTable's workspace is about ±0.2 m)
 _EE_MEAN = (0.0, 0.0, 0.08)  # the end effector's mean height above the table
@@ -78,14 +78,17 @@ def state_loss(model: LatentDynamics, batch: Batch) -> tuple[Tensor, dict[str, T
     f = torch.cat([model.features(state)[:, None], ahead], 1).float()  # (B, S, F): frames k-1 .. t-1
     head = model.state_head
     ee_true = batch["states"][:, k - 1 :, :3].to(f)
-    if head.arm_from_actions:  # from the recorded arm at the last context frame (proprioception)
+    # Read off every state's features, the last context frame's included: trained for every
+    # head, so the latent carries the arm (which the objects' motion depends on).
+    b, steps = f.shape[:2]
+    start = ee_true[:, :1].expand(b, steps, 3).flatten(0, 1)
+    ee_err = (head.end_effector(f.flatten(0, 1), start).view(b, steps, 3) - ee_true) / _POS_SCALE
+    loss = ee_err.pow(2).sum(-1).mean()
+    if head.arm_from_actions:  # and integrated from the recorded arm at the last context frame
         previous = actions[:, k - 2] if k >= 2 else torch.zeros_like(actions[:, 0])
         moved = head.arm_rollout(ee_true[:, 0], previous, actions[:, k - 1 : t - 1])
-        arm = torch.cat([ee_true[:, :1], moved], 1)
-    else:  # read off every state's features, the last context frame's included
-        arm = arm_along(head, f, ee_true[:, 0])
-    ee_err = (arm - ee_true) / _POS_SCALE
-    loss = ee_err.pow(2).sum(-1).mean()
+        ee_err = (moved - ee_true[:, 1:]) / _POS_SCALE  # the arm planners and dreams use
+        loss = loss + ee_err.pow(2).sum(-1).mean()
     metrics = {"state_ee_cm": ee_err.detach().pow(2).sum(-1).mean().sqrt() * 100 * _POS_SCALE}
     if "objects" in batch:
         objects = batch["objects"].to(f)  # (B, T, K, 3), NaN rows: absent

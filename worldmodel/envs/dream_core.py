@@ -323,9 +323,8 @@ class DreamCore(DreamReadout):
         acts = self.pool["actions"]
         out = torch.zeros(len(pidx), acts.shape[-1], device=self.device)
         if acts.shape[1] and len(pool_rows):
-            out[torch.as_tensor(pool_rows, device=self.device)] = acts[
-                torch.as_tensor(pidx[pool_rows]), -1
-            ].float()
+            rows, entries = (torch.as_tensor(x, device=self.device) for x in (pool_rows, pidx[pool_rows]))
+            out[rows] = acts[entries, -1].float()
         for j, i in enumerate(ctx_rows):
             if len(ctxs[j]["actions"]):
                 out[int(i)] = torch.as_tensor(ctxs[j]["actions"][-1], device=self.device).float()
