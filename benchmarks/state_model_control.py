@@ -11,12 +11,17 @@ coordinates, ``(target - arm, arm, action, previous action) -> (arm move, target
 push learned in one place holds everywhere. MPC (the project's CEM) then plans in the real
 PushTable sim on the sim's true state, re-read at every plan (perfect perception), with the
 task's reward (``worldmodel.envs.task.reward``, the real env's) on the ensemble's mean prediction
-minus ``--pessimism`` times its spread across members. The same episodes run with random actions.
+minus ``--pessimism`` times its spread across members; ``--push-offset`` makes its reach shaping
+draw the arm behind the target, on the far side from the goal. The same episodes run with random
+actions.
 
 Printed: the held-out one-step error of the target's predicted move on the steps where it moved
 (against "it stays put") and its direction agreement (mean cosine, 1 = always the right way),
 then success with its 95 % interval and the median final distance for the model and for random.
 If a model of the true states cannot push, a pixel model trained on the same data will not.
+Measured (2,048 one-object pushes, 20 episodes): push 0.05 with the default shaping, 0.20 with
+``--push-offset 0.05``, 0.35 with ``--push-offset 0.05 --members 5 --pessimism 0.5``; recorded
+goal 0.35 with ``--push-offset 0.05`` (random 0.00 and 0.05; the simulator oracle 0.60 and 0.80).
 """
 
 from __future__ import annotations
@@ -134,8 +139,8 @@ def score(model: Ensemble, spec: tasks.TaskSpec, info: dict, previous: Tensor, p
 
 def run(agent: str, model: Ensemble | None, args: argparse.Namespace) -> tuple[float, list[float]]:
     """Success rate and final distances of ``agent`` (``model`` or ``random``) on the episodes."""
-    spec = tasks.TaskSpec(name=args.task)
-    env = PushTableEnv(num_objects=1, task=args.task)
+    spec = tasks.TaskSpec(name=args.task, push_offset=args.push_offset)  # the planner's shaping
+    env = PushTableEnv(num_objects=1, task=args.task)  # judged as always: the target within 5 cm
     cem = CEM(CEMConfig.cem(population=args.population, elites=args.elites, horizon=args.horizon), 4)
     rng, gen = np.random.default_rng(args.seed), torch.Generator().manual_seed(args.seed)
     wins, final = 0, []
@@ -175,9 +180,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--elites", type=int, default=30)
     p.add_argument("--replan-every", type=int, default=2)
     p.add_argument("--seed", type=int, default=1000)
+    p.add_argument(
+        "--push-offset",
+        type=float,
+        default=0.0,
+        help="the planner's reach shaping draws the arm this far (m) behind the target (push_offset)",
+    )
     args = p.parse_args(argv)
     if args.members < 1 or args.episodes < 1 or args.steps < 1 or not args.pessimism >= 0:
         p.error("--members, --episodes and --steps must be >= 1 and --pessimism >= 0")
+    if not 0 <= args.push_offset <= 0.2:
+        p.error("--push-offset must be in [0, 0.2] m")
     torch.manual_seed(0)
     tic = time.perf_counter()
     try:
