@@ -150,6 +150,26 @@ def test_a_model_that_follows_the_actions_is_exact_and_ranks_the_recorded_action
     json.dumps(r, allow_nan=False)
 
 
+class IntegratingHead(TrueHead):
+    """``TrueHead`` whose arm is integrated from the actions (``state_arm="actions"``), exactly."""
+
+    arm_from_actions = True
+
+    def arm_rollout(self, start: torch.Tensor, previous: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        return start[:, None] + torch.cumsum(STEP * actions[..., :3], 1)
+
+
+def test_a_head_that_integrates_the_arm_is_scored_on_its_integration(episodes):
+    """The model ignores the actions (its features say the arm stays put); the head integrates
+    them: the dreamed arm is exact, the target is the stays-put baseline."""
+    model = SceneModel(episodes, follows=False)
+    model.state_head = IntegratingHead()
+    r = control_diagnostics(model, episodes, ks=(3, 5), candidates=3)
+    for k, row in r["per_k"].items():
+        assert row["ee_error_cm"] == pytest.approx(0.0, abs=1e-5) and row["ee_static_cm"] > 1.0, k
+        assert row["target_error_cm"] == pytest.approx(row["target_static_cm"]), k
+
+
 def test_a_model_that_ignores_the_actions_is_the_stays_put_baseline_and_ranks_at_chance(episodes):
     r = control_diagnostics(SceneModel(episodes, follows=False), episodes, ks=(5,), candidates=7)
     row = r["per_k"]["5"]

@@ -94,9 +94,9 @@ class DreamReadout:
         arm: Tensor | None = None,
     ) -> Tensor:
         """Observations on the device: uint8 frames or clipped float32 features; with ``task_obs``
-        the head's end effector (``arm``: read relative to ``ee`` ``(B, 3)``, the arm at reset, or
-        to the rows' pool entries ``pidx``; ``arm`` ``(B, 3)``: the integrated arm) and ``goal``
-        (when given) follow."""
+        the head's end effector (read relative to ``ee`` ``(B, 3)``, the arm at reset, or to the
+        rows' pool entries ``pidx``; for a head that integrates the arm, ``arm`` ``(B, 3)``, see
+        ``arm``) and ``goal`` (when given) follow."""
         if self.config.obs == "pixels":
             return self.frames(state)
         b = self.config.latent_bound
