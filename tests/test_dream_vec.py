@@ -227,6 +227,55 @@ def test_a_dream_integrates_the_arm_as_the_planner_does():
     )
 
 
+def test_a_dream_integrates_the_target_as_the_planner_does():
+    """A state head that integrates the objects from the actions (here: 1 cm in x per action, the
+    arm still): the dream's target (info, reward) moves with the actions from its recorded start,
+    and the planner's learned reward scores the same actions from the same start to the same
+    numbers; an auto-reset starts it from its record again."""
+    import torch
+
+    from worldmodel import dynamics
+    from worldmodel.planning.objectives import LearnedReward, Task
+
+    torch.manual_seed(0)
+    m = dynamics.make(
+        "svg-lp", preset="tiny", image_size=64, state_head=True, state_arm="actions", state_objects="actions"
+    ).eval()
+    with torch.no_grad():
+        m.state_head.obj_net[-1].bias.copy_(torch.tensor([0.1, 0.0, 0.0]))  # x pos_scale (0.1 m)
+    cfg = DreamConfig(reward="learned", obs="latent", task="push", pool_size=4, horizon=3)
+    vec = DreamVecEnv(DreamCore(m, cfg, device="cpu"), 2)
+    vec.seed(1)
+    vec.reset()
+    start = np.stack([info["target_pos"] for info in vec.reset_infos])
+    ee = np.stack([info["ee_pos"] for info in vec.reset_infos])
+    goal = np.stack([info["goal_pos"] for info in vec.reset_infos])
+    actions = np.array([[0.5, -0.2, 0.1, 0.0], [-0.3, 0.4, 0.0, 1.0]], np.float32)
+    rewards = []
+    for t in (1, 2):
+        _, reward, _, infos = vec.step(actions)
+        want = start + np.array([0.01 * t, 0.0, 0.0], np.float32)
+        np.testing.assert_allclose(np.stack([i["target_pos"] for i in infos]), want, atol=1e-5)
+        np.testing.assert_allclose(np.stack([i["ee_pos"] for i in infos]), ee, atol=1e-5)
+        rewards.append(reward)
+    task = Task(
+        goal_pos=torch.as_tensor(goal),
+        query=torch.as_tensor(start),
+        ee_start=torch.as_tensor(ee),
+        last_action=torch.zeros(2, 4),
+    )
+    planned = LearnedReward(m.state_head, task="push").rewards(
+        torch.zeros(2, 2, m.feature_dim), task, torch.arange(2), torch.as_tensor(actions)[:, None].expand(2, 2, 4)
+    )
+    np.testing.assert_allclose(planned.detach().T.numpy(), np.stack(rewards), atol=1e-5)
+    vec.step(actions)  # the third step ends the episodes; they restart from their records
+    new_start = np.stack([info["target_pos"] for info in vec.reset_infos])
+    _, _, _, infos = vec.step(actions)
+    np.testing.assert_allclose(
+        np.stack([i["target_pos"] for i in infos]), new_start + np.array([0.01, 0.0, 0.0]), atol=1e-5
+    )
+
+
 def test_every_dream_takes_its_checkpoint_first(model):
     core = DreamCore(model, DreamConfig(reward="goal-image", pool_size=2, horizon=3), device="cpu")
     for env in (DreamVecEnv(core, 2), DreamVectorEnv(core, 2)):

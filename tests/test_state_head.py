@@ -234,3 +234,128 @@ def test_an_integrated_arm_beats_the_arm_read_off_the_features():
     integrated, _ = _arm_errors("actions", 300)
     read, _ = _arm_errors("features", 300)
     assert integrated[-1] < 0.85 * read[-1], (integrated, read)
+
+
+def _object_head(arm_step: tuple[float, float, float], obj_step: tuple[float, float, float]) -> ObjectHead:
+    """A head whose integrated arm moves by ``arm_step`` and every object by ``obj_step`` (m) at
+    every action, whatever the inputs."""
+    head = ObjectHead(8, hidden=16, arm_actions=4, object_actions=True)
+    with torch.no_grad():
+        head.arm_net[-1].bias.copy_(torch.tensor(arm_step) / head.ee_scale)
+        head.obj_net[-1].bias.copy_(torch.tensor(obj_step) / head.pos_scale)
+    return head.eval()
+
+
+def test_integrated_objects_roll_with_the_arm_step_by_step():
+    head = ObjectHead(8, hidden=16, arm_actions=4, object_actions=True).eval()
+    assert head.objects_from_actions and head.arm_from_actions
+    ee, obj, previous = torch.tensor([[0.1, -0.05, 0.1]]), torch.tensor([[0.0, 0.05, 0.02]]), torch.zeros(1, 4)
+    actions = torch.rand(1, 5, 4, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    arm, moved = head.state_rollout(ee, obj, previous, actions)  # zero-initialised: nothing moves
+    torch.testing.assert_close(moved, obj[:, None].expand(1, 5, 3))
+    frame = torch.randint(0, 255, (1, 16, 16, 3), dtype=torch.uint8)
+    torch.testing.assert_close(head.read(frame, obj), obj)  # the reader starts at its query
+    with torch.no_grad():  # any weights: the rollout is the chain of single steps
+        for p in [*head.obj_net.parameters(), *head.arm_net.parameters()]:
+            p.normal_(0.0, 0.3)
+    a, o, prev, arms, objs = ee, obj, previous, [], []
+    for t in range(5):
+        nxt = head.arm_step(a, actions[:, t], prev)
+        o = head.object_step(o, a, nxt, actions[:, t], prev)
+        a, prev = nxt, actions[:, t]
+        arms.append(a)
+        objs.append(o)
+    arm, moved = head.state_rollout(ee, obj, previous, actions)
+    torch.testing.assert_close(arm, torch.stack(arms, 1))
+    torch.testing.assert_close(moved, torch.stack(objs, 1))
+    torch.testing.assert_close(arm, head.arm_rollout(ee, previous, actions))
+    _, fixed = _object_head((0.0, 0.0, 0.0), (0.01, -0.02, 0.0)).state_rollout(ee, obj, previous, actions)
+    steps = torch.arange(1, 6, dtype=torch.float32)[:, None] * torch.tensor([0.01, -0.02, 0.0])
+    torch.testing.assert_close(fixed[0], obj + steps)
+    with pytest.raises(ValueError, match="needs the integrated arm"):
+        ObjectHead(8, hidden=4, object_actions=True)
+    with pytest.raises(ValueError, match="features only"):
+        ObjectHead(8, hidden=4, arm_actions=4).read(frame, obj)
+    with pytest.raises(ValueError, match="state_arm=actions too"):
+        dynamics.make("svg-lp", preset="tiny", state_head=True, state_objects="actions")
+    with pytest.raises(ValueError, match="state_objects"):
+        dynamics.make("svg-lp", preset="tiny", state_head=True, state_arm="actions", state_objects="pixels")
+
+
+def test_a_checkpoint_rebuilds_the_integrated_objects(tmp_path):
+    torch.manual_seed(0)
+    model = dynamics.make("svg-lp", preset="tiny", state_head=True, state_arm="actions", state_objects="actions")
+    with torch.no_grad():
+        model.state_head.obj_net[-1].bias.normal_()
+        model.state_head.reader.mlp[-1].bias.normal_()
+    loaded = dynamics.load(dynamics.save(model, tmp_path / "m.pt"), device="cpu")
+    assert loaded.config.state_objects == "actions" and loaded.state_head.objects_from_actions
+    for a, b in zip(loaded.state_head.state_dict().values(), model.state_head.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    d = model.state_head.to_dict()
+    assert d["format"] == 5 and ObjectHead.from_dict(d).objects_from_actions
+    assert ObjectHead(8, hidden=4, arm_actions=4).to_dict()["format"] == 4  # older readers load these
+
+
+def test_the_learned_reward_integrates_the_target_from_its_start():
+    """Push with the target moving 1 cm in x per action from where the task says it is now
+    (``object_start``, else the query) and the arm still: after step t the reward is minus the
+    target's distance to the goal minus half the arm's distance to the target, in closed form."""
+    from worldmodel.planning.objectives import LearnedReward, Task
+
+    head = _object_head((0.0, 0.0, 0.0), (0.01, 0.0, 0.0))
+    goal, ee = torch.tensor([[0.1, 0.0, 0.02]]), torch.tensor([[0.0, 0.0, 0.02]])
+    reward = LearnedReward(head, task="push")
+    assert reward.integrates_objects and reward.needs_ee_start and reward.needs_last_action
+    task = Task(goal_pos=goal, query=torch.tensor([[-0.5, 0.0, 0.02]]), ee_start=ee, last_action=torch.zeros(1, 4))
+    prepared = reward.prepare(dynamics.make("svg-lp", preset="tiny"), task)
+    torch.testing.assert_close(prepared.object_start, task.query)  # no reading: the query
+    task.object_start = torch.tensor([[0.02, 0.0, 0.02]])
+    got = reward.rewards(torch.randn(2, 4, 8), task, torch.zeros(2, dtype=torch.long), torch.zeros(2, 4, 4))
+    x = 0.02 + 0.01 * torch.arange(1, 5, dtype=torch.float32)
+    want = -(0.1 - x) - 0.5 * x
+    torch.testing.assert_close(got, want.expand(2, 4))
+
+
+def _object_errors(steps: int) -> dict[str, float]:
+    """The pixel reader's and the integrated square's errors on held-out moving squares (frame
+    widths), for a JEPA trained ``steps`` steps with ``state_objects="actions"``; the square is
+    the object and the arm at once, so the contact model has to learn "it moves with the arm"."""
+    from train_stubs import fit
+
+    from worldmodel.dynamics.heads import objects_along
+
+    def squares(n: int, t: int, seed: int) -> dict[str, Tensor]:
+        d = moving_square(n, t, image_size=16, seed=seed)
+        d = {**d, "actions": torch.round(d["actions"] * 2) / 2}
+        objects = torch.full((n, t, 4, 3), float("nan"))
+        objects[:, :, 0] = d["states"]
+        return {**d, "objects": objects}
+
+    torch.manual_seed(0)
+    model = dynamics.make(
+        "jepa", preset="tiny", image_size=16, state_head=True, state_arm="actions", state_objects="actions", n_future=4
+    )
+    c = model.config
+    fit(model, squares(512, c.seq_len, seed=0), steps=steps, batch=32)
+    held = squares(32, c.n_past + 8, seed=1)
+    head, k = model.state_head.eval(), c.n_past - 1
+    with torch.no_grad():
+        true = held["objects"][:, k, 0]
+        stale = true + torch.tensor([0.15, 0.0, 0.0])  # the reader must find the square, not echo
+        read = head.read(held["frames"][:, k], stale)
+        acts, previous = held["actions"][:, k:-1], held["actions"][:, k - 1]
+        along = objects_along(head, held["frames"][:, k], held["objects"][:, k], held["states"][:, k], previous, acts)
+    now = held["objects"][:, k + 1 :, 0]
+    return {
+        "read": float((read - true)[:, :2].norm(dim=-1).mean()),
+        "along": float((along[:, -1, 0] - now[:, -1])[:, :2].norm(dim=-1).mean()),
+        "stays": float((true - now[:, -1])[:, :2].norm(dim=-1).mean()),
+    }
+
+
+def test_integrated_objects_are_read_and_followed_with_the_model():
+    """The reader finds the square 0.15 frame widths from its query, and the contact model moves
+    it with the arm over 8-step dreams, better than "it stays put"."""
+    e = _object_errors(300)
+    assert e["read"] < 0.5 * 0.15 and e["along"] < 0.5 * e["stays"], e

@@ -71,7 +71,8 @@ class Pipeline:
     def model_sets(self) -> list[str]:
         """``--set`` values of the training stage."""
         c = self.cfg
-        state = ("state_head=true", f"state_arm={c.state_arm}") if c.state_head else ()
+        state = ("state_head=true", f"state_arm={c.state_arm}", f"state_objects={c.state_objects}")
+        state = state if c.state_head else ()
         return [f"image_size={c.image_size}", *state, *c.model_set]
 
     def run(self) -> Path:

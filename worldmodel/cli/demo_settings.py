@@ -33,6 +33,11 @@ class DemoConfig:
     proprioception and the actions, ``features`` reads it off the features only. Measured on the
     quick demo: the dreamed arm 0.58 / 0.95 / 1.69 cm off at 5 / 10 / 20 steps against 0.92 / 2.20
     / 8.09 cm read off the features; dream-trained PPO on reach 1.00 against 0.45."""
+    state_objects: str = "features"
+    """How the state head knows the objects (``--set state_objects=...``): ``actions`` reads the
+    target in the real frame a plan starts from (a pixel reader) and integrates it along the
+    actions with a contact model (needs ``state_arm=actions``), ``features`` reads it off the
+    features."""
     episodes: int = 512
     """Episodes collected."""
     episode_len: int = 30
@@ -93,6 +98,9 @@ class DemoConfig:
         from worldmodel.envs.task import TASKS
 
         check_choice("--set state_arm", self.state_arm, STATE_ARMS)
+        check_choice("--set state_objects", self.state_objects, STATE_ARMS)
+        if self.state_objects == "actions" and self.state_arm != "actions":
+            raise ValueError("--set state_objects=actions integrates the objects with the arm: set state_arm=actions")
         self.tasks = tuple(self.tasks)
         bad = [t for t in (*self.tasks, self.agent_task) if t not in TASKS]
         if bad or not self.tasks:

@@ -104,7 +104,7 @@ class State(Mapping[str, Tensor]):
 
 
 STATE_ARMS = ("features", "actions")
-"""``DynamicsConfig.state_arm``'s choices."""
+"""``DynamicsConfig.state_arm``'s and ``state_objects``' choices."""
 
 
 @dataclasses.dataclass
@@ -139,6 +139,11 @@ class DynamicsConfig:
     """How the state head knows the end effector (our extension): ``"features"`` reads it off the
     features relative to its start; ``"actions"`` integrates it from its start (proprioception)
     and the actions (``ObjectHead.arm_step``), exact over long dreams where the features drift."""
+    state_objects: str = "features"
+    """How the state head knows the objects (our extension): ``"features"`` reads each off the
+    features with its start position as the query; ``"actions"`` (needs ``state_arm="actions"``)
+    reads it in the real frame a rollout starts from (a pixel reader) and integrates it along the
+    actions with a contact model of the object relative to the arm (``ObjectHead.state_rollout``)."""
     state_query_noise: float = 0.0
     """Std (m) of Gaussian noise on the object queries' xy while training the state head: the head
     then has to find each object in the features rather than echo its query (see ``state_loss``)."""
@@ -152,6 +157,9 @@ class DynamicsConfig:
                 f"{self.action_dim}, {self.state_weight} and {self.state_query_noise}"
             )
         check_choice("state_arm", self.state_arm, STATE_ARMS)
+        check_choice("state_objects", self.state_objects, STATE_ARMS)
+        if self.state_objects == "actions" and self.state_arm != "actions":
+            raise ValueError("state_objects=actions integrates the objects with the arm: set state_arm=actions too")
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):

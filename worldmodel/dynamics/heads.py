@@ -13,7 +13,12 @@ as the simulator oracle does, since a push-to-goal reward stays flat until somet
 object. It either reads the arm off the features (``end_effector``) or, with ``arm_actions``
 (``state_arm="actions"`` of the joint state heads), integrates it from proprioception and the
 actions (``arm_step``: the arm, the action and the action before it give the arm's next move;
-``arm_rollout`` along a plan). The arm is position-controlled, so its motion is almost a function
+``arm_rollout`` along a plan). With ``object_actions`` (``state_objects="actions"``) the objects are
+integrated the same way (``object_step``: a contact model of the object's position relative to
+the arm before and after the step, the arm, the action and the previous action gives the
+object's move; ``state_rollout`` moves arm and object together along a plan), started from the
+object's position that the head's pixel reader (``read``, ``object_reader.py``) finds in the
+real frame a plan starts from. The arm is position-controlled, so its motion is almost a function
 of the commands: measured on 1,946 recorded one-object pushes, an MLP of (arm, action, previous
 action) rolled open loop is 0.4 / 0.7 / 1.2 cm off after 5 / 10 / 20 steps, where the quick
 demo's features gave 0.9 / 2.2 / 8.1 cm (without the previous action, 1.9 cm at 5 steps: the
@@ -25,7 +30,8 @@ to a frozen model afterwards (``head_fit.train_object_head``, ``worldmodel train
 Storage: a head file is a ``torch.save`` dict of plain types and tensors (loads with
 ``weights_only=True``): ``format``, ``kind`` ("object-position"), ``feature_dim``, ``hidden``,
 ``end_effector`` (bool), ``ee_relative`` (bool), ``arm_actions`` (int; format 4, written only by
-heads that integrate the arm from the actions), ``weights``, ``model`` (registry name it was
+heads that integrate the arm from the actions), ``object_actions`` (bool; format 5, written only
+by heads that integrate the objects), ``weights``, ``model`` (registry name it was
 trained on), ``checkpoint``
 (its path), ``fitted_to`` (``fit_record``: the checkpoint's path, ``step`` and ``weights_sha256``,
 the fingerprint of the weights the head was fitted on), ``metrics``. Format 1 files (no
@@ -54,9 +60,10 @@ import torch
 from torch import Tensor, nn
 
 from worldmodel.dynamics.checkpoint import atomic_save, model_sha256, read, weights_sha256
+from worldmodel.dynamics.object_reader import ObjectReader
 from worldmodel.errors import CheckpointError
 
-HEAD_FORMAT = 4
+HEAD_FORMAT = 5
 HEAD_KIND = "object-position"
 
 
@@ -77,6 +84,11 @@ class ObjectHead(nn.Module):
     action, ``A`` each; ``arm_along`` picks it). The features' reading (``end_effector``) is
     still trained beside it, so that the latent keeps carrying the arm (see ``state_loss``).
 
+    ``object_actions`` (needs ``arm_actions``; ``state_objects="actions"``): the objects too are
+    integrated from the actions (``object_step``, ``state_rollout``), from a start that the pixel
+    reader ``read`` finds in a real frame (``reader``, an ``ObjectReader``); the features' reading
+    (``forward``) is still trained beside it.
+
     ``pos_mean`` / ``pos_scale`` and ``ee_mean`` / ``ee_scale`` (buffers) normalise positions; they
     are set from training data.
     """
@@ -88,12 +100,15 @@ class ObjectHead(nn.Module):
         end_effector: bool = True,
         ee_relative: bool = False,
         arm_actions: int = 0,
+        object_actions: bool = False,
     ) -> None:
         super().__init__()
         self.feature_dim, self.hidden = int(feature_dim), int(hidden)
         self.arm_actions = int(arm_actions) if end_effector else 0
         if self.arm_actions < 0:
             raise ValueError(f"arm_actions must be >= 0, got {arm_actions}")
+        if object_actions and not self.arm_actions:
+            raise ValueError("object_actions: integrating the objects needs the integrated arm (arm_actions > 0)")
         self.ee_relative = bool((ee_relative or self.arm_actions) and end_effector)
         self.net = _mlp(self.feature_dim + 3, hidden)
         nn.init.zeros_(self.net[-1].weight)  # starts as "the object has not moved"
@@ -104,7 +119,11 @@ class ObjectHead(nn.Module):
         self.arm_net = None
         if self.arm_actions:  # (arm, action, previous action) -> the arm's move this step
             self.arm_net = _mlp(3 + 2 * self.arm_actions, hidden)
-        for net in (self.ee_net if self.ee_relative else None, self.arm_net):
+        self.obj_net, self.reader = None, None
+        if object_actions:  # (object - arm before and after, arm, object, action, previous) -> move
+            self.obj_net = _mlp(12 + 2 * self.arm_actions, hidden)
+            self.reader = ObjectReader(hidden=hidden)
+        for net in (self.ee_net if self.ee_relative else None, self.arm_net, self.obj_net):
             if net is not None:  # starts as "the arm has not moved"
                 nn.init.zeros_(net[-1].weight)
                 nn.init.zeros_(net[-1].bias)
@@ -121,6 +140,12 @@ class ObjectHead(nn.Module):
         """Whether the arm is integrated from the actions (``arm_step``, ``arm_rollout``) rather
         than read off the features (``end_effector``)."""
         return self.arm_net is not None
+
+    @property
+    def objects_from_actions(self) -> bool:
+        """Whether objects are integrated from the actions (``object_step``, ``state_rollout``)
+        from a start read off a real frame (``read``), rather than read off the features."""
+        return self.obj_net is not None
 
     def forward(self, features: Tensor, query: Tensor) -> Tensor:
         """Predicted position ``(B, 3)``."""
@@ -161,17 +186,54 @@ class ObjectHead(nn.Module):
             out.append(arm)
         return torch.stack(out, 1) if out else start.new_zeros(len(start), 0, 3)
 
+    def read(self, frames: Tensor, query: Tensor) -> Tensor:
+        """The object near ``query`` ``(B, 3)`` in real frames uint8 ``(B, H, W, 3)``, ``(B, 3)``
+        (the pixel reader, ``object_reader.py``)."""
+        if self.reader is None:
+            raise ValueError("this head reads objects off the features only: call it on features")
+        return self.reader(frames, query, self.pos_mean, self.pos_scale)
+
+    def object_step(self, obj: Tensor, arm: Tensor, arm_next: Tensor, action: Tensor, previous: Tensor) -> Tensor:
+        """The object ``(B, 3)`` after ``action`` ``(B, A)`` moved the arm from ``arm`` to
+        ``arm_next`` ``(B, 3)``, from ``obj`` ``(B, 3)``; ``previous`` ``(B, A)`` the action before.
+        Contacts are local, so the object is seen relative to the arm before and after the step."""
+        if self.obj_net is None:
+            raise ValueError("this head reads objects off the features only: call it on features")
+        s = self.pos_scale
+        a, p = action.clamp(-1, 1), previous.clamp(-1, 1)
+        rel = [(obj - arm) / s, (obj - arm_next) / s, (arm - self.ee_mean) / self.ee_scale, (obj - self.pos_mean) / s]
+        return obj + self.obj_net(torch.cat([*rel, a, p], dim=1)) * s
+
+    def state_rollout(
+        self, ee_start: Tensor, obj_start: Tensor, previous: Tensor, actions: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """The end effector and the object after each of ``actions`` ``(B, H, A)``: ``(arm (B, H,
+        3), object (B, H, 3))``, from ``ee_start`` and ``obj_start`` ``(B, 3)`` (the arm and the
+        object at the anchor) with ``previous`` ``(B, A)`` the action taken just before it."""
+        arm, obj, arms, objs = ee_start, obj_start, [], []
+        for t in range(actions.shape[1]):
+            nxt = self.arm_step(arm, actions[:, t], previous)
+            obj = self.object_step(obj, arm, nxt, actions[:, t], previous)
+            arm, previous = nxt, actions[:, t]
+            arms.append(arm)
+            objs.append(obj)
+        if not arms:
+            empty = ee_start.new_zeros(len(ee_start), 0, 3)
+            return empty, empty
+        return torch.stack(arms, 1), torch.stack(objs, 1)
+
     def to_dict(self, **fields: Any) -> dict[str, Any]:
         """The plain dict a head file stores."""
         weights = {k: v.detach().cpu() for k, v in self.state_dict().items()}
         return {
-            "format": HEAD_FORMAT if self.arm_actions else 3,  # readers of format 3 can load it
+            "format": 5 if self.objects_from_actions else 4 if self.arm_actions else 3,  # older readers load it
             "kind": HEAD_KIND,
             "feature_dim": self.feature_dim,
             "hidden": self.hidden,
             "end_effector": self.has_end_effector,
             "ee_relative": self.ee_relative,
             "arm_actions": self.arm_actions,
+            "object_actions": self.objects_from_actions,
             "weights": weights,
             **fields,
         }
@@ -189,6 +251,7 @@ class ObjectHead(nn.Module):
             end_effector=bool(d.get("end_effector", False)),
             ee_relative=bool(d.get("ee_relative", False)),
             arm_actions=int(d.get("arm_actions", 0)),
+            object_actions=bool(d.get("object_actions", False)),
         )
         if not head.has_end_effector:  # format 1: no branch and no buffers for it
             d = {**d, "weights": {**head.state_dict(), **d["weights"]}}
@@ -218,6 +281,23 @@ def arm_along(
     if actions is None or previous is None:
         raise ValueError("this head integrates the arm from the actions: pass actions and previous")
     return head.arm_rollout(start, previous, actions)
+
+
+def objects_along(
+    head: ObjectHead, frame: Tensor, query: Tensor, start: Tensor, previous: Tensor, actions: Tensor
+) -> Tensor:
+    """Every object integrated along a rollout by a head with ``objects_from_actions``: ``(B, H,
+    K, 3)`` after each of ``actions`` ``(B, H, A)``, each object started where the pixel reader
+    finds it in ``frame`` uint8 ``(B, h, w, 3)`` (the real frame at the anchor) near its ``query``
+    ``(B, K, 3)`` (NaN rows: absent, NaN out), the arm from ``start`` ``(B, 3)`` with ``previous``
+    ``(B, A)`` the action taken just before."""
+    b, k = query.shape[:2]
+    present = torch.isfinite(query).all(-1)  # (B, K)
+    rep = lambda x: x.repeat_interleave(k, dim=0)  # noqa: E731 - (B, ...) -> (B * K, ...)
+    obj = head.read(rep(frame), query.nan_to_num(0.0).flatten(0, 1))
+    _, objs = head.state_rollout(rep(start), obj, rep(previous), rep(actions))
+    objs = objs.view(b, k, -1, 3).transpose(1, 2)  # (B, H, K, 3)
+    return torch.where(present[:, None, :, None], objs, torch.nan)
 
 
 def _mlp(inputs: int, hidden: int) -> nn.Sequential:

@@ -251,6 +251,8 @@ class DreamCore(DreamReadout):
                 "objects": torch.as_tensor(objects, device=dev),
                 "ee": torch.as_tensor(ee, device=dev),
                 "arm": torch.as_tensor(ee, device=dev),  # moved by move_arm (heads that integrate it)
+                "now": torch.as_tensor(objects, device=dev),  # the objects, likewise
+                "target": torch.as_tensor([d.target for d in draws], device=dev, dtype=torch.long),
                 "last_action": self._last_actions(pidx, pool_rows, ctxs, ctx_rows),
                 "keys": torch.as_tensor(np.stack([d.key for d in draws]), device=dev),
                 "goal_image": torch.zeros(

@@ -68,15 +68,30 @@ class DreamReadout:
             return start if now is None else now
         return self.head.end_effector(feats, start)
 
+    @property
+    def integrates_objects(self) -> bool:
+        """Whether the head integrates the objects from the actions (``objects_from_actions``)."""
+        return bool(getattr(self.head, "objects_from_actions", False))
+
     @torch.no_grad()
     def move_arm(self, ep: Episodes, actions: Tensor) -> None:
         """After a step with ``actions`` ``(B, A)``: a head that integrates the arm moves each row's
-        ``ep.dev["arm"]`` (``ObjectHead.arm_step``) and remembers the action; others read the arm
-        off the features and keep nothing."""
+        ``ep.dev["arm"]`` (``ObjectHead.arm_step``) and remembers the action, and one that
+        integrates the objects moves every present object of ``ep.dev["now"]`` ``(B, K, 3)``
+        (``object_step``, from their positions at reset); others read the arm and the objects off
+        the features and keep nothing."""
         if getattr(self.head, "arm_from_actions", False):
-            d = ep.dev
-            d["arm"] = self.head.arm_step(d["arm"], actions.float(), d["last_action"])
-            d["last_action"] = actions.float().clone()
+            d, a = ep.dev, actions.float()
+            arm = self.head.arm_step(d["arm"], a, d["last_action"])
+            if self.integrates_objects:
+                now = d["now"]
+                k = now.shape[1]
+                rep = lambda x: x.repeat_interleave(k, dim=0)  # noqa: E731 - (B, ...) -> (B * K, ...)
+                flat = now.flatten(0, 1).nan_to_num(0.0)
+                moved = self.head.object_step(flat, rep(d["arm"]), rep(arm), rep(a), rep(d["last_action"]))
+                d["now"] = torch.where(torch.isfinite(now), moved.view_as(now), now)
+            d["arm"] = arm
+            d["last_action"] = a.clone()
 
     @torch.no_grad()
     def frames(self, state: State) -> Tensor:
@@ -138,9 +153,10 @@ class DreamReadout:
         ``pidx`` (see the module docstring); ``reward="learned"`` computes the task's distance and
         reward as the real env does (``worldmodel.envs.task``) on the head's predicted target and
         end effector."""
-        if self.config.reward == "learned":
+        if self.config.reward == "learned":  # (an integrated target is at its query at reset)
+            now = query if self.integrates_objects else None
             dist, reward, pos, _ = self._task_score(
-                self.model.features(state).float(), goal, query, self.pool["ee"][pidx]
+                self.model.features(state).float(), goal, query, self.pool["ee"][pidx], target=now
             )
             return dist, reward, pos
         images = self.pool["goal_image"][pidx]
@@ -149,11 +165,18 @@ class DreamReadout:
         return d, -d, torch.full_like(goal, float("nan"))
 
     def _task_score(
-        self, feats: Tensor, goal: Tensor, query: Tensor, ee_start: Tensor, arm: Tensor | None = None
+        self,
+        feats: Tensor,
+        goal: Tensor,
+        query: Tensor,
+        ee_start: Tensor,
+        arm: Tensor | None = None,
+        target: Tensor | None = None,
     ):
         """The task's ``(distance, reward, target, ee or None)`` on the head's readings (``arm``:
-        the integrated arm, see ``arm``)."""
-        pos = self.head(feats, query)
+        the integrated arm, see ``arm``; ``target``: the integrated target, else it is read off
+        ``feats`` with ``query``)."""
+        pos = self.head(feats, query) if target is None else target
         ee = self.arm(feats, ee_start, arm) if self.head.has_end_effector else None
         arm = pos if ee is None else ee  # no branch: reach_weight == 0 and an object task (checked)
         return tasks.distance(self.spec, pos, arm, goal), tasks.reward(self.spec, pos, arm, goal), pos, ee
@@ -179,12 +202,16 @@ class DreamReadout:
             dist = dist.cpu().numpy()
             return {"distance": dist, "reward": -dist}
         feats = self.model.features(state).float()
-        dist, reward, pos, ee = self._task_score(feats, d["goal"], d["query"], d["ee"], d.get("arm"))
-        b = len(pos)
+        b = len(feats)
+        rows_t = torch.arange(b, device=self.device)
+        now = d["now"][rows_t, d["target"].clamp(min=0)] if self.integrates_objects else None
+        dist, reward, pos, ee = self._task_score(feats, d["goal"], d["query"], d["ee"], d.get("arm"), now)
         objects = torch.full((b, MAX_OBJECTS, 3), float("nan"), device=self.device)
         present = torch.isfinite(d["objects"]).all(-1)
         rows, slots = present.nonzero(as_tuple=True)
-        if len(rows):
+        if self.integrates_objects:
+            objects = d["now"].float().clone()
+        elif len(rows):
             objects[rows, slots] = self.head(feats[rows], d["objects"][rows, slots]).float()
         parts = [dist.float()[:, None], reward.float()[:, None], pos.float(), objects.flatten(1)]
         if ee is not None:

@@ -48,6 +48,7 @@ class _Slot:
     plan_frames: np.ndarray | None = None  # (H + 1, h, w, 3): imagined frames from plan_t0 on
     goal_image: np.ndarray | None = None
     info: dict | None = None  # the reset-info dict the episode began with (VecEnvs), by identity
+    target_seen: Any = None  # (3,) where MPCAgent's pixel reader last found the target
 
 
 class PlanningAgent:

@@ -146,6 +146,8 @@ class MPCAgent(PlanningAgent):
             task.ee_start = self._ee_now(envs).to(self.model.device)
         if getattr(self.objective, "needs_last_action", False):
             task.last_action = self._last_actions(envs).to(self.model.device)
+        if getattr(self.objective, "integrates_objects", False):
+            task.object_start = self._see_targets(envs, task.query)
         model, objective, gen = self.model, self.objective, self.generator
         result = self.planner.optimize(
             lambda cand: objective(model, state, task, cand, gen),
@@ -174,6 +176,19 @@ class MPCAgent(PlanningAgent):
             else:
                 raise RuntimeError("the objective reads the arm's position: attach the agent to an env")
         return torch.stack(rows)
+
+    def _see_targets(self, envs: list[int], query: Tensor) -> Tensor:
+        """Where the head's pixel reader finds each env's target in its latest real frame, ``(P,
+        3)``: queried with where it found it at the last plan (the target's start position at an
+        episode's first plan), so the query follows the target as it is pushed."""
+        head, dev = self.objective.head, self.model.device
+        frames = torch.from_numpy(np.stack([self._slots[i].frames[-1] for i in envs])).to(dev)
+        seen = [self._slots[i].target_seen for i in envs]
+        last = torch.stack([q if s is None else s for q, s in zip(query.float(), seen, strict=True)])
+        now = head.read(frames, last.to(dev)).float()
+        for j, i in enumerate(envs):
+            self._slots[i].target_seen = now[j]
+        return now
 
     def _last_actions(self, envs: list[int]) -> Tensor:
         """The action each env executed last, ``(P, A)`` (the rest action before the first: the
@@ -216,9 +231,13 @@ class MPCAgent(PlanningAgent):
             raise RuntimeError("check_predictions: attach the agent to an env (the sim knows the target)")
         head, query = self.objective.head, task.query.float()
         executed = actions[:, : self.replan_every].to(self.model.device)
-        _, out = self.model.rollout(state, executed, sample=False, decode=False)
-        estimate = head(self.model.features(state).float(), query)[:, :2].cpu().numpy()
-        predicted = head(out[:, -1].float(), query)[:, :2].cpu().numpy()
+        if task.object_start is not None:  # a head that integrates the target from its reading
+            _, moved = head.state_rollout(task.ee_start, task.object_start, task.last_action, executed)
+            estimate, predicted = task.object_start[:, :2].cpu().numpy(), moved[:, -1, :2].cpu().numpy()
+        else:
+            _, out = self.model.rollout(state, executed, sample=False, decode=False)
+            estimate = head(self.model.features(state).float(), query)[:, :2].cpu().numpy()
+            predicted = head(out[:, -1].float(), query)[:, :2].cpu().numpy()
         for j, i in enumerate(envs):
             slot, real = self._slots[i], self.source.target_position(i)[:2]
             self.prediction_check.add(i, slot, PlanReading(slot.t, real, estimate[j], predicted[j]))

@@ -52,8 +52,11 @@ class Task:
     at the start of the episode (the ``ObjectHead``'s query); ``ee_start`` ``(P, 3)`` the gripper's
     position at the state planned from (proprioception, for heads that read the arm relative to
     it); ``last_action`` ``(P, A)`` the action taken just before that state (for heads that
-    integrate the arm from the actions); ``goal_image`` uint8 ``(P, H, W, 3)``; ``goal_features``
-    ``(P, F)`` filled in by ``GoalImage.prepare``.
+    integrate the arm from the actions); ``object_start`` ``(P, 3)`` the target's position at that
+    state (for heads that integrate the objects from the actions: ``MPCAgent`` fills it with the
+    head's pixel reading of the real frame; ``None``: the query, exact where a task starts);
+    ``goal_image`` uint8 ``(P, H, W, 3)``; ``goal_features`` ``(P, F)`` filled in by
+    ``GoalImage.prepare``.
     """
 
     goal_pos: Tensor | None = None
@@ -62,6 +65,7 @@ class Task:
     goal_features: Tensor | None = None
     ee_start: Tensor | None = None
     last_action: Tensor | None = None
+    object_start: Tensor | None = None
 
     def _map(self, fn) -> Task:
         values = {f.name: getattr(self, f.name) for f in _fields(self)}
@@ -132,6 +136,12 @@ class Objective(ABC):
         """Whether ``prepare`` needs ``task.goal_image``."""
         return False
 
+    @property
+    def needs_rollout(self) -> bool:
+        """Whether ``rewards`` reads the model's rollout (else it gets ``(B, H, 0)`` outputs and
+        the model is not run: a head that integrates all it reads from the actions)."""
+        return True
+
     def prepare(self, model: LatentDynamics, task: Task) -> Task:
         """Per-episode pre-computation on the task (e.g. goal features); default: unchanged."""
         return task
@@ -179,6 +189,10 @@ class Objective(ABC):
         for start in range(0, total, chunk):
             rows = torch.arange(start, min(start + chunk, total), device=dev)
             problem = rows // (n * k)
+            if not self.needs_rollout:  # every reading integrated from the actions
+                out = flat.new_zeros(len(rows), h, 0)
+                scores.append((self.rewards(out, task, problem, flat[rows]) * weights).sum(1))
+                continue
             sub = state.repeat_interleave(n * k) if chunk == total else state[problem]
             _, out = model.rollout(
                 sub,
@@ -254,8 +268,17 @@ class LearnedReward(Objective):
                 "end-effector branch (train the model with state_head=true, or retrain the head)"
             )
         self.head = head.eval()
-        self.needs_ee_start = self.uses_ee and bool(getattr(head, "ee_relative", False))
-        self.needs_last_action = self.uses_ee and bool(getattr(head, "arm_from_actions", False))
+        # a head that integrates the objects rolls them with the integrated arm, shaping or not
+        self.integrates_objects = self.spec.uses_objects and bool(getattr(head, "objects_from_actions", False))
+        arm = self.uses_ee or self.integrates_objects
+        self.needs_ee_start = arm and bool(getattr(head, "ee_relative", False))
+        self.needs_last_action = arm and bool(getattr(head, "arm_from_actions", False))
+
+    @property
+    def needs_rollout(self) -> bool:
+        if self.spec.uses_objects:
+            return not self.integrates_objects
+        return not (self.uses_ee and self.needs_last_action)  # reach on an integrated arm
 
     def prepare(self, model: LatentDynamics, task: Task) -> Task:
         if task.goal_pos is None or (self.spec.uses_objects and task.query is None):
@@ -269,12 +292,19 @@ class LearnedReward(Objective):
                 "task: this head integrates the arm from the actions; LearnedReward needs last_action"
             )
         self.head.to(model.device)
+        if self.integrates_objects and task.object_start is None:
+            task = dataclasses.replace(task, object_start=task.query)
         return task.to(model.device)
 
     def rewards(self, outputs: Tensor, task: Task, problem: Tensor, actions: Tensor | None = None) -> Tensor:
         b, h, f = outputs.shape
-        feats = outputs.reshape(b * h, f).float()
         goal = task.goal_pos[problem].float()[:, None, :]
+        if self.integrates_objects:  # arm and target rolled along the actions (``state_rollout``)
+            last, start = task.last_action[problem].float(), task.ee_start[problem].float()
+            obj = task.query if task.object_start is None else task.object_start  # see Task
+            arm, pos = self.head.state_rollout(start, obj[problem].float(), last, actions)
+            return tasks.reward(self.spec, pos, arm, goal, self.reach_weight)
+        feats = outputs.reshape(b * h, f).float()
         ee = None
         if self.uses_ee and not self.needs_ee_start:  # an absolute reading off the features
             ee = self.head.end_effector(feats).view(b, h, -1)

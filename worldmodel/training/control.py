@@ -67,7 +67,7 @@ import torch
 from torch import Tensor, nn
 
 from worldmodel.dynamics.base import LatentDynamics
-from worldmodel.dynamics.heads import arm_along
+from worldmodel.dynamics.heads import arm_along, objects_along
 
 __all__ = ["control_diagnostics"]
 
@@ -286,7 +286,13 @@ def _dream_errors(
                 ee_pred[i:j] = reader.arm_rollout(start, previous, acts)[:, steps].cpu()
             else:
                 ee_pred[i:j] = arm_along(reader, f, start).cpu()
-        if obj_pred is not None:
+        if obj_pred is not None and getattr(reader, "objects_from_actions", False):
+            acts = actions[i:j, c - 1 : c - 1 + max(ks)].to(dev)  # as the planner: read, then integrate
+            previous = actions[i:j, c - 2].to(dev) if c >= 2 else torch.zeros_like(acts[:, 0])
+            frame, query = frames[i:j, c - 1].to(dev), objects[i:j, c - 1].to(dev)
+            start = ep["states"][i:j, c - 1].to(dev)
+            obj_pred[i:j] = objects_along(reader, frame, query, start, previous, acts)[:, steps].cpu()
+        elif obj_pred is not None:
             kk = objects.shape[2]
             query = objects[i:j, c - 1]  # (b, K, 3): every object where the dream starts
             present = torch.isfinite(query).all(-1)
