@@ -179,36 +179,39 @@ def test_each_plan_knows_the_action_executed_last():
     assert seen and all(torch.equal(x, torch.from_numpy(a0)[None]) for x in seen)
 
 
-def test_the_target_is_followed_from_plan_to_plan():
-    """For heads that integrate the objects: each plan starts the target where the pixel reader
-    finds it in the latest real frame, queried with where it found it at the plan before (the
-    task's query at an episode's first plan), and a new episode starts from its query again."""
+def test_the_target_is_carried_along_the_executed_actions():
+    """For heads that integrate the objects: every executed action moves the target the planner
+    starts from (``object_step``, here 1 cm in x per action), from the task's query at an
+    episode's start; a new episode starts from its query again."""
     seen: list[Tensor] = []
 
-    class Reader(torch.nn.Module):  # finds the target 1 cm in x from wherever it is asked
-        def read(self, frames, query):
-            assert frames.dtype == torch.uint8 and frames.shape[1:] == (SIZE, SIZE, 3)
-            return query + torch.tensor([0.01, 0.0, 0.0])
+    class Head(torch.nn.Module):  # the arm stays, the target moves 1 cm in x per action
+        def arm_step(self, arm, action, previous):
+            return arm
+
+        def object_step(self, obj, arm, arm_next, action, previous):
+            return obj + torch.tensor([0.01, 0.0, 0.0])
 
     class Spy(GoalImage):
-        integrates_objects, head = True, Reader()
+        integrates_objects, head = True, Head()
 
         def __call__(self, model, state, task, actions, generator=None):
             seen.append(task.object_start.clone())
             return super().__call__(model, state, task, actions, generator)
 
-    mpc = agent(Spy("features"))
+    mpc = agent(Spy("features"), replan_every=2)
     query = torch.tensor([[0.1, -0.1, 0.02]])
     image = torch.from_numpy(encode(np.array([0.5, 0.5])))[None]
-    mpc.set_task(0, Task(goal_image=image, query=query))
-    mpc.predict(encode(np.zeros(2)), episode_start=np.array([True]))
-    mpc.predict(encode(np.array([0.1, 0.0]))[None])
-    steps = [round(float(x[0, 0] - query[0, 0]) / 0.01) for x in seen]
-    assert steps[0] == 1 and steps[-1] == 2 and sorted(steps) == steps, steps
+    task = Task(goal_image=image, query=query, ee_start=torch.zeros(1, 3))
+    mpc.set_task(0, task)
+    for t in range(5):  # plans at steps 0, 2 and 4
+        mpc.predict(encode(np.array([0.02 * t, 0.0]))[None], episode_start=np.array([t == 0]))
+    steps = sorted({round(float(x[0, 0] - query[0, 0]) / 0.01) for x in seen})
+    assert steps == [0, 2, 4], steps
     seen.clear()
-    mpc.set_task(0, Task(goal_image=image, query=query))
-    mpc.predict(encode(np.zeros(2)), episode_start=np.array([True]))
-    torch.testing.assert_close(seen[0], query + torch.tensor([0.01, 0.0, 0.0]))
+    mpc.set_task(0, task)
+    mpc.predict(encode(np.zeros(2))[None], episode_start=np.array([True]))
+    torch.testing.assert_close(seen[0], query)
 
 
 def test_errors():

@@ -253,8 +253,6 @@ def test_integrated_objects_roll_with_the_arm_step_by_step():
     actions = torch.rand(1, 5, 4, generator=torch.Generator().manual_seed(0)) * 2 - 1
     arm, moved = head.state_rollout(ee, obj, previous, actions)  # zero-initialised: nothing moves
     torch.testing.assert_close(moved, obj[:, None].expand(1, 5, 3))
-    frame = torch.randint(0, 255, (1, 16, 16, 3), dtype=torch.uint8)
-    torch.testing.assert_close(head.read(frame, obj), obj)  # the reader starts at its query
     with torch.no_grad():  # any weights: the rollout is the chain of single steps
         for p in [*head.obj_net.parameters(), *head.arm_net.parameters()]:
             p.normal_(0.0, 0.3)
@@ -275,7 +273,7 @@ def test_integrated_objects_roll_with_the_arm_step_by_step():
     with pytest.raises(ValueError, match="needs the integrated arm"):
         ObjectHead(8, hidden=4, object_actions=True)
     with pytest.raises(ValueError, match="features only"):
-        ObjectHead(8, hidden=4, arm_actions=4).read(frame, obj)
+        ObjectHead(8, hidden=4, arm_actions=4).object_step(obj, ee, ee, previous, previous)
     with pytest.raises(ValueError, match="state_arm=actions too"):
         dynamics.make("svg-lp", preset="tiny", state_head=True, state_objects="actions")
     with pytest.raises(ValueError, match="state_objects"):
@@ -287,7 +285,6 @@ def test_a_checkpoint_rebuilds_the_integrated_objects(tmp_path):
     model = dynamics.make("svg-lp", preset="tiny", state_head=True, state_arm="actions", state_objects="actions")
     with torch.no_grad():
         model.state_head.obj_net[-1].bias.normal_()
-        model.state_head.reader.mlp[-1].bias.normal_()
     loaded = dynamics.load(dynamics.save(model, tmp_path / "m.pt"), device="cpu")
     assert loaded.config.state_objects == "actions" and loaded.state_head.objects_from_actions
     for a, b in zip(loaded.state_head.state_dict().values(), model.state_head.state_dict().values(), strict=True):
@@ -318,9 +315,10 @@ def test_the_learned_reward_integrates_the_target_from_its_start():
 
 
 def _object_errors(steps: int) -> dict[str, float]:
-    """The pixel reader's and the integrated square's errors on held-out moving squares (frame
-    widths), for a JEPA trained ``steps`` steps with ``state_objects="actions"``; the square is
-    the object and the arm at once, so the contact model has to learn "it moves with the arm"."""
+    """The integrated square's error after 8 steps on held-out moving squares (frame widths) for a
+    JEPA trained ``steps`` steps with ``state_objects="actions"``, and "it stays put"'s: the
+    square is the object and the arm at once, so the contact model has to learn "it moves with
+    the arm"."""
     from train_stubs import fit
 
     from worldmodel.dynamics.heads import objects_along
@@ -341,21 +339,18 @@ def _object_errors(steps: int) -> dict[str, float]:
     held = squares(32, c.n_past + 8, seed=1)
     head, k = model.state_head.eval(), c.n_past - 1
     with torch.no_grad():
-        true = held["objects"][:, k, 0]
-        stale = true + torch.tensor([0.15, 0.0, 0.0])  # the reader must find the square, not echo
-        read = head.read(held["frames"][:, k], stale)
         acts, previous = held["actions"][:, k:-1], held["actions"][:, k - 1]
-        along = objects_along(head, held["frames"][:, k], held["objects"][:, k], held["states"][:, k], previous, acts)
-    now = held["objects"][:, k + 1 :, 0]
+        along = objects_along(head, held["states"][:, k], held["objects"][:, k], previous, acts)
+    now, start = held["objects"][:, -1, 0], held["objects"][:, k, 0]
+    assert torch.isnan(along[:, :, 1:]).all()  # absent objects stay absent
     return {
-        "read": float((read - true)[:, :2].norm(dim=-1).mean()),
-        "along": float((along[:, -1, 0] - now[:, -1])[:, :2].norm(dim=-1).mean()),
-        "stays": float((true - now[:, -1])[:, :2].norm(dim=-1).mean()),
+        "along": float((along[:, -1, 0] - now)[:, :2].norm(dim=-1).mean()),
+        "stays": float((start - now)[:, :2].norm(dim=-1).mean()),
     }
 
 
-def test_integrated_objects_are_read_and_followed_with_the_model():
-    """The reader finds the square 0.15 frame widths from its query, and the contact model moves
-    it with the arm over 8-step dreams, better than "it stays put"."""
+def test_integrated_objects_are_followed_with_the_model():
+    """Trained with the model, the contact model moves the square with the arm over 8-step
+    dreams (measured: 0.065 frame widths off after 8 steps, "it stays put" 0.237)."""
     e = _object_errors(300)
-    assert e["read"] < 0.5 * 0.15 and e["along"] < 0.5 * e["stays"], e
+    assert e["along"] < 0.5 * e["stays"], e

@@ -60,7 +60,6 @@ import torch
 from torch import Tensor, nn
 
 from worldmodel.dynamics.checkpoint import atomic_save, model_sha256, read, weights_sha256
-from worldmodel.dynamics.object_reader import ObjectReader
 from worldmodel.errors import CheckpointError
 
 HEAD_FORMAT = 5
@@ -85,9 +84,8 @@ class ObjectHead(nn.Module):
     still trained beside it, so that the latent keeps carrying the arm (see ``state_loss``).
 
     ``object_actions`` (needs ``arm_actions``; ``state_objects="actions"``): the objects too are
-    integrated from the actions (``object_step``, ``state_rollout``), from a start that the pixel
-    reader ``read`` finds in a real frame (``reader``, an ``ObjectReader``); the features' reading
-    (``forward``) is still trained beside it.
+    integrated from the actions (``object_step``, ``state_rollout``) from their positions where
+    the episode started; the features' reading (``forward``) is still trained beside it.
 
     ``pos_mean`` / ``pos_scale`` and ``ee_mean`` / ``ee_scale`` (buffers) normalise positions; they
     are set from training data.
@@ -119,10 +117,9 @@ class ObjectHead(nn.Module):
         self.arm_net = None
         if self.arm_actions:  # (arm, action, previous action) -> the arm's move this step
             self.arm_net = _mlp(3 + 2 * self.arm_actions, hidden)
-        self.obj_net, self.reader = None, None
+        self.obj_net = None
         if object_actions:  # (object - arm before and after, arm, object, action, previous) -> move
             self.obj_net = _mlp(12 + 2 * self.arm_actions, hidden)
-            self.reader = ObjectReader(hidden=hidden)
         for net in (self.ee_net if self.ee_relative else None, self.arm_net, self.obj_net):
             if net is not None:  # starts as "the arm has not moved"
                 nn.init.zeros_(net[-1].weight)
@@ -144,7 +141,7 @@ class ObjectHead(nn.Module):
     @property
     def objects_from_actions(self) -> bool:
         """Whether objects are integrated from the actions (``object_step``, ``state_rollout``)
-        from a start read off a real frame (``read``), rather than read off the features."""
+        rather than read off the features."""
         return self.obj_net is not None
 
     def forward(self, features: Tensor, query: Tensor) -> Tensor:
@@ -186,12 +183,6 @@ class ObjectHead(nn.Module):
             out.append(arm)
         return torch.stack(out, 1) if out else start.new_zeros(len(start), 0, 3)
 
-    def read(self, frames: Tensor, query: Tensor) -> Tensor:
-        """The object near ``query`` ``(B, 3)`` in real frames uint8 ``(B, H, W, 3)``, ``(B, 3)``
-        (the pixel reader, ``object_reader.py``)."""
-        if self.reader is None:
-            raise ValueError("this head reads objects off the features only: call it on features")
-        return self.reader(frames, query, self.pos_mean, self.pos_scale)
 
     def object_step(self, obj: Tensor, arm: Tensor, arm_next: Tensor, action: Tensor, previous: Tensor) -> Tensor:
         """The object ``(B, 3)`` after ``action`` ``(B, A)`` moved the arm from ``arm`` to
@@ -283,19 +274,15 @@ def arm_along(
     return head.arm_rollout(start, previous, actions)
 
 
-def objects_along(
-    head: ObjectHead, frame: Tensor, query: Tensor, start: Tensor, previous: Tensor, actions: Tensor
-) -> Tensor:
+def objects_along(head: ObjectHead, start: Tensor, objects: Tensor, previous: Tensor, actions: Tensor) -> Tensor:
     """Every object integrated along a rollout by a head with ``objects_from_actions``: ``(B, H,
-    K, 3)`` after each of ``actions`` ``(B, H, A)``, each object started where the pixel reader
-    finds it in ``frame`` uint8 ``(B, h, w, 3)`` (the real frame at the anchor) near its ``query``
-    ``(B, K, 3)`` (NaN rows: absent, NaN out), the arm from ``start`` ``(B, 3)`` with ``previous``
-    ``(B, A)`` the action taken just before."""
-    b, k = query.shape[:2]
-    present = torch.isfinite(query).all(-1)  # (B, K)
+    K, 3)`` after each of ``actions`` ``(B, H, A)`` from ``objects`` ``(B, K, 3)`` (NaN rows:
+    absent, NaN out), the arm from ``start`` ``(B, 3)``, ``previous`` ``(B, A)`` the action taken
+    just before."""
+    b, k = objects.shape[:2]
+    present = torch.isfinite(objects).all(-1)  # (B, K)
     rep = lambda x: x.repeat_interleave(k, dim=0)  # noqa: E731 - (B, ...) -> (B * K, ...)
-    obj = head.read(rep(frame), query.nan_to_num(0.0).flatten(0, 1))
-    _, objs = head.state_rollout(rep(start), obj, rep(previous), rep(actions))
+    _, objs = head.state_rollout(rep(start), objects.nan_to_num(0.0).flatten(0, 1), rep(previous), rep(actions))
     objs = objs.view(b, k, -1, 3).transpose(1, 2)  # (B, H, K, 3)
     return torch.where(present[:, None, :, None], objs, torch.nan)
 

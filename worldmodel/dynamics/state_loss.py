@@ -22,7 +22,6 @@ from worldmodel.dynamics.heads import ObjectHead
 
 _POS_SCALE = 0.1  # metres: the state head's unit (PushTable's workspace is about ±0.2 m)
 _EE_MEAN = (0.0, 0.0, 0.08)  # the end effector's mean height above the table
-_READ_JITTER = 0.03  # metres: std of the pixel reader's query noise (xy), see state_loss
 
 
 def make_state_head(model: LatentDynamics) -> ObjectHead:
@@ -71,17 +70,15 @@ def state_loss(model: LatentDynamics, batch: Batch) -> tuple[Tensor, dict[str, T
     arm, which the objects' motion depends on (measured: the dreamed target at 10 steps 7.05
     instead of 5.99 cm for svg-lp in the quick demo, 6.77 instead of 4.47 for JEPA).
 
-    With ``state_objects="actions"`` two more terms, on the recorded states alone (they read no
-    features, so they leave the world model's gradient as it was): the pixel reader finds every
-    present object in every real frame of the window from its true position with ``_READ_JITTER``
-    of xy noise as the query (a planner queries with where it last saw the target, a plan of a
-    few steps ago; ``state_read_cm``), and the contact model (``ObjectHead.object_step``) predicts
-    every recorded step's object move from the recorded arm before and after it, the action and
-    the previous action (one step, teacher-forced, as the model of the true states in
-    ``benchmarks/state_model_control.py`` that pushed; ``state_contact_cm``).
+    With ``state_objects="actions"`` one more term, on the recorded states alone (it reads no
+    features, so it leaves the world model's gradient as it was): the contact model
+    (``ObjectHead.object_step``) predicts every recorded step's object move from the recorded arm
+    before and after it, the action and the previous action (one step, teacher-forced, as the
+    model of the true states in ``benchmarks/state_model_control.py`` that pushed;
+    ``state_contact_cm``).
 
     Returns ``(loss, metrics)``: ``state_ee_cm`` and ``state_obj_cm`` (RMS errors in cm), with
-    ``state_objects="actions"`` also ``state_read_cm`` and ``state_contact_cm``.
+    ``state_objects="actions"`` also ``state_contact_cm``.
     """
     if model.state_head is None:
         raise ValueError("state_loss: the model has no state head (state_head=False)")
@@ -127,35 +124,24 @@ def state_loss(model: LatentDynamics, batch: Batch) -> tuple[Tensor, dict[str, T
             loss = loss + obj
         metrics["state_obj_cm"] = obj.detach().sqrt() * 100 * _POS_SCALE
         if head.objects_from_actions:
-            read, contact = _object_terms(head, batch, objects, actions)
-            loss = loss + read + contact
-            metrics["state_read_cm"] = read.detach().sqrt() * 100 * _POS_SCALE
+            contact = _contact_term(head, batch, objects, actions)
+            loss = loss + contact
             metrics["state_contact_cm"] = contact.detach().sqrt() * 100 * _POS_SCALE
     return loss, metrics
 
 
-def _object_terms(head: ObjectHead, batch: Batch, objects: Tensor, actions: Tensor) -> tuple[Tensor, Tensor]:
-    """The pixel reader's and the contact model's mean squared errors (units of ``_POS_SCALE``) on
-    the whole window: ``objects`` ``(B, T, K, 3)``, ``actions`` ``(B, T, A)`` (see ``state_loss``)."""
-    frames = batch["frames"].to(objects.device)  # (B, T, H, W, 3) uint8
-    b, t, k = objects.shape[:3]
+def _contact_term(head: ObjectHead, batch: Batch, objects: Tensor, actions: Tensor) -> Tensor:
+    """The contact model's mean squared one-step error (units of ``_POS_SCALE``) over the window:
+    ``objects`` ``(B, T, K, 3)``, ``actions`` ``(B, T, A)`` (see ``state_loss``)."""
     present = torch.isfinite(objects).all(-1)  # (B, T, K)
-    zero = objects.new_zeros(())
-    read = contact = zero
-    if present.any():
-        rows = present.nonzero(as_tuple=True)
-        true = objects[rows]
-        jitter = torch.randn_like(true[:, :2]) * _READ_JITTER if head.training else torch.zeros_like(true[:, :2])
-        query = true + torch.cat([jitter, torch.zeros_like(jitter[:, :1])], 1)
-        read = ((head.read(frames[rows[0], rows[1]], query) - true) / _POS_SCALE).pow(2).sum(-1).mean()
     moves = present[:, 1:] & present[:, :-1]  # (B, T-1, K): the object there before and after
     moves[:, 0] = False  # the window's first step: the action before it is not in the batch
-    if moves.any():
-        i, s, j = moves.nonzero(as_tuple=True)
-        arm = batch["states"][..., :3].to(objects)
-        nxt = head.object_step(objects[i, s, j], arm[i, s], arm[i, s + 1], actions[i, s], actions[i, s - 1])
-        contact = ((nxt - objects[i, s + 1, j]) / _POS_SCALE).pow(2).sum(-1).mean()
-    return read, contact
+    if not moves.any():
+        return objects.new_zeros(())
+    i, s, j = moves.nonzero(as_tuple=True)
+    arm = batch["states"][..., :3].to(objects)
+    nxt = head.object_step(objects[i, s, j], arm[i, s], arm[i, s + 1], actions[i, s], actions[i, s - 1])
+    return ((nxt - objects[i, s + 1, j]) / _POS_SCALE).pow(2).sum(-1).mean()
 
 
 @contextlib.contextmanager

@@ -48,7 +48,7 @@ class _Slot:
     plan_frames: np.ndarray | None = None  # (H + 1, h, w, 3): imagined frames from plan_t0 on
     goal_image: np.ndarray | None = None
     info: dict | None = None  # the reset-info dict the episode began with (VecEnvs), by identity
-    target_seen: Any = None  # (3,) where MPCAgent's pixel reader last found the target
+    track: Any = None  # MPCAgent: (target, arm, action before the last) carried along the episode
 
 
 class PlanningAgent:
@@ -165,6 +165,7 @@ class PlanningAgent:
         else:
             starts = np.asarray(episode_start, bool).reshape(n)
         tic = time.perf_counter()
+        stepped = []
         for i in range(n):
             slot = self._slots[i]
             if starts[i] or slot is None:
@@ -172,6 +173,9 @@ class PlanningAgent:
             else:
                 slot.frames.append(obs[i])
                 slot.actions.append(slot.pending)
+                stepped.append(i)
+        if stepped:
+            self._stepped(stepped)
         need = [i for i in range(n) if not self._slots[i].cache]
         if need:
             plans = self._plan(need, obs).detach().float().cpu().numpy()
@@ -212,6 +216,9 @@ class PlanningAgent:
 
     def _prepare(self, task: Task) -> Task:
         return task
+
+    def _stepped(self, envs: list[int]) -> None:
+        """Envs ``envs`` executed their ``pending`` action and showed its observation (appended)."""
 
     def _plan(self, envs: list[int], obs: np.ndarray) -> Tensor:
         raise NotImplementedError

@@ -146,8 +146,8 @@ class MPCAgent(PlanningAgent):
             task.ee_start = self._ee_now(envs).to(self.model.device)
         if getattr(self.objective, "needs_last_action", False):
             task.last_action = self._last_actions(envs).to(self.model.device)
-        if getattr(self.objective, "integrates_objects", False):
-            task.object_start = self._see_targets(envs, task.query)
+        if self._integrates_objects:
+            task.object_start = torch.stack([self._slots[i].track[0] for i in envs])
         model, objective, gen = self.model, self.objective, self.generator
         result = self.planner.optimize(
             lambda cand: objective(model, state, task, cand, gen),
@@ -177,18 +177,40 @@ class MPCAgent(PlanningAgent):
                 raise RuntimeError("the objective reads the arm's position: attach the agent to an env")
         return torch.stack(rows)
 
-    def _see_targets(self, envs: list[int], query: Tensor) -> Tensor:
-        """Where the head's pixel reader finds each env's target in its latest real frame, ``(P,
-        3)``: queried with where it found it at the last plan (the target's start position at an
-        episode's first plan), so the query follows the target as it is pushed."""
+    @property
+    def _integrates_objects(self) -> bool:
+        return bool(getattr(self.objective, "integrates_objects", False))
+
+    def _begin(self, i: int, obs: np.ndarray):
+        slot = super()._begin(i, obs)
+        if self._integrates_objects:  # the target starts where the task says it is
+            dev = self.model.device
+            arm = self._ee_now([i])[0].to(dev) if self.source is not None else None
+            rest = torch.from_numpy(np.asarray(self.rest_action, np.float32)).to(dev)
+            slot.track = (slot.task.query[0].float().to(dev), arm, rest)
+        return slot
+
+    @torch.no_grad()
+    def _stepped(self, envs: list[int]) -> None:
+        """Heads that integrate the objects: each env's target is carried along the action it just
+        executed (``ObjectHead.object_step``), with the arm's real move (proprioception; the
+        head's integrated arm without an env), so every plan starts from where the head expects
+        the target to be now, as the dream does from its reset."""
+        if not self._integrates_objects:
+            return
         head, dev = self.objective.head, self.model.device
-        frames = torch.from_numpy(np.stack([self._slots[i].frames[-1] for i in envs])).to(dev)
-        seen = [self._slots[i].target_seen for i in envs]
-        last = torch.stack([q if s is None else s for q, s in zip(query.float(), seen, strict=True)])
-        now = head.read(frames, last.to(dev)).float()
-        for j, i in enumerate(envs):
-            self._slots[i].target_seen = now[j]
-        return now
+        rows = [self._slots[i] for i in envs]
+        target, before = torch.stack([r.track[0] for r in rows]), torch.stack([r.track[2] for r in rows])
+        action = torch.from_numpy(np.stack([np.asarray(r.pending, np.float32) for r in rows])).to(dev)
+        if self.source is not None:
+            arm = torch.stack([r.track[1] for r in rows])
+            now = self._ee_now(envs).to(dev).float()
+        else:  # no env to read the arm from: the head's own arm, from where the task put it
+            arm = torch.stack([r.track[1] if r.track[1] is not None else r.task.ee_start[0].to(dev) for r in rows])
+            now = head.arm_step(arm, action, before)
+        moved = head.object_step(target, arm, now, action, before)
+        for j, r in enumerate(rows):
+            r.track = (moved[j], now[j], action[j])
 
     def _last_actions(self, envs: list[int]) -> Tensor:
         """The action each env executed last, ``(P, A)`` (the rest action before the first: the

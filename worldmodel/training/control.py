@@ -68,6 +68,7 @@ from torch import Tensor, nn
 
 from worldmodel.dynamics.base import LatentDynamics
 from worldmodel.dynamics.heads import arm_along, objects_along
+from worldmodel.training.control_metrics import check_args, moved_target, num, state_errors
 
 __all__ = ["control_diagnostics"]
 
@@ -146,7 +147,7 @@ def control_diagnostics(
     """
     from worldmodel.dynamics.inference import for_inference
 
-    ks, context, rank_k = _check_args(model, ks, candidates, rank_k, context, moved_threshold, temperature)
+    ks, context, rank_k = check_args(model, ks, candidates, rank_k, context, moved_threshold, temperature)
     if batch_size < 1 or max_rollouts < 1:
         raise ValueError(f"batch_size and max_rollouts must be >= 1, got {batch_size}, {max_rollouts}")
     head = _resolve_head(model, head) if state_metrics else None
@@ -287,11 +288,10 @@ def _dream_errors(
             else:
                 ee_pred[i:j] = arm_along(reader, f, start).cpu()
         if obj_pred is not None and getattr(reader, "objects_from_actions", False):
-            acts = actions[i:j, c - 1 : c - 1 + max(ks)].to(dev)  # as the planner: read, then integrate
+            acts = actions[i:j, c - 1 : c - 1 + max(ks)].to(dev)  # from the records where it starts
             previous = actions[i:j, c - 2].to(dev) if c >= 2 else torch.zeros_like(acts[:, 0])
-            frame, query = frames[i:j, c - 1].to(dev), objects[i:j, c - 1].to(dev)
-            start = ep["states"][i:j, c - 1].to(dev)
-            obj_pred[i:j] = objects_along(reader, frame, query, start, previous, acts)[:, steps].cpu()
+            start, query = ep["states"][i:j, c - 1].to(dev), objects[i:j, c - 1].to(dev)
+            obj_pred[i:j] = objects_along(reader, start, query, previous, acts)[:, steps].cpu()
         elif obj_pred is not None:
             kk = objects.shape[2]
             query = objects[i:j, c - 1]  # (b, K, 3): every object where the dream starts
@@ -301,7 +301,7 @@ def _dream_errors(
             pos = reader(fk.flatten(0, 2), q.flatten(0, 2)).view(b, len(ks), kk, 3).cpu()
             obj_pred[i:j] = torch.where(present[:, None, :, None], pos, math.nan)
     return {
-        str(k): _state_errors(
+        str(k): state_errors(
             ee_pred[:, i] if has_ee else None,
             None if obj_pred is None else obj_pred[:, i],
             ep["states"],
@@ -334,7 +334,7 @@ def _ranking(
     m = min(candidates, n - 1)
     out: dict[str, Any] = {}
     if objects is not None and m > 0:
-        target, moved = _target(objects, c, k, threshold)
+        target, moved = moved_target(objects, c, k, threshold)
         eligible = torch.nonzero(moved).flatten()
     else:
         target, eligible = torch.zeros(n, dtype=torch.long), torch.zeros(0, dtype=torch.long)
@@ -372,107 +372,6 @@ def _ranking(
     return out
 
 
-def _check_args(
-    model: LatentDynamics,
-    ks: Sequence[int],
-    candidates: int,
-    rank_k: int | None,
-    context: int | None,
-    moved_threshold: float,
-    temperature: float,
-) -> tuple[tuple[int, ...], int, int]:
-    """``(sorted unique ks, context, rank_k)`` or ``ValueError`` naming the bad argument."""
-    try:
-        ks = tuple(ks)
-    except TypeError:
-        raise ValueError(f"ks: expected a sequence of step counts, got {ks!r}") from None
-    if not ks:
-        raise ValueError("ks: empty; give at least one step count, e.g. (5, 10, 20)")
-    if not all(isinstance(k, int) and not isinstance(k, bool) and k >= 1 for k in ks):
-        raise ValueError(f"ks: step counts must be positive ints, got {list(ks)}")
-    ks = tuple(sorted(set(ks)))
-    if not isinstance(candidates, int) or candidates < 1:
-        raise ValueError(f"candidates: must be an int >= 1, got {candidates!r}")
-    context = int(model.config.n_past) if context is None else context
-    if not isinstance(context, int) or context < 1:
-        raise ValueError(f"context: must be an int >= 1, got {context!r}")
-    rank_k = max(ks) if rank_k is None else rank_k
-    if not isinstance(rank_k, int) or rank_k < 1:
-        raise ValueError(f"rank_k: must be an int >= 1, got {rank_k!r}")
-    if not moved_threshold >= 0:
-        raise ValueError(f"moved_threshold: must be >= 0 (metres), got {moved_threshold}")
-    if not temperature >= 0:
-        raise ValueError(f"temperature: must be >= 0, got {temperature}")
-    return ks, context, rank_k
-
-
-def _num(x: float | Tensor) -> float | None:
-    """A float, or ``None`` for NaN/Inf (JSON has no NaN)."""
-    x = float(x)
-    return x if math.isfinite(x) else None
-
-
-def _mean_cm(d: Tensor) -> float | None:
-    """Mean of distances ``d`` (metres) in cm; ``None`` when empty."""
-    return _num(d.double().mean() * 100) if d.numel() else None
-
-
-def _ratio(a: float | None, b: float | None) -> float | None:
-    return a / b if a is not None and b is not None and b > 0 else None
-
-
-def _xy(a: Tensor, b: Tensor) -> Tensor:
-    return torch.linalg.vector_norm(a[..., :2] - b[..., :2], dim=-1)
-
-
-def _target(objects: Tensor, c: int, k: int, threshold: float) -> tuple[Tensor, Tensor]:
-    """Per episode: the index of the object that moved most (xy) from frame ``c - 1`` to ``c - 1 +
-    k``, and whether it moved more than ``threshold``."""
-    disp = _xy(objects[:, c - 1 + k], objects[:, c - 1]).nan_to_num(-1.0)  # (n, K); absent: -1
-    best, target = disp.max(1)
-    return target, best > threshold
-
-
-def _state_errors(
-    ee_pred: Tensor | None,
-    obj_pred: Tensor | None,
-    states: Tensor,
-    objects: Tensor | None,
-    c: int,
-    k: int,
-    threshold: float,
-) -> dict[str, Any]:
-    """The per-k block: end-effector, moved-object and target errors against their static baselines."""
-    ee_true, ee_last = states[:, c - 1 + k], states[:, c - 1]
-    out: dict[str, Any] = {
-        "ee_error_cm": None
-        if ee_pred is None
-        else _mean_cm(torch.linalg.vector_norm(ee_pred - ee_true, dim=-1)),
-        "ee_static_cm": _mean_cm(torch.linalg.vector_norm(ee_last - ee_true, dim=-1)),
-    }
-    out["ee_ratio"] = _ratio(out["ee_error_cm"], out["ee_static_cm"])
-    if objects is None or obj_pred is None:
-        out.update(dict.fromkeys(("object_error_cm", "object_static_cm", "object_ratio")))
-        out.update(objects_moved=0, target_error_cm=None, target_static_cm=None, target_ratio=None)
-        out["target_episodes"] = 0
-        return out
-    last, now = objects[:, c - 1], objects[:, c - 1 + k]  # (n, K, 3)
-    static = _xy(last, now)  # NaN where absent
-    moved = torch.isfinite(static) & (static > threshold)
-    err = _xy(obj_pred, now)
-    out["object_error_cm"] = _mean_cm(err[moved])
-    out["object_static_cm"] = _mean_cm(static[moved])
-    out["object_ratio"] = _ratio(out["object_error_cm"], out["object_static_cm"])
-    out["objects_moved"] = int(moved.sum())
-    target, tmoved = _target(objects, c, k, threshold)
-    rows = torch.arange(len(target))
-    out["target_error_cm"] = _mean_cm(err[rows, target][tmoved])
-    out["target_static_cm"] = _mean_cm(static[rows, target][tmoved])
-    out["target_ratio"] = _ratio(out["target_error_cm"], out["target_static_cm"])
-    out["target_episodes"] = int(tmoved.sum())
-    return out
-
-
 def _others(e: int, n: int, m: int, gen: torch.Generator) -> Tensor:
     """``m`` episodes other than ``e`` out of ``n``, drawn without replacement."""
     perm = torch.randperm(n - 1, generator=gen)[:m]
@@ -503,7 +402,7 @@ def _rank(scores: Tensor) -> dict[str, Any]:
     best = (own >= rest).all(1)
     top1 = torch.where(best, 1.0 / (1 + (own == rest).double().sum(1)), 0.0)
     return {
-        "rank_score": _num((beats / rest.shape[1]).mean()),
-        "top1": _num(top1.mean()),
+        "rank_score": num((beats / rest.shape[1]).mean()),
+        "top1": num(top1.mean()),
         "episodes": p,
     }
