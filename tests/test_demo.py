@@ -50,6 +50,7 @@ def test_every_stage_writes_its_output(run):
 
     config = dynamics.load(run / "model/checkpoints/last.pt", device="cpu").config
     assert config.state_head and config.state_arm == "actions"  # the demo integrates the arm
+    assert config.state_objects == "actions"  # and the objects
     for name, task in (
         ("plan.json", "push"),
         ("plan_recorded.json", "recorded-goal"),
@@ -138,3 +139,19 @@ def test_profile_follows_the_flags_and_the_gpu():
     # The full profile's model builds at the demo's frame size with the model's own settings.
     cfg = build_config(full.model, full.preset, image_size=full.image_size)
     assert cfg.image_size == 64 and cfg.encoder == "vgg64"
+
+
+def test_bad_state_settings_are_one_line_errors():
+    from worldmodel.cli.demo_settings import demo_config
+
+    for sets, match in (
+        ({"state_arm": "proprio"}, "--set state_arm"),
+        ({"state_objects": "pixels"}, "--set state_objects"),
+        ({"state_arm": "features"}, "set state_arm=actions"),  # objects integrate with the arm
+    ):
+        with pytest.raises(ValueError, match=match):
+            demo_config("quick", None, sets)
+    assert (
+        demo_config("quick", None, {"state_arm": "features", "state_objects": "features"}).state_arm
+        == "features"
+    )

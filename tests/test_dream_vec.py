@@ -177,6 +177,22 @@ def test_task_observation_ends_with_the_dreamed_arm_and_the_goal(model):
         DreamConfig(task_obs=True, obs="pixels")
 
 
+_MOVES = np.array([[0.5, -0.2, 0.1, 0.0], [-0.3, 0.4, 0.0, 1.0]], np.float32)
+
+
+def _two_steps(vec, key: str, start: np.ndarray):
+    """Two steps of ``vec`` with ``_MOVES``, checking that info ``key`` moves 1 cm in x per step
+    from ``start``; returns ``([(obs, infos)] per step, [rewards] per step)``."""
+    steps, rewards = [], []
+    for t in (1, 2):
+        obs, reward, _, infos = vec.step(_MOVES)
+        want = start + np.array([0.01 * t, 0.0, 0.0], np.float32)
+        np.testing.assert_allclose(np.stack([i[key] for i in infos]), want, atol=1e-5)
+        steps.append((obs, infos))
+        rewards.append(reward)
+    return steps, rewards
+
+
 def test_a_dream_integrates_the_arm_as_the_planner_does():
     """A state head that integrates the arm from the actions (here: 1 cm in x per action): the
     dream's arm (info, task observation, reward) moves with the actions taken from the recorded
@@ -201,14 +217,11 @@ def test_a_dream_integrates_the_arm_as_the_planner_does():
     start = np.stack([info["ee_pos"] for info in vec.reset_infos])
     goal = obs[:, -3:]
     np.testing.assert_allclose(obs[:, f : f + 3], start, atol=1e-6)
-    actions = np.array([[0.5, -0.2, 0.1, 0.0], [-0.3, 0.4, 0.0, 1.0]], np.float32)
-    rewards = []
-    for t in (1, 2):
-        obs, reward, _, infos = vec.step(actions)
+    actions = _MOVES
+    steps, rewards = _two_steps(vec, "ee_pos", start)
+    for t, (obs, _) in enumerate(steps, 1):
         want = start + np.array([0.01 * t, 0.0, 0.0], np.float32)
-        np.testing.assert_allclose(np.stack([i["ee_pos"] for i in infos]), want, atol=1e-5)
         np.testing.assert_allclose(obs[:, f : f + 3], want, atol=1e-5)
-        rewards.append(reward)
     planned = LearnedReward(arm_model.state_head, task="reach").rewards(
         torch.zeros(2, 2, f),
         Task(goal_pos=torch.as_tensor(goal), ee_start=torch.as_tensor(start), last_action=torch.zeros(2, 4)),
@@ -250,14 +263,10 @@ def test_a_dream_integrates_the_target_as_the_planner_does():
     start = np.stack([info["target_pos"] for info in vec.reset_infos])
     ee = np.stack([info["ee_pos"] for info in vec.reset_infos])
     goal = np.stack([info["goal_pos"] for info in vec.reset_infos])
-    actions = np.array([[0.5, -0.2, 0.1, 0.0], [-0.3, 0.4, 0.0, 1.0]], np.float32)
-    rewards = []
-    for t in (1, 2):
-        _, reward, _, infos = vec.step(actions)
-        want = start + np.array([0.01 * t, 0.0, 0.0], np.float32)
-        np.testing.assert_allclose(np.stack([i["target_pos"] for i in infos]), want, atol=1e-5)
+    actions = _MOVES
+    steps, rewards = _two_steps(vec, "target_pos", start)
+    for _, infos in steps:
         np.testing.assert_allclose(np.stack([i["ee_pos"] for i in infos]), ee, atol=1e-5)
-        rewards.append(reward)
     task = Task(
         goal_pos=torch.as_tensor(goal),
         query=torch.as_tensor(start),
@@ -265,7 +274,10 @@ def test_a_dream_integrates_the_target_as_the_planner_does():
         last_action=torch.zeros(2, 4),
     )
     planned = LearnedReward(m.state_head, task="push").rewards(
-        torch.zeros(2, 2, m.feature_dim), task, torch.arange(2), torch.as_tensor(actions)[:, None].expand(2, 2, 4)
+        torch.zeros(2, 2, m.feature_dim),
+        task,
+        torch.arange(2),
+        torch.as_tensor(actions)[:, None].expand(2, 2, 4),
     )
     np.testing.assert_allclose(planned.detach().T.numpy(), np.stack(rewards), atol=1e-5)
     vec.step(actions)  # the third step ends the episodes; they restart from their records

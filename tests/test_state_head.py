@@ -249,7 +249,8 @@ def _object_head(arm_step: tuple[float, float, float], obj_step: tuple[float, fl
 def test_integrated_objects_roll_with_the_arm_step_by_step():
     head = ObjectHead(8, hidden=16, arm_actions=4, object_actions=True).eval()
     assert head.objects_from_actions and head.arm_from_actions
-    ee, obj, previous = torch.tensor([[0.1, -0.05, 0.1]]), torch.tensor([[0.0, 0.05, 0.02]]), torch.zeros(1, 4)
+    ee, obj = torch.tensor([[0.1, -0.05, 0.1]]), torch.tensor([[0.0, 0.05, 0.02]])
+    previous = torch.zeros(1, 4)
     actions = torch.rand(1, 5, 4, generator=torch.Generator().manual_seed(0)) * 2 - 1
     arm, moved = head.state_rollout(ee, obj, previous, actions)  # zero-initialised: nothing moves
     torch.testing.assert_close(moved, obj[:, None].expand(1, 5, 3))
@@ -282,13 +283,15 @@ def test_integrated_objects_roll_with_the_arm_step_by_step():
 
 def test_a_checkpoint_rebuilds_the_integrated_objects(tmp_path):
     torch.manual_seed(0)
-    model = dynamics.make("svg-lp", preset="tiny", state_head=True, state_arm="actions", state_objects="actions")
+    kw = {"state_head": True, "state_arm": "actions", "state_objects": "actions"}
+    model = dynamics.make("svg-lp", preset="tiny", **kw)
     with torch.no_grad():
         model.state_head.obj_net[-1].bias.normal_()
     loaded = dynamics.load(dynamics.save(model, tmp_path / "m.pt"), device="cpu")
     assert loaded.config.state_objects == "actions" and loaded.state_head.objects_from_actions
-    for a, b in zip(loaded.state_head.state_dict().values(), model.state_head.state_dict().values(), strict=True):
-        assert torch.equal(a, b)
+    theirs = model.state_head.state_dict()
+    for name, value in loaded.state_head.state_dict().items():
+        assert torch.equal(value, theirs[name]), name
     d = model.state_head.to_dict()
     assert d["format"] == 5 and ObjectHead.from_dict(d).objects_from_actions
     assert ObjectHead(8, hidden=4, arm_actions=4).to_dict()["format"] == 4  # older readers load these
@@ -304,7 +307,8 @@ def test_the_learned_reward_integrates_the_target_from_its_start():
     goal, ee = torch.tensor([[0.1, 0.0, 0.02]]), torch.tensor([[0.0, 0.0, 0.02]])
     reward = LearnedReward(head, task="push")
     assert reward.integrates_objects and reward.needs_ee_start and reward.needs_last_action
-    task = Task(goal_pos=goal, query=torch.tensor([[-0.5, 0.0, 0.02]]), ee_start=ee, last_action=torch.zeros(1, 4))
+    query = torch.tensor([[-0.5, 0.0, 0.02]])
+    task = Task(goal_pos=goal, query=query, ee_start=ee, last_action=torch.zeros(1, 4))
     prepared = reward.prepare(dynamics.make("svg-lp", preset="tiny"), task)
     torch.testing.assert_close(prepared.object_start, task.query)  # no reading: the query
     task.object_start = torch.tensor([[0.02, 0.0, 0.02]])
@@ -332,7 +336,13 @@ def _object_errors(steps: int) -> dict[str, float]:
 
     torch.manual_seed(0)
     model = dynamics.make(
-        "jepa", preset="tiny", image_size=16, state_head=True, state_arm="actions", state_objects="actions", n_future=4
+        "jepa",
+        preset="tiny",
+        image_size=16,
+        state_head=True,
+        state_arm="actions",
+        state_objects="actions",
+        n_future=4,
     )
     c = model.config
     fit(model, squares(512, c.seq_len, seed=0), steps=steps, batch=32)

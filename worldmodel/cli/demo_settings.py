@@ -33,11 +33,12 @@ class DemoConfig:
     proprioception and the actions, ``features`` reads it off the features only. Measured on the
     quick demo: the dreamed arm 0.58 / 0.95 / 1.69 cm off at 5 / 10 / 20 steps against 0.92 / 2.20
     / 8.09 cm read off the features; dream-trained PPO on reach 1.00 against 0.45."""
-    state_objects: str = "features"
-    """How the state head knows the objects (``--set state_objects=...``): ``actions`` reads the
-    target in the real frame a plan starts from (a pixel reader) and integrates it along the
-    actions with a contact model (needs ``state_arm=actions``), ``features`` reads it off the
-    features."""
+    state_objects: str = "actions"
+    """How the state head knows the objects (``--set state_objects=...``): ``actions`` carries
+    them from their positions at an episode's start along the actions with a contact model
+    (needs ``state_arm=actions``), ``features`` reads them off the features. Measured on the
+    quick demo: the dreamed target 4.55 / 10.67 cm off at 10 / 20 steps against 5.99 / 12.47 cm
+    read off the features (stays put 8.90 / 15.65); recorded-action rank 0.94 against 0.87."""
     episodes: int = 512
     """Episodes collected."""
     episode_len: int = 30
@@ -66,10 +67,14 @@ class DemoConfig:
     planner: str = "cem"
     """``cem`` or ``icem``."""
     plan_args: tuple[str, ...] = (
-        "--population", "64", "--elites", "8", "--horizon", "6", "--iterations", "3",
+        "--population", "256", "--elites", "26", "--horizon", "6", "--iterations", "3",
         "--replan-every", "3", "--oracle-budget", "16", "--envs", "10", "--num-objects", "1",
+        "--push-offset", "0.05",
     )  # fmt: skip
-    """Extra flags for ``worldmodel plan`` (budgets; see ``worldmodel plan --help``)."""
+    """Extra flags for ``worldmodel plan`` (budgets; see ``worldmodel plan --help``). With the
+    objects integrated the learned planner does not run the model, so 256 candidates cost less
+    than 64 did (1.6 ms per action); ``--push-offset 0.05`` draws the arm behind the target (the
+    oracle's push success went from 0.60 to 0.75 with it, recorded goal from 0.80 to 0.95)."""
     agent_algo: str = "ppo"
     """SB3 algorithm trained in the dream."""
     agent_obs: str = "latent"
@@ -100,7 +105,9 @@ class DemoConfig:
         check_choice("--set state_arm", self.state_arm, STATE_ARMS)
         check_choice("--set state_objects", self.state_objects, STATE_ARMS)
         if self.state_objects == "actions" and self.state_arm != "actions":
-            raise ValueError("--set state_objects=actions integrates the objects with the arm: set state_arm=actions")
+            raise ValueError(
+                "--set state_objects=actions integrates the objects with the arm: set state_arm=actions"
+            )
         self.tasks = tuple(self.tasks)
         bad = [t for t in (*self.tasks, self.agent_task) if t not in TASKS]
         if bad or not self.tasks:

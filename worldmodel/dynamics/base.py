@@ -159,7 +159,9 @@ class DynamicsConfig:
         check_choice("state_arm", self.state_arm, STATE_ARMS)
         check_choice("state_objects", self.state_objects, STATE_ARMS)
         if self.state_objects == "actions" and self.state_arm != "actions":
-            raise ValueError("state_objects=actions integrates the objects with the arm: set state_arm=actions too")
+            raise ValueError(
+                "state_objects=actions integrates the objects with the arm: set state_arm=actions too"
+            )
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):

@@ -106,7 +106,9 @@ class ObjectHead(nn.Module):
         if self.arm_actions < 0:
             raise ValueError(f"arm_actions must be >= 0, got {arm_actions}")
         if object_actions and not self.arm_actions:
-            raise ValueError("object_actions: integrating the objects needs the integrated arm (arm_actions > 0)")
+            raise ValueError(
+                "object_actions: integrating the objects needs the integrated arm (arm_actions > 0)"
+            )
         self.ee_relative = bool((ee_relative or self.arm_actions) and end_effector)
         self.net = _mlp(self.feature_dim + 3, hidden)
         nn.init.zeros_(self.net[-1].weight)  # starts as "the object has not moved"
@@ -183,8 +185,9 @@ class ObjectHead(nn.Module):
             out.append(arm)
         return torch.stack(out, 1) if out else start.new_zeros(len(start), 0, 3)
 
-
-    def object_step(self, obj: Tensor, arm: Tensor, arm_next: Tensor, action: Tensor, previous: Tensor) -> Tensor:
+    def object_step(
+        self, obj: Tensor, arm: Tensor, arm_next: Tensor, action: Tensor, previous: Tensor
+    ) -> Tensor:
         """The object ``(B, 3)`` after ``action`` ``(B, A)`` moved the arm from ``arm`` to
         ``arm_next`` ``(B, 3)``, from ``obj`` ``(B, 3)``; ``previous`` ``(B, A)`` the action before.
         Contacts are local, so the object is seen relative to the arm before and after the step."""
@@ -192,7 +195,8 @@ class ObjectHead(nn.Module):
             raise ValueError("this head reads objects off the features only: call it on features")
         s = self.pos_scale
         a, p = action.clamp(-1, 1), previous.clamp(-1, 1)
-        rel = [(obj - arm) / s, (obj - arm_next) / s, (arm - self.ee_mean) / self.ee_scale, (obj - self.pos_mean) / s]
+        rel = [(obj - arm) / s, (obj - arm_next) / s, (arm - self.ee_mean) / self.ee_scale]
+        rel.append((obj - self.pos_mean) / s)
         return obj + self.obj_net(torch.cat([*rel, a, p], dim=1)) * s
 
     def state_rollout(
@@ -217,7 +221,8 @@ class ObjectHead(nn.Module):
         """The plain dict a head file stores."""
         weights = {k: v.detach().cpu() for k, v in self.state_dict().items()}
         return {
-            "format": 5 if self.objects_from_actions else 4 if self.arm_actions else 3,  # older readers load it
+            # older readers load heads without the newer branches
+            "format": 5 if self.objects_from_actions else 4 if self.arm_actions else 3,
             "kind": HEAD_KIND,
             "feature_dim": self.feature_dim,
             "hidden": self.hidden,
@@ -274,7 +279,9 @@ def arm_along(
     return head.arm_rollout(start, previous, actions)
 
 
-def objects_along(head: ObjectHead, start: Tensor, objects: Tensor, previous: Tensor, actions: Tensor) -> Tensor:
+def objects_along(
+    head: ObjectHead, start: Tensor, objects: Tensor, previous: Tensor, actions: Tensor
+) -> Tensor:
     """Every object integrated along a rollout by a head with ``objects_from_actions``: ``(B, H,
     K, 3)`` after each of ``actions`` ``(B, H, A)`` from ``objects`` ``(B, K, 3)`` (NaN rows:
     absent, NaN out), the arm from ``start`` ``(B, 3)``, ``previous`` ``(B, A)`` the action taken
@@ -282,7 +289,8 @@ def objects_along(head: ObjectHead, start: Tensor, objects: Tensor, previous: Te
     b, k = objects.shape[:2]
     present = torch.isfinite(objects).all(-1)  # (B, K)
     rep = lambda x: x.repeat_interleave(k, dim=0)  # noqa: E731 - (B, ...) -> (B * K, ...)
-    _, objs = head.state_rollout(rep(start), objects.nan_to_num(0.0).flatten(0, 1), rep(previous), rep(actions))
+    flat = objects.nan_to_num(0.0).flatten(0, 1)
+    _, objs = head.state_rollout(rep(start), flat, rep(previous), rep(actions))
     objs = objs.view(b, k, -1, 3).transpose(1, 2)  # (B, H, K, 3)
     return torch.where(present[:, None, :, None], objs, torch.nan)
 

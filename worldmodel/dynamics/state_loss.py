@@ -31,7 +31,12 @@ def make_state_head(model: LatentDynamics) -> ObjectHead:
     arm = c.action_dim if c.state_arm == "actions" else 0
     objects = c.state_objects == "actions"
     head = ObjectHead(
-        model.feature_dim, c.state_hidden, end_effector=True, ee_relative=True, arm_actions=arm, object_actions=objects
+        model.feature_dim,
+        c.state_hidden,
+        end_effector=True,
+        ee_relative=True,
+        arm_actions=arm,
+        object_actions=objects,
     )
     head.pos_scale.fill_(_POS_SCALE)
     head.ee_mean.copy_(torch.tensor(_EE_MEAN))

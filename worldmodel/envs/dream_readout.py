@@ -6,7 +6,9 @@ when it was fitted to other weights or reads another feature size: ``heads.selec
 where the target object and the end effector are now from the model's features (and the
 target's position at reset); distance, reward and success are then the task's
 (``worldmodel.envs.task``, ``task=push|recorded-goal|reach``), computed as the real env computes
-them: for ``push``, minus the target's xy distance (m) to the goal minus ``reach_weight`` times
+them (a head that integrates the objects from the actions, ``state_objects="actions"``,
+carries every object from its position at reset along the actions instead: ``move_arm``): for
+``push``, minus the target's xy distance (m) to the goal minus ``reach_weight`` times
 the end effector's distance to the target, ``is_success`` when the distance is below
 ``success_tolerance`` (0.05 m). ``reward="goal-image"``: minus the distance between the dreamed
 frame and the goal image,

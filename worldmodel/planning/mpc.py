@@ -14,6 +14,11 @@ of an episode the window is padded by repeating the first frame with ``rest_acti
 default; ``worldmodel plan`` passes PushTable's ``REST_ACTION``, no motion and fingers open), i.e.
 the scene held still. Between plans the model is not called at all.
 
+Heads that integrate the objects (``state_objects="actions"``): the agent carries each env's
+target from the task's query (its position at the episode's start) along every executed action
+with the head's contact model and the arm's real move (proprioception), and each plan starts
+from there (``Task.object_start``), as the dream carries its target from its reset.
+
 The re-planning loop and ``predict`` are ``PlanningAgent``'s (``agent.py``), where each episode's
 task comes from is ``task_source.py`` (``TaskInfo``, ``TaskSource``), and ``run_episodes``
 (``episodes.py``) runs any of these agents for a number of episodes; all are importable from
@@ -206,7 +211,9 @@ class MPCAgent(PlanningAgent):
             arm = torch.stack([r.track[1] for r in rows])
             now = self._ee_now(envs).to(dev).float()
         else:  # no env to read the arm from: the head's own arm, from where the task put it
-            arm = torch.stack([r.track[1] if r.track[1] is not None else r.task.ee_start[0].to(dev) for r in rows])
+            arm = torch.stack(
+                [r.task.ee_start[0].to(dev) if r.track[1] is None else r.track[1] for r in rows]
+            )
             now = head.arm_step(arm, action, before)
         moved = head.object_step(target, arm, now, action, before)
         for j, r in enumerate(rows):

@@ -238,6 +238,11 @@ class LearnedReward(Objective):
     touches the object, so short plans would never find a push). ``reach``: minus the predicted
     end-effector-goal distance. ``task`` needs ``goal_pos`` (and ``query`` for the object tasks).
 
+    A head that integrates the objects (``objects_from_actions``, ``state_objects="actions"``)
+    rolls the arm and the target along each candidate's actions from ``task.ee_start`` and
+    ``task.object_start`` (``state_rollout``); it reads no features, so the model is not run
+    (``needs_rollout``) and a plan costs a few small MLP calls.
+
     Args:
         head: an ``ObjectHead`` (the model's ``state_head`` or a file's).
         task: a ``TaskSpec`` or a task name (default ``push``).
@@ -269,7 +274,8 @@ class LearnedReward(Objective):
             )
         self.head = head.eval()
         # a head that integrates the objects rolls them with the integrated arm, shaping or not
-        self.integrates_objects = self.spec.uses_objects and bool(getattr(head, "objects_from_actions", False))
+        integrates = bool(getattr(head, "objects_from_actions", False))
+        self.integrates_objects = self.spec.uses_objects and integrates
         arm = self.uses_ee or self.integrates_objects
         self.needs_ee_start = arm and bool(getattr(head, "ee_relative", False))
         self.needs_last_action = arm and bool(getattr(head, "arm_from_actions", False))
