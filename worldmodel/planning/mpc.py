@@ -16,10 +16,8 @@ the scene held still. Between plans the model is not called at all.
 
 Heads that integrate the objects (``state_objects="actions"``): the agent carries each env's
 target from the task's query (its position at the episode's start) along every executed action
-with the head's contact model and the arm's real move (proprioception), as the dream carries its
-target from its reset; each plan starts from the head's reading of the real frames queried with
-that carried position (``Task.object_start``; it corrects the carried position when the head was
-trained to find objects near their query, ``state_query_noise``).
+with the head's contact model and the arm's real move (proprioception), and each plan starts
+from there (``Task.object_start``), as the dream carries its target from its reset.
 
 The re-planning loop and ``predict`` are ``PlanningAgent``'s (``agent.py``), where each episode's
 task comes from is ``task_source.py`` (``TaskInfo``, ``TaskSource``), and ``run_episodes``
@@ -154,7 +152,7 @@ class MPCAgent(PlanningAgent):
         if getattr(self.objective, "needs_last_action", False):
             task.last_action = self._last_actions(envs).to(self.model.device)
         if self._integrates_objects:
-            task.object_start = self._see_targets(envs, state)
+            task.object_start = torch.stack([self._slots[i].track[0] for i in envs])
         model, objective, gen = self.model, self.objective, self.generator
         result = self.planner.optimize(
             lambda cand: objective(model, state, task, cand, gen),
@@ -196,20 +194,6 @@ class MPCAgent(PlanningAgent):
             rest = torch.from_numpy(np.asarray(self.rest_action, np.float32)).to(dev)
             slot.track = (slot.task.query[0].float().to(dev), arm, rest)
         return slot
-
-    @torch.no_grad()
-    def _see_targets(self, envs: list[int], state: State) -> Tensor:
-        """Each env's target where a plan starts, ``(P, 3)``: the head's reading of the anchor's
-        features (real frames) queried with where the target was carried to (``_stepped``), which
-        then carries on from there. A head trained with ``state_query_noise`` finds the target
-        near its query and so corrects the carried position; one trained on exact queries
-        echoes it (the carried position stands)."""
-        carried = torch.stack([self._slots[i].track[0] for i in envs])
-        seen = self.objective.head(self.model.features(state).float(), carried).float()
-        for j, i in enumerate(envs):
-            slot = self._slots[i]
-            slot.track = (seen[j], *slot.track[1:])
-        return seen
 
     @torch.no_grad()
     def _stepped(self, envs: list[int]) -> None:
