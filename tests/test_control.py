@@ -170,6 +170,38 @@ def test_a_head_that_integrates_the_arm_is_scored_on_its_integration(episodes):
         assert row["target_error_cm"] == pytest.approx(row["target_static_cm"]), k
 
 
+RIDE = torch.tensor([0.03, 0.0, -0.05])  # where the pushed object sits from the arm (recorded_episodes)
+
+
+class IntegratingObjectsHead(IntegratingHead):
+    """``IntegratingHead`` that integrates the objects too (``state_objects="actions"``), exactly:
+    an object at ``RIDE`` from the arm rides along with it, any other stays."""
+
+    objects_from_actions = True
+
+    def state_rollout(self, ee_start, obj_start, previous, actions):
+        arm = self.arm_rollout(ee_start, previous, actions)  # (B, H, 3)
+        moved, ee = arm - ee_start[:, None], ee_start
+        if obj_start.ndim == 3:  # (B, K, 3): every object of each row
+            moved, ee = moved[:, :, None], ee_start[:, None]
+        riding = (obj_start - ee - RIDE).norm(dim=-1, keepdim=True) < 1e-4  # (B, [K,] 1)
+        return arm, obj_start[:, None] + riding[:, None] * moved
+
+
+def test_a_head_that_integrates_the_objects_is_scored_on_its_integration(episodes):
+    """The model ignores the actions; the head integrates the arm and the pushed object exactly:
+    both are exact in the dream, and the learned cost ranks the recorded actions first."""
+    model = SceneModel(episodes, follows=False)
+    model.state_head = IntegratingObjectsHead()
+    r = control_diagnostics(model, episodes, ks=(3, 5), candidates=3)
+    for k, row in r["per_k"].items():
+        assert row["ee_error_cm"] == pytest.approx(0.0, abs=1e-5), k
+        assert row["target_error_cm"] == pytest.approx(0.0, abs=1e-5) and row["target_static_cm"] > 1.0, k
+        assert row["objects_moved"] == 12 and row["object_error_cm"] == pytest.approx(0.0, abs=1e-5), k
+    assert r["ranking"]["learned"] == {"rank_score": 1.0, "top1": 1.0, "episodes": 12}
+    assert r["ranking"]["pixels"]["rank_score"] == 0.5  # the frames ignore the actions
+
+
 def test_a_model_that_ignores_the_actions_is_the_stays_put_baseline_and_ranks_at_chance(episodes):
     r = control_diagnostics(SceneModel(episodes, follows=False), episodes, ks=(5,), candidates=7)
     row = r["per_k"]["5"]

@@ -316,6 +316,18 @@ def test_the_learned_reward_integrates_the_target_from_its_start():
     x = 0.02 + 0.01 * torch.arange(1, 5, dtype=torch.float32)
     want = -(0.1 - x) - 0.5 * x
     torch.testing.assert_close(got, want.expand(2, 4))
+    # Every reading is integrated, so scoring candidates never runs the world model.
+    assert not reward.needs_rollout and LearnedReward(_arm_head((0.0, 0.0, 0.0)), task="push").needs_rollout
+    model = dynamics.make("svg-lp", preset="tiny")
+
+    def no_rollout(*args, **kwargs):
+        raise AssertionError("the model was run")
+
+    model.rollout = no_rollout
+    size = model.config.image_size
+    state = model.initial(torch.zeros(1, 2, size, size, 3, dtype=torch.uint8), torch.zeros(1, 1, 4))
+    scores = reward(model, state, task, torch.zeros(1, 3, 4, 4))
+    torch.testing.assert_close(scores, want.sum().expand(1, 3))
 
 
 def _object_errors(steps: int) -> dict[str, float]:

@@ -27,7 +27,8 @@ class DemoConfig:
     ``MODEL_SETS[model]``."""
     state_head: bool = True
     """Train the model's state head with it (``--set state_head=true``): the planner's and the
-    dream's learned reward read the arm and the objects off the model's own features."""
+    dream's learned reward read the arm and the objects through it (``state_arm``,
+    ``state_objects``)."""
     state_arm: str = "actions"
     """How the state head knows the arm (``--set state_arm=...``): ``actions`` integrates it from
     proprioception and the actions, ``features`` reads it off the features only. Measured on the

@@ -17,8 +17,8 @@ actions (``arm_step``: the arm, the action and the action before it give the arm
 integrated the same way (``object_step``: a contact model of the object's position relative to
 the arm before and after the step, the arm, the action and the previous action gives the
 object's move; ``state_rollout`` moves arm and object together along a plan), started from the
-object's position that the head's pixel reader (``read``, ``object_reader.py``) finds in the
-real frame a plan starts from. The arm is position-controlled, so its motion is almost a function
+object's known position where an episode starts and carried along the executed actions by the
+planner and the dream alike. The arm is position-controlled, so its motion is almost a function
 of the commands: measured on 1,946 recorded one-object pushes, an MLP of (arm, action, previous
 action) rolled open loop is 0.4 / 0.7 / 1.2 cm off after 5 / 10 / 20 steps, where the quick
 demo's features gave 0.9 / 2.2 / 8.1 cm (without the previous action, 1.9 cm at 5 steps: the
@@ -188,23 +188,29 @@ class ObjectHead(nn.Module):
     def object_step(
         self, obj: Tensor, arm: Tensor, arm_next: Tensor, action: Tensor, previous: Tensor
     ) -> Tensor:
-        """The object ``(B, 3)`` after ``action`` ``(B, A)`` moved the arm from ``arm`` to
-        ``arm_next`` ``(B, 3)``, from ``obj`` ``(B, 3)``; ``previous`` ``(B, A)`` the action before.
-        Contacts are local, so the object is seen relative to the arm before and after the step."""
+        """The object after ``action`` ``(B, A)`` moved the arm from ``arm`` to ``arm_next`` ``(B,
+        3)``, from ``obj`` ``(B, 3)``, or every object of each row from ``obj`` ``(B, K, 3)`` (the
+        row's arm and actions for each); ``previous`` ``(B, A)`` the action before. Contacts are
+        local, so the object is seen relative to the arm before and after the step."""
         if self.obj_net is None:
             raise ValueError("this head reads objects off the features only: call it on features")
+        if obj.ndim == 3:  # (B, K, 3): the row's arm and actions for each of its K objects
+            arm, arm_next, action, previous = (
+                x[:, None].expand(-1, obj.shape[1], -1) for x in (arm, arm_next, action, previous)
+            )
         s = self.pos_scale
         a, p = action.clamp(-1, 1), previous.clamp(-1, 1)
         rel = [(obj - arm) / s, (obj - arm_next) / s, (arm - self.ee_mean) / self.ee_scale]
         rel.append((obj - self.pos_mean) / s)
-        return obj + self.obj_net(torch.cat([*rel, a, p], dim=1)) * s
+        return obj + self.obj_net(torch.cat([*rel, a, p], dim=-1)) * s
 
     def state_rollout(
         self, ee_start: Tensor, obj_start: Tensor, previous: Tensor, actions: Tensor
     ) -> tuple[Tensor, Tensor]:
         """The end effector and the object after each of ``actions`` ``(B, H, A)``: ``(arm (B, H,
         3), object (B, H, 3))``, from ``ee_start`` and ``obj_start`` ``(B, 3)`` (the arm and the
-        object at the anchor) with ``previous`` ``(B, A)`` the action taken just before it."""
+        object at the anchor; ``obj_start`` ``(B, K, 3)``: each row's K objects, ``(B, H, K, 3)``
+        out) with ``previous`` ``(B, A)`` the action taken just before it."""
         arm, obj, arms, objs = ee_start, obj_start, [], []
         for t in range(actions.shape[1]):
             nxt = self.arm_step(arm, actions[:, t], previous)
@@ -213,8 +219,7 @@ class ObjectHead(nn.Module):
             arms.append(arm)
             objs.append(obj)
         if not arms:
-            empty = ee_start.new_zeros(len(ee_start), 0, 3)
-            return empty, empty
+            return ee_start.new_zeros(len(ee_start), 0, 3), obj_start[:, None][:, :0]
         return torch.stack(arms, 1), torch.stack(objs, 1)
 
     def to_dict(self, **fields: Any) -> dict[str, Any]:
@@ -286,12 +291,8 @@ def objects_along(
     K, 3)`` after each of ``actions`` ``(B, H, A)`` from ``objects`` ``(B, K, 3)`` (NaN rows:
     absent, NaN out), the arm from ``start`` ``(B, 3)``, ``previous`` ``(B, A)`` the action taken
     just before."""
-    b, k = objects.shape[:2]
     present = torch.isfinite(objects).all(-1)  # (B, K)
-    rep = lambda x: x.repeat_interleave(k, dim=0)  # noqa: E731 - (B, ...) -> (B * K, ...)
-    flat = objects.nan_to_num(0.0).flatten(0, 1)
-    _, objs = head.state_rollout(rep(start), flat, rep(previous), rep(actions))
-    objs = objs.view(b, k, -1, 3).transpose(1, 2)  # (B, H, K, 3)
+    _, objs = head.state_rollout(start, objects.nan_to_num(0.0), previous, actions)  # (B, H, K, 3)
     return torch.where(present[:, None, :, None], objs, torch.nan)
 
 

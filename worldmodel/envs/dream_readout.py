@@ -85,13 +85,10 @@ class DreamReadout:
         if getattr(self.head, "arm_from_actions", False):
             d, a = ep.dev, actions.float()
             arm = self.head.arm_step(d["arm"], a, d["last_action"])
-            if self.integrates_objects:
+            if self.integrates_objects:  # (B, K, 3); absent objects stay NaN
                 now = d["now"]
-                k = now.shape[1]
-                rep = lambda x: x.repeat_interleave(k, dim=0)  # noqa: E731 - (B, ...) -> (B * K, ...)
-                flat = now.flatten(0, 1).nan_to_num(0.0)
-                moved = self.head.object_step(flat, rep(d["arm"]), rep(arm), rep(a), rep(d["last_action"]))
-                d["now"] = torch.where(torch.isfinite(now), moved.view_as(now), now)
+                moved = self.head.object_step(now.nan_to_num(0.0), d["arm"], arm, a, d["last_action"])
+                d["now"] = torch.where(torch.isfinite(now), moved, now)
             d["arm"] = arm
             d["last_action"] = a.clone()
 

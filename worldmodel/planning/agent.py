@@ -48,7 +48,7 @@ class _Slot:
     plan_frames: np.ndarray | None = None  # (H + 1, h, w, 3): imagined frames from plan_t0 on
     goal_image: np.ndarray | None = None
     info: dict | None = None  # the reset-info dict the episode began with (VecEnvs), by identity
-    track: Any = None  # MPCAgent: (target, arm, action before the last) carried along the episode
+    track: Any = None  # MPCAgent's carried target (``mpc._Track``), for heads that integrate objects
 
 
 class PlanningAgent:

@@ -28,7 +28,7 @@ here too.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -54,6 +54,17 @@ __all__ = [
     "evaluate",
     "run_episodes",
 ]
+
+
+class _Track(NamedTuple):
+    """Where ``MPCAgent`` carries an env's target (heads that integrate the objects)."""
+
+    target: Tensor
+    """``(3,)`` the target now."""
+    arm: Tensor | None
+    """``(3,)`` the arm now (proprioception; None without an env until the first step)."""
+    before: Tensor
+    """``(A,)`` the action executed before the last one."""
 
 
 class MPCAgent(PlanningAgent):
@@ -152,7 +163,7 @@ class MPCAgent(PlanningAgent):
         if getattr(self.objective, "needs_last_action", False):
             task.last_action = self._last_actions(envs).to(self.model.device)
         if self._integrates_objects:
-            task.object_start = torch.stack([self._slots[i].track[0] for i in envs])
+            task.object_start = torch.stack([self._slots[i].track.target for i in envs])
         model, objective, gen = self.model, self.objective, self.generator
         result = self.planner.optimize(
             lambda cand: objective(model, state, task, cand, gen),
@@ -192,7 +203,7 @@ class MPCAgent(PlanningAgent):
             dev = self.model.device
             arm = self._ee_now([i])[0].to(dev) if self.source is not None else None
             rest = torch.from_numpy(np.asarray(self.rest_action, np.float32)).to(dev)
-            slot.track = (slot.task.query[0].float().to(dev), arm, rest)
+            slot.track = _Track(slot.task.query[0].float().to(dev), arm, rest)
         return slot
 
     @torch.no_grad()
@@ -205,19 +216,20 @@ class MPCAgent(PlanningAgent):
             return
         head, dev = self.objective.head, self.model.device
         rows = [self._slots[i] for i in envs]
-        target, before = torch.stack([r.track[0] for r in rows]), torch.stack([r.track[2] for r in rows])
+        target = torch.stack([r.track.target for r in rows])
+        before = torch.stack([r.track.before for r in rows])
         action = torch.from_numpy(np.stack([np.asarray(r.pending, np.float32) for r in rows])).to(dev)
         if self.source is not None:
-            arm = torch.stack([r.track[1] for r in rows])
+            arm = torch.stack([r.track.arm for r in rows])
             now = self._ee_now(envs).to(dev).float()
         else:  # no env to read the arm from: the head's own arm, from where the task put it
             arm = torch.stack(
-                [r.task.ee_start[0].to(dev) if r.track[1] is None else r.track[1] for r in rows]
+                [r.task.ee_start[0].to(dev) if r.track.arm is None else r.track.arm for r in rows]
             )
             now = head.arm_step(arm, action, before)
         moved = head.object_step(target, arm, now, action, before)
         for j, r in enumerate(rows):
-            r.track = (moved[j], now[j], action[j])
+            r.track = _Track(moved[j], now[j], action[j])
 
     def _last_actions(self, envs: list[int]) -> Tensor:
         """The action each env executed last, ``(P, A)`` (the rest action before the first: the
@@ -260,7 +272,7 @@ class MPCAgent(PlanningAgent):
             raise RuntimeError("check_predictions: attach the agent to an env (the sim knows the target)")
         head, query = self.objective.head, task.query.float()
         executed = actions[:, : self.replan_every].to(self.model.device)
-        if task.object_start is not None:  # a head that integrates the target from its reading
+        if task.object_start is not None:  # a head that integrates the target: the carried one
             _, moved = head.state_rollout(task.ee_start, task.object_start, task.last_action, executed)
             estimate, predicted = task.object_start[:, :2].cpu().numpy(), moved[:, -1, :2].cpu().numpy()
         else:

@@ -54,7 +54,7 @@ class Task:
     it); ``last_action`` ``(P, A)`` the action taken just before that state (for heads that
     integrate the arm from the actions); ``object_start`` ``(P, 3)`` the target's position at that
     state (for heads that integrate the objects from the actions: ``MPCAgent`` fills it with the
-    head's pixel reading of the real frame; ``None``: the query, exact where a task starts);
+    target carried along the executed actions; ``None``: the query, exact where a task starts);
     ``goal_image`` uint8 ``(P, H, W, 3)``; ``goal_features`` ``(P, F)`` filled in by
     ``GoalImage.prepare``.
     """
