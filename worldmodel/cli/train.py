@@ -42,6 +42,12 @@ _TRAIN_FLAGS: dict[str, tuple[str, Any, str]] = {
     ),
     "--eval-sequences": ("eval_sequences", positive_int, "test sequences scored (default 16)"),
     "--eval-samples": ("eval_samples", positive_int, "samples per test sequence, best of N (default 4)"),
+    "--bn-batches": (
+        "bn_batches",
+        nonneg_int,
+        "training batches BatchNorm statistics are recomputed on before each save and score; 0: "
+        "keep the running averages (default 16)",
+    ),
 }
 
 

@@ -12,6 +12,9 @@ collate turns a list of them into a batch with a leading ``B`` axis:
 - ``goal``: float32 ``(B, 3)``, ``target``: int64 ``(B,)``, ``num_objects``: int64 ``(B,)`` — the
   episode's push-to-goal task (the goal position and which object should reach it) and how many
   objects are present; per episode, no time axis (simulated data only).
+- ``transitions``: a dict of ``(N, ...)`` recorded steps drawn from the whole training data, added
+  by the trainer for state heads that integrate the arm and the objects
+  (``data/transitions.py``: ``RecordedTransitions.sample``); not in dataset items.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ class Batch(TypedDict, total=False):
     goal: torch.Tensor
     target: torch.Tensor
     num_objects: torch.Tensor
+    transitions: dict[str, torch.Tensor]
 
 
 def frames_to_float(frames: torch.Tensor) -> torch.Tensor:

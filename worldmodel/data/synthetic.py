@@ -11,6 +11,7 @@ smallest honest test of action conditioning (tests/test_svg.py) and a fast train
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 
@@ -117,3 +118,7 @@ class SyntheticDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         return {k: v[index] for k, v in self.data.items()}
+
+    def whole_episode(self, index: int) -> dict[str, np.ndarray]:
+        """Sequence ``index``'s arrays (every item is a whole sequence), as the readers give them."""
+        return {k: v[index].numpy() for k, v in self.data.items()}

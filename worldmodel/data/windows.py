@@ -101,6 +101,10 @@ class WindowDataset(Dataset):
     def _where(self, i: int) -> str:
         return f"sequence {i}"
 
+    def whole_episode(self, i: int) -> dict[str, np.ndarray]:
+        """Sequence ``i``'s arrays over all its steps (not a window), at the native frame size."""
+        return self._read(i, 0, self._length(i))
+
     def window_start(self, length: int) -> int:
         """Start step of a window in a sequence of ``length`` steps."""
         if self.random_offset and length > self.seq_len:

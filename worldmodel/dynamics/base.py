@@ -142,8 +142,13 @@ class DynamicsConfig:
     state_objects: str = "features"
     """How the state head knows the objects (our extension): ``"features"`` reads each off the
     features with its start position as the query; ``"actions"`` (needs ``state_arm="actions"``)
-    reads it in the real frame a rollout starts from (a pixel reader) and integrates it along the
-    actions with a contact model of the object relative to the arm (``ObjectHead.state_rollout``)."""
+    integrates each from its position where the rollout starts along the actions, with a contact
+    model of the object relative to the arm (``ObjectHead.state_rollout``)."""
+    state_batch: int = 2048
+    """Recorded steps per training step for the state head's arm and contact models
+    (``state_arm`` / ``state_objects="actions"``), drawn from every episode of the training data
+    (``data/transitions.py``: they read no pixels, so they need not wait for the windows); 0:
+    the windows' own steps only."""
     state_query_noise: float = 0.0
     """Std (m) of Gaussian noise on the object queries' xy while training the state head: the head
     then has to find each object in the features rather than echo its query (see ``state_loss``)."""
@@ -156,6 +161,8 @@ class DynamicsConfig:
                 "action_dim, state_weight and state_query_noise must be >= 0, got "
                 f"{self.action_dim}, {self.state_weight} and {self.state_query_noise}"
             )
+        if not isinstance(self.state_batch, int) or self.state_batch < 0:
+            raise ValueError(f"state_batch must be an int >= 0, got {self.state_batch!r}")
         check_choice("state_arm", self.state_arm, STATE_ARMS)
         check_choice("state_objects", self.state_objects, STATE_ARMS)
         if self.state_objects == "actions" and self.state_arm != "actions":

@@ -82,6 +82,11 @@ def state_loss(model: LatentDynamics, batch: Batch) -> tuple[Tensor, dict[str, T
     model of the true states in ``benchmarks/state_model_control.py`` that pushed;
     ``state_contact_cm``).
 
+    Where the batch has ``transitions`` (recorded steps drawn from the whole training data by the
+    trainer, ``DynamicsConfig.state_batch`` of them: ``data/transitions.py``), the integrated arm
+    and the contact model are also fitted one step at a time on those (``state_step_ee_cm``,
+    ``state_step_contact_cm``): the windows alone give them too few contacts.
+
     Returns ``(loss, metrics)``: ``state_ee_cm`` and ``state_obj_cm`` (RMS errors in cm), with
     ``state_objects="actions"`` also ``state_contact_cm``.
     """
@@ -132,7 +137,29 @@ def state_loss(model: LatentDynamics, batch: Batch) -> tuple[Tensor, dict[str, T
             contact = _contact_term(head, batch, objects, actions)
             loss = loss + contact
             metrics["state_contact_cm"] = contact.detach().sqrt() * 100 * _POS_SCALE
+    if "transitions" in batch and head.arm_from_actions:
+        terms = _transition_terms(head, batch["transitions"])
+        for name, term in terms.items():
+            loss = loss + term
+            metrics[name] = term.detach().sqrt() * 100 * _POS_SCALE
     return loss, metrics
+
+
+def _transition_terms(head: ObjectHead, steps: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Mean squared one-step errors (units of ``_POS_SCALE``) of the integrated arm and, for a
+    head that integrates the objects, of the contact model, on recorded steps
+    (``RecordedTransitions.sample``)."""
+    arm, nxt = steps["arm"].float(), steps["arm_next"].float()
+    action, previous = steps["action"].float(), steps["previous"].float()
+    moved = head.arm_step(arm, action, previous)
+    terms = {"state_step_ee_cm": ((moved - nxt) / _POS_SCALE).pow(2).sum(-1).mean()}
+    if head.objects_from_actions and "objects" in steps:
+        obj, obj_next = steps["objects"].float(), steps["objects_next"].float()
+        present = torch.isfinite(obj).all(-1) & torch.isfinite(obj_next).all(-1)  # (N, K)
+        pred = head.object_step(obj.nan_to_num(0.0), arm, nxt, action, previous)  # (N, K, 3)
+        err = ((pred - obj_next.nan_to_num(0.0)) / _POS_SCALE).pow(2).sum(-1)
+        terms["state_step_contact_cm"] = err[present].mean() if present.any() else err.new_zeros(())
+    return terms
 
 
 def _contact_term(head: ObjectHead, batch: Batch, objects: Tensor, actions: Tensor) -> Tensor:

@@ -79,6 +79,10 @@ class SeededItems(Dataset):
 
 
 def to_device(batch: Mapping[str, Tensor], device: torch.device) -> dict[str, Tensor]:
-    """Every tensor of ``batch`` on ``device`` (non-blocking from pinned memory)."""
+    """Every tensor of ``batch`` on ``device`` (non-blocking from pinned memory), nested dicts
+    (the trainer's ``transitions``) included."""
     # uint8 frames travel as uint8 (4x less than float32); the model casts on the device.
-    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+    return {
+        k: to_device(v, device) if isinstance(v, Mapping) else v.to(device, non_blocking=True)
+        for k, v in batch.items()
+    }

@@ -53,6 +53,10 @@ class TrainConfig:
     """Held-out sequences scored (the first ones of ``eval_data``, the same at every evaluation)."""
     eval_samples: int = 4
     """Samples per held-out sequence (best-of-N)."""
+    bn_batches: int = 16
+    """Before every checkpoint and held-out score, BatchNorm statistics are recomputed with the
+    weights of that step over this many training batches (``training/precise_bn.py``); 0 keeps
+    the running averages."""
 
 
 @dataclasses.dataclass

@@ -41,8 +41,9 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, default_collate
 
+from worldmodel.data.transitions import RecordedTransitions
 from worldmodel.device import resolve_device
 from worldmodel.dynamics.base import LatentDynamics
 from worldmodel.dynamics.checkpoint import atomic_save, checkpoint_dict
@@ -63,6 +64,7 @@ from worldmodel.training.held_out import (
     held_out_tags,
 )
 from worldmodel.training.optim_step import check_batch, grad_norm, loss_terms, value_names
+from worldmodel.training.precise_bn import batch_norms, recompute_bn
 from worldmodel.training.run_log import hparam_value, open_writer, trim_metrics, write_hparams, write_scalars
 from worldmodel.training.samples import fixed_batch, predict, write_samples
 from worldmodel.training.train_config import TrainConfig, TrainingDivergedError, TrainResult
@@ -143,6 +145,7 @@ class Trainer:
             for k, opt in self.optimizers.items()
         }
         self._loss_fn = torch.compile(self.model.loss) if cfg.compile else self.model.loss
+        self._transitions = _state_transitions(self.model, dataset)
         self.step = 0
         self._saved_step = -1
         self._writer = None
@@ -209,7 +212,7 @@ class Trainer:
         t0, bar = time.perf_counter(), self._progress_bar(total)
         try:
             while self.step < total:
-                batch = to_device(next(batches), self.device)
+                batch = to_device(self._with_transitions(next(batches), self.step + 1), self.device)
                 values, metrics = self.train_step(batch)  # raises TrainingDivergedError
                 self.step += 1
                 history[self.step] = dict(
@@ -221,8 +224,13 @@ class Trainer:
                 if bar is not None:
                     bar.update(1)
                 last = self.step == total
+                scoring = self._eval_items is not None and (self.step % self.config.eval_every == 0 or last)
+                if scoring or self.step % self.config.ckpt_every == 0 or last:
+                    paused = time.perf_counter()
+                    self.recompute_bn()  # what is saved and scored runs on statistics of its weights
+                    t0 += time.perf_counter() - paused
                 held_out: dict[str, float] = {}
-                if self._eval_items is not None and (self.step % self.config.eval_every == 0 or last):
+                if scoring:
                     paused = time.perf_counter()
                     held_out = self.held_out_metrics()
                     t0 += time.perf_counter() - paused  # frames/s counts training time only
@@ -318,6 +326,28 @@ class Trainer:
             self.model, self.optimizers, self.device, path=path, step=self.step, saved_step=self._saved_step
         )
 
+    def recompute_bn(self) -> int:
+        """Recompute the model's BatchNorm statistics with its current weights over
+        ``config.bn_batches`` training batches (``training/precise_bn.py``), drawn as a function
+        of ``(seed, step, rank)``; returns the batches used (0: off, or no BatchNorm)."""
+        n = self.config.bn_batches
+        if not n or not batch_norms(self.model):
+            return 0
+        items = SeededItems(self.dataset)
+        gen = torch.Generator().manual_seed(mix_seed(self.config.seed, self.step, self.dist.rank, 4))
+        per = self.batch_size // self.dist.world_size
+
+        def batches():
+            for _ in range(n):
+                idx = torch.randint(len(self.dataset), (per,), generator=gen).tolist()
+                seeds = torch.randint(2**62, (per,), generator=gen).tolist()
+                yield to_device(
+                    default_collate([items[(i, s)] for i, s in zip(idx, seeds, strict=True)]), self.device
+                )
+
+        with self._autocast():
+            return recompute_bn(self.model, batches())
+
     def held_out_metrics(self) -> dict[str, float]:
         """Score the model now on the fixed held-out sequences (``training.held_out``); writes nothing.
 
@@ -381,6 +411,15 @@ class Trainer:
         )
         return iter(loader)
 
+    def _with_transitions(self, batch: dict[str, Tensor], step: int) -> dict[str, Tensor]:
+        """``batch`` with ``transitions``: ``state_batch`` recorded steps for the state head's arm
+        and contact models (``data/transitions.py``), a pure function of ``(seed, step, rank)``
+        as the windows are, when the model has such a head and the data records states."""
+        if self._transitions is None:
+            return batch
+        gen = torch.Generator().manual_seed(mix_seed(self.config.seed, step, self.dist.rank, 3))
+        return {**batch, "transitions": self._transitions.sample(self.model.config.state_batch, gen)}
+
     def _autocast(self):
         if self.amp == "bf16":
             return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
@@ -443,3 +482,14 @@ class Trainer:
         if self._writer is None:
             self._writer = open_writer(self.out_dir, self.step)  # purges what a killed run logged
         return self._writer
+
+
+def _state_transitions(model: LatentDynamics, dataset: Dataset) -> RecordedTransitions | None:
+    """Every recorded step of ``dataset`` when ``model``'s state head integrates the arm (and
+    the objects) from the actions and ``state_batch > 0``; else ``None``."""
+    head = model.state_head
+    if head is None or not getattr(head, "arm_from_actions", False) or not model.config.state_batch:
+        return None
+    if not hasattr(dataset, "whole_episode"):
+        return None
+    return RecordedTransitions.of(dataset)
