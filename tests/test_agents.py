@@ -242,6 +242,31 @@ def test_latent_task_observation_appends_the_true_arm_and_the_goal(model):
     plain.close()
 
 
+def test_latent_task_observation_carries_the_target_as_the_dream_does():
+    """With a head that integrates the objects (here: 1 cm in x per action), the real env's task
+    observation ends with the target carried from its position at the reset along the executed
+    actions, as the dream carries it; a reset starts it from the sim's target again."""
+    torch.manual_seed(0)
+    m = dynamics.make(
+        "svg-lp", preset="tiny", image_size=64, state_head=True, state_arm="actions", state_objects="actions"
+    ).eval()
+    with torch.no_grad():
+        m.state_head.obj_net[-1].bias.copy_(torch.tensor([0.1, 0.0, 0.0]))  # x pos_scale (0.1 m)
+    env = LatentObservation(gym.make(worldmodel.PUSH_TABLE_ID, task="push"), m, task_obs=True)
+    f = m.feature_dim
+    assert env.observation_space.shape == (f + 9,)
+    obs, info = env.reset(seed=3)
+    start = info["target_pos"].copy()
+    np.testing.assert_allclose(obs[f:], np.concatenate([info["ee_pos"], info["goal_pos"], start]), atol=1e-6)
+    for t in (1, 2):
+        obs, _, _, _, info = env.step(np.array([0.3, -0.2, 0.0, -1.0], np.float32))
+        np.testing.assert_allclose(obs[-3:], start + np.array([0.01 * t, 0.0, 0.0]), atol=1e-5)
+        np.testing.assert_allclose(obs[f : f + 3], info["ee_pos"], atol=1e-6)
+    obs, info = env.reset(seed=4)
+    np.testing.assert_allclose(obs[-3:], info["target_pos"], atol=1e-6)
+    env.close()
+
+
 def test_latent_observation_encodes_with_the_dreams_dtype(model):
     """A bf16 dream's latent policy reads real frames through the same bf16 copy of the model."""
     envs = {

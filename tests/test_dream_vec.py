@@ -242,7 +242,8 @@ def test_a_dream_integrates_the_arm_as_the_planner_does():
 
 def test_a_dream_integrates_the_target_as_the_planner_does():
     """A state head that integrates the objects from the actions (here: 1 cm in x per action, the
-    arm still): the dream's target (info, reward) moves with the actions from its recorded start,
+    arm still): the dream's target (info, reward, the end of the task observation) moves with the
+    actions from its recorded start,
     and the planner's learned reward scores the same actions from the same start to the same
     numbers; an auto-reset starts it from its record again."""
     import torch
@@ -256,17 +257,20 @@ def test_a_dream_integrates_the_target_as_the_planner_does():
     ).eval()
     with torch.no_grad():
         m.state_head.obj_net[-1].bias.copy_(torch.tensor([0.1, 0.0, 0.0]))  # x pos_scale (0.1 m)
-    cfg = DreamConfig(reward="learned", obs="latent", task="push", pool_size=4, horizon=3)
+    cfg = DreamConfig(reward="learned", obs="latent", task="push", pool_size=4, horizon=3, task_obs=True)
     vec = DreamVecEnv(DreamCore(m, cfg, device="cpu"), 2)
+    assert vec.observation_space.shape == (m.feature_dim + 9,)  # arm, goal and the carried target
     vec.seed(1)
-    vec.reset()
+    obs = vec.reset()
     start = np.stack([info["target_pos"] for info in vec.reset_infos])
+    np.testing.assert_allclose(obs[:, -3:], start, atol=1e-6)
     ee = np.stack([info["ee_pos"] for info in vec.reset_infos])
     goal = np.stack([info["goal_pos"] for info in vec.reset_infos])
     actions = _MOVES
     steps, rewards = _two_steps(vec, "target_pos", start)
-    for _, infos in steps:
+    for obs, infos in steps:
         np.testing.assert_allclose(np.stack([i["ee_pos"] for i in infos]), ee, atol=1e-5)
+        np.testing.assert_allclose(obs[:, -3:], np.stack([i["target_pos"] for i in infos]), atol=1e-6)
     task = Task(
         goal_pos=torch.as_tensor(goal),
         query=torch.as_tensor(start),
@@ -282,10 +286,11 @@ def test_a_dream_integrates_the_target_as_the_planner_does():
     np.testing.assert_allclose(planned.detach().T.numpy(), np.stack(rewards), atol=1e-5)
     vec.step(actions)  # the third step ends the episodes; they restart from their records
     new_start = np.stack([info["target_pos"] for info in vec.reset_infos])
-    _, _, _, infos = vec.step(actions)
+    obs, _, _, infos = vec.step(actions)
     np.testing.assert_allclose(
         np.stack([i["target_pos"] for i in infos]), new_start + np.array([0.01, 0.0, 0.0]), atol=1e-5
     )
+    np.testing.assert_allclose(obs[:, -3:], new_start + np.array([0.01, 0.0, 0.0]), atol=1e-5)
 
 
 def test_every_dream_takes_its_checkpoint_first(model):

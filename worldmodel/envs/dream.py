@@ -142,7 +142,7 @@ class DreamEnv(tasks.GoalConditionedReward, gym.Env):
         self._state = core.step(self._state, a, ep.dev["keys"], counter, self._seed + self._t)
         core.move_arm(ep, a)
         self._t += 1
-        obs = core.observe(self._state, goal=ep.dev["goal"], ee=ep.dev["ee"], arm=ep.dev["arm"]).cpu().numpy()
+        obs = core.observe_episodes(self._state, ep).cpu().numpy()
         self._readout = r = core.readout(self._state, ep)
         truncated = self.config.horizon is not None and self._t >= self.config.horizon
         info = row_info(core.info_arrays(r, ep), 0)

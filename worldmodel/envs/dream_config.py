@@ -68,9 +68,11 @@ class DreamConfig:
     task_obs: bool = False
     """``obs="latent"``, ``reward="learned"``: append the dreamed end effector (the state head's
     reading) and the episode's goal to the features, ``(F + 6,)``, a goal-conditioned observation
-    (the goal is not in the pixels for ``reach``); in the real env
-    ``worldmodel.envs.latent.LatentObservation`` appends the true end effector (proprioception) and
-    goal."""
+    (the goal is not in the pixels for ``reach``); with a head that integrates the objects also the
+    target where the dream carries it, ``(F + 9,)`` (the features do not carry the objects, so
+    without it a pushing policy pushes blind). In the real env
+    ``worldmodel.envs.latent.LatentObservation`` appends the true end effector (proprioception), the
+    goal and the target carried the same way from its position at the reset."""
     goal_conditioned: bool = False
     """``reward="learned"``: observations ``Dict(observation=<pixels or latent>,
     achieved_goal=Box(3), desired_goal=Box(3))`` (Gymnasium-Robotics' ``GoalEnv``, SB3's

@@ -186,7 +186,7 @@ class DreamCore(DreamReadout):
             space = spaces.Box(0, 255, (cfg.image_size, cfg.image_size, 3), np.uint8)
         else:
             b = float(cfg.latent_bound)
-            space = spaces.Box(-b, b, (self.model.feature_dim + 6 * cfg.task_obs,), np.float32)
+            space = spaces.Box(-b, b, (self.model.feature_dim + self.task_obs_dim,), np.float32)
         return tasks.goal_space(space) if cfg.goal_conditioned else space
 
     # --- episodes -----------------------------------------------------------------------------
@@ -314,7 +314,7 @@ class DreamCore(DreamReadout):
             if len(parts) == 1
             else State.cat(parts)[torch.as_tensor(np.argsort(np.concatenate(order)), device=dev)]
         )
-        obs0 = self.with_goal(obs0, goal)
+        obs0 = self.with_goal(obs0, goal, objects[np.arange(b), ep.host["target"].clip(min=0)])
         start = self._start_readout(ep, ee_start, dist0)
         return ep, state, obs0, start
 

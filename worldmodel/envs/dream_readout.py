@@ -71,6 +71,18 @@ class DreamReadout:
         return self.head.end_effector(feats, start)
 
     @property
+    def observes_target(self) -> bool:
+        """``task_obs`` with a head that integrates the objects: the target's carried position
+        (``Episodes.dev["now"]``) follows the arm and the goal in the observation."""
+        return bool(self.config.task_obs and self.integrates_objects)
+
+    @property
+    def task_obs_dim(self) -> int:
+        """Entries ``task_obs`` appends to the features: the arm and the goal, and the target
+        where the dream carries it (``observes_target``)."""
+        return (6 + 3 * self.observes_target) if self.config.task_obs else 0
+
+    @property
     def integrates_objects(self) -> bool:
         """Whether the head integrates the objects from the actions (``objects_from_actions``)."""
         return bool(getattr(self.head, "objects_from_actions", False))
@@ -106,11 +118,12 @@ class DreamReadout:
         *,
         ee: Tensor | None = None,
         arm: Tensor | None = None,
+        target: Tensor | None = None,
     ) -> Tensor:
         """Observations on the device: uint8 frames or clipped float32 features; with ``task_obs``
         the head's end effector (read relative to ``ee`` ``(B, 3)``, the arm at reset, or to the
         rows' pool entries ``pidx``; for a head that integrates the arm, ``arm`` ``(B, 3)``, see
-        ``arm``) and ``goal`` (when given) follow."""
+        ``arm``), ``goal`` and ``target`` ``(B, 3)`` (when given) follow."""
         if self.config.obs == "pixels":
             return self.frames(state)
         b = self.config.latent_bound
@@ -118,15 +131,33 @@ class DreamReadout:
         if self.config.task_obs:
             start = self.pool["ee"][pidx] if ee is None else ee
             arm = self.arm(feats, start, arm)
-            feats = torch.cat([feats, arm, *([] if goal is None else [goal.float()])], dim=1)
+            extra = [x.float() for x in (goal, target) if x is not None]
+            feats = torch.cat([feats, arm, *extra], dim=1)
         return feats.clamp(-b, b)
 
-    def with_goal(self, obs: np.ndarray, goal: np.ndarray) -> np.ndarray:
-        """``obs0`` rows ``(..., D)`` with the episode's goal ``(..., 3)`` appended (``task_obs``)."""
+    def observe_episodes(self, state: State, ep: Episodes) -> Tensor:
+        """``observe`` after a step: the episodes' arm, goal and (``observes_target``) the
+        target where the dream carries it."""
+        d = ep.dev
+        target = self.target_now(ep) if self.observes_target else None
+        return self.observe(state, goal=d["goal"], ee=d["ee"], arm=d["arm"], target=target)
+
+    def target_now(self, ep: Episodes) -> Tensor:
+        """``(B, 3)``: each episode's target where the dream has carried it (0 where absent)."""
+        d = ep.dev
+        rows = torch.arange(len(d["now"]), device=d["now"].device)
+        return d["now"][rows, d["target"].clamp(min=0)].nan_to_num(0.0)
+
+    def with_goal(self, obs: np.ndarray, goal: np.ndarray, target: np.ndarray | None = None) -> np.ndarray:
+        """``obs0`` rows ``(..., D)`` with the episode's goal ``(..., 3)`` appended (``task_obs``),
+        and the target's start position ``(..., 3)`` where the dream observes it."""
         if not self.config.task_obs:
             return obs
         b = self.config.latent_bound
-        return np.concatenate([obs, np.clip(goal, -b, b)], axis=-1).astype(np.float32)
+        parts = [obs, np.clip(goal, -b, b)]
+        if self.observes_target:
+            parts.append(np.clip(np.nan_to_num(target), -b, b))
+        return np.concatenate(parts, axis=-1).astype(np.float32)
 
     def observation(self, obs: np.ndarray, readout: dict[str, np.ndarray], ep: Episodes) -> Any:
         """Host observations ``(B, ...)``, or with ``goal_conditioned`` the dict of ``(B, ...)``

@@ -98,7 +98,7 @@ class _BatchedEpisodes:
         core.move_arm(ep, a)
         self.counters += 1
         self.t += 1
-        obs = core.observe(self.state, goal=ep.dev["goal"], ee=ep.dev["ee"], arm=ep.dev["arm"]).cpu().numpy()
+        obs = core.observe_episodes(self.state, ep).cpu().numpy()
         r = core.readout(self.state, ep)
         info = core.info_arrays(r, ep)
         obs = core.observation(obs, r, ep)

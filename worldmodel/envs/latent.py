@@ -43,7 +43,11 @@ class LatentObservation(gym.Wrapper):
         latent_bound: clip, as the dream's ``latent_bound``.
         dtype: the dream's ``DreamConfig.dtype`` (``"auto"``: bf16 on CUDA for SVG, else float32).
         task_obs: the dream's ``DreamConfig.task_obs``: append the true end effector (the env's
-            ``ee_pos``, proprioception) and the episode's goal (``goal_pos``), ``(F + 6,)``.
+            ``ee_pos``, proprioception) and the episode's goal (``goal_pos``), ``(F + 6,)``; with
+            a state head that integrates the objects (``objects_from_actions``) also the target
+            as the dream carries it, ``(F + 9,)``: from its position at the reset (``target_pos``,
+            as the dream starts from its context's) along every executed action with the head's
+            contact model and the arm's real moves, as ``MPCAgent`` carries it.
     """
 
     def __init__(
@@ -58,7 +62,10 @@ class LatentObservation(gym.Wrapper):
     ) -> None:
         super().__init__(env)
         self.task_obs = bool(task_obs)
-        self._task = np.zeros(6, np.float32)
+        head = getattr(model, "state_head", None)
+        self.head = head if self.task_obs and getattr(head, "objects_from_actions", False) else None
+        self._task = np.zeros(6 + 3 * (self.head is not None), np.float32)
+        self._carried: tuple[Any, Any, Any] | None = None  # (target, arm, previous action)
         # The same inference copy and dtype as the dream's (DreamConfig.dtype), so a latent
         # policy sees the features it was trained on, bf16 rounding included.
         self.model = for_inference(model, dtype=resolve_dtype(model, dtype, model.device))
@@ -67,12 +74,14 @@ class LatentObservation(gym.Wrapper):
         self.window = max(int(window), self.context)
         self.latent_bound = float(latent_bound)
         b = self.latent_bound
-        self.observation_space = gym.spaces.Box(-b, b, (model.feature_dim + 6 * self.task_obs,), np.float32)
+        dim = model.feature_dim + len(self._task) * self.task_obs
+        self.observation_space = gym.spaces.Box(-b, b, (dim,), np.float32)
         self._frames: list[np.ndarray] = []
         self._actions: list[np.ndarray] = []
 
     def reset(self, **kwargs: Any) -> tuple[np.ndarray, dict]:
         frame, info = self.env.reset(**kwargs)
+        self._carried = None
         self._note(info)
         self._frames = [frame] * self.context
         self._actions = [REST_ACTION] * (self.context - 1)  # the first frame held still
@@ -81,16 +90,37 @@ class LatentObservation(gym.Wrapper):
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
         a = np.clip(np.asarray(action, np.float32).reshape(4), -1.0, 1.0)
         frame, reward, terminated, truncated, info = self.env.step(a)
-        self._note(info)
+        self._note(info, a)
         w = self.window
         self._frames = [*self._frames, frame][-w:]
         actions = [*self._actions, a]
         self._actions = actions[max(0, len(actions) - (w - 1)) :]
         return self._encode(), reward, terminated, truncated, info
 
-    def _note(self, info: dict) -> None:
+    def _note(self, info: dict, action: np.ndarray | None = None) -> None:
         if self.task_obs:
-            self._task = np.concatenate([info["ee_pos"], info["goal_pos"]]).astype(np.float32)
+            parts = [info["ee_pos"], info["goal_pos"]]
+            if self.head is not None:
+                parts.append(self._carry(info, action))
+            self._task = np.concatenate(parts).astype(np.float32)
+
+    def _carry(self, info: dict, action: np.ndarray | None) -> np.ndarray:
+        """The target carried from the reset's ``target_pos`` along ``action`` (None: a reset)."""
+        import torch
+
+        dev = self.model.device
+        arm = torch.as_tensor(np.asarray(info["ee_pos"], np.float32), device=dev)[None]
+        if action is None or self._carried is None:
+            target = torch.as_tensor(np.asarray(info["target_pos"], np.float32), device=dev)[None]
+            previous = torch.as_tensor(REST_ACTION, device=dev)[None]
+        else:
+            target, before, previous = self._carried
+            a = torch.as_tensor(action, device=dev)[None]
+            with torch.no_grad():
+                target = self.head.object_step(target, before, arm, a, previous).float()
+            previous = a
+        self._carried = (target, arm, previous)
+        return target[0].cpu().numpy()
 
     def _encode(self) -> np.ndarray:
         import torch
