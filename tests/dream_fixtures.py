@@ -21,6 +21,18 @@ def noisy_tiny_svg(image_size: int = 64, seed: int = 0):
     return model.eval()
 
 
+def object_moving_svg(move: float = 0.01):
+    """``svg-lp`` tiny with a state head that integrates the arm and the objects, whose contact
+    model moves every object ``move`` m in x per action whatever the arm does (closed form)."""
+    torch.manual_seed(0)
+    model = dynamics.make(
+        "svg-lp", preset="tiny", image_size=64, state_head=True, state_arm="actions", state_objects="actions"
+    ).eval()
+    with torch.no_grad():
+        model.state_head.obj_net[-1].bias.copy_(torch.tensor([move / 0.1, 0.0, 0.0]))  # x pos_scale (0.1 m)
+    return model
+
+
 def identity_head(model) -> ObjectHead:
     """An untrained head: predicts "the target is where it started" plus a small feature term."""
     torch.manual_seed(1)

@@ -20,7 +20,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from dream_fixtures import identity_head, noisy_tiny_svg
+from dream_fixtures import identity_head, noisy_tiny_svg, object_moving_svg
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import worldmodel
@@ -246,12 +246,7 @@ def test_latent_task_observation_carries_the_target_as_the_dream_does():
     """With a head that integrates the objects (here: 1 cm in x per action), the real env's task
     observation ends with the target carried from its position at the reset along the executed
     actions, as the dream carries it; a reset starts it from the sim's target again."""
-    torch.manual_seed(0)
-    m = dynamics.make(
-        "svg-lp", preset="tiny", image_size=64, state_head=True, state_arm="actions", state_objects="actions"
-    ).eval()
-    with torch.no_grad():
-        m.state_head.obj_net[-1].bias.copy_(torch.tensor([0.1, 0.0, 0.0]))  # x pos_scale (0.1 m)
+    m = object_moving_svg(0.01)
     env = LatentObservation(gym.make(worldmodel.PUSH_TABLE_ID, task="push"), m, task_obs=True)
     f = m.feature_dim
     assert env.observation_space.shape == (f + 9,)

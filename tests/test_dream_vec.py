@@ -5,7 +5,7 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 import pytest
-from dream_fixtures import identity_head, noisy_tiny_svg
+from dream_fixtures import identity_head, noisy_tiny_svg, object_moving_svg
 from gymnasium.vector import AutoresetMode
 from stable_baselines3 import PPO
 from stable_baselines3.common.evaluation import evaluate_policy
@@ -243,20 +243,13 @@ def test_a_dream_integrates_the_arm_as_the_planner_does():
 def test_a_dream_integrates_the_target_as_the_planner_does():
     """A state head that integrates the objects from the actions (here: 1 cm in x per action, the
     arm still): the dream's target (info, reward, the end of the task observation) moves with the
-    actions from its recorded start,
-    and the planner's learned reward scores the same actions from the same start to the same
-    numbers; an auto-reset starts it from its record again."""
+    actions from its recorded start, and the planner's learned reward scores the same actions from
+    the same start to the same numbers; an auto-reset starts it from its record again."""
     import torch
 
-    from worldmodel import dynamics
     from worldmodel.planning.objectives import LearnedReward, Task
 
-    torch.manual_seed(0)
-    m = dynamics.make(
-        "svg-lp", preset="tiny", image_size=64, state_head=True, state_arm="actions", state_objects="actions"
-    ).eval()
-    with torch.no_grad():
-        m.state_head.obj_net[-1].bias.copy_(torch.tensor([0.1, 0.0, 0.0]))  # x pos_scale (0.1 m)
+    m = object_moving_svg(0.01)
     cfg = DreamConfig(reward="learned", obs="latent", task="push", pool_size=4, horizon=3, task_obs=True)
     vec = DreamVecEnv(DreamCore(m, cfg, device="cpu"), 2)
     assert vec.observation_space.shape == (m.feature_dim + 9,)  # arm, goal and the carried target

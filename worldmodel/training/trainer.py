@@ -3,12 +3,21 @@
 The loop, per step::
 
     batch = next(batches)                       # uint8 frames moved to the device, cast there
+    batch["transitions"] = recorded steps       # state heads that integrate the arm (see below)
     loss, metrics = model.loss(batch)           # a scalar, or a dict keyed like optimizers()
     for key, opt in optimizers:                 # e.g. {"model"} or a GAN's {"g", "d"}
         loss[key].backward(inputs=params_of(opt))
     average gradients over processes (DDP), measure gradient norms, clip if asked
     one host sync: all losses and norms finite? else stop (TrainingDivergedError), naming the step
     every optimiser steps
+    at a checkpoint or a held-out score: BatchNorm statistics recomputed with these weights
+
+``transitions``: a model whose state head integrates the arm (and the objects) from the actions
+(``state_arm="actions"``) also gets ``state_batch`` recorded steps drawn from every episode of the
+training data (``data.transitions.RecordedTransitions``, read once at construction), for that
+head's arm and contact models, which read no pixels. Precise BN (``training.precise_bn``,
+``TrainConfig.bn_batches``): eval-mode models (the dream, the planner, the scores) normalise with
+running averages, which lag weights that still move fast.
 
 Reproducibility: the batch of step ``s`` is a pure function of ``(seed, s)``
 (``training.batches``), so the data order needs no saved iterator state; the global RNG states
@@ -145,7 +154,7 @@ class Trainer:
             for k, opt in self.optimizers.items()
         }
         self._loss_fn = torch.compile(self.model.loss) if cfg.compile else self.model.loss
-        self._transitions = _state_transitions(self.model, dataset)
+        self._transitions = _state_transitions(self.model, dataset, progress and self.dist.is_main)
         self.step = 0
         self._saved_step = -1
         self._writer = None
@@ -484,12 +493,18 @@ class Trainer:
         return self._writer
 
 
-def _state_transitions(model: LatentDynamics, dataset: Dataset) -> RecordedTransitions | None:
+def _state_transitions(model: LatentDynamics, dataset: Dataset, progress: bool) -> RecordedTransitions | None:
     """Every recorded step of ``dataset`` when ``model``'s state head integrates the arm (and
-    the objects) from the actions and ``state_batch > 0``; else ``None``."""
+    the objects) from the actions and ``state_batch > 0``; else ``None``. Reads every episode
+    once (a progress bar with ``progress``)."""
     head = model.state_head
     if head is None or not getattr(head, "arm_from_actions", False) or not model.config.state_batch:
         return None
     if not hasattr(dataset, "whole_episode"):
         return None
-    return RecordedTransitions.of(dataset)
+    if not progress:
+        return RecordedTransitions.of(dataset)
+    from tqdm.auto import tqdm
+
+    with tqdm(total=len(dataset), unit="ep", desc="recorded steps", dynamic_ncols=True) as bar:
+        return RecordedTransitions.of(dataset, progress=bar.update)
