@@ -17,10 +17,13 @@ weights and the global random state are left as they were.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 
 import torch
 from torch import Tensor, nn
+from torch.utils.data import Dataset, default_collate
+
+from worldmodel.training.batches import SeededItems
 
 
 def batch_norms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
@@ -58,6 +61,18 @@ def recompute_bn(model: nn.Module, batches: Iterable[Mapping[str, Tensor]]) -> i
         m.num_batches_tracked.copy_(count)  # the step count it had (it resumes its averaging)
     model.train(training)
     return n
+
+
+def drawn_batches(
+    dataset: Dataset, n: int, size: int, generator: torch.Generator
+) -> Iterator[dict[str, Tensor]]:
+    """``n`` batches of ``size`` items of ``dataset`` drawn with ``generator`` (indices and the
+    items' window seeds, as the training batches are: ``SeededItems``), on the host."""
+    items = SeededItems(dataset)
+    for _ in range(n):
+        idx = torch.randint(len(dataset), (size,), generator=generator).tolist()
+        seeds = torch.randint(2**62, (size,), generator=generator).tolist()
+        yield default_collate([items[(i, s)] for i, s in zip(idx, seeds, strict=True)])
 
 
 def _devices(model: nn.Module) -> list[int]:

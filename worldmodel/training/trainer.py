@@ -16,8 +16,7 @@ The loop, per step::
 (``state_arm="actions"``) also gets ``state_batch`` recorded steps drawn from every episode of the
 training data (``data.transitions.RecordedTransitions``, read once at construction), for that
 head's arm and contact models, which read no pixels. Precise BN (``training.precise_bn``,
-``TrainConfig.bn_batches``): eval-mode models (the dream, the planner, the scores) normalise with
-running averages, which lag weights that still move fast.
+``TrainConfig.bn_batches``): running averages lag weights that still move fast.
 
 Reproducibility: the batch of step ``s`` is a pure function of ``(seed, s)``
 (``training.batches``), so the data order needs no saved iterator state; the global RNG states
@@ -50,7 +49,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, default_collate
+from torch.utils.data import DataLoader, Dataset
 
 from worldmodel.data.transitions import RecordedTransitions
 from worldmodel.device import resolve_device
@@ -73,7 +72,7 @@ from worldmodel.training.held_out import (
     held_out_tags,
 )
 from worldmodel.training.optim_step import check_batch, grad_norm, loss_terms, value_names
-from worldmodel.training.precise_bn import batch_norms, recompute_bn
+from worldmodel.training.precise_bn import batch_norms, drawn_batches, recompute_bn
 from worldmodel.training.run_log import hparam_value, open_writer, trim_metrics, write_hparams, write_scalars
 from worldmodel.training.samples import fixed_batch, predict, write_samples
 from worldmodel.training.train_config import TrainConfig, TrainingDivergedError, TrainResult
@@ -342,20 +341,10 @@ class Trainer:
         n = self.config.bn_batches
         if not n or not batch_norms(self.model):
             return 0
-        items = SeededItems(self.dataset)
         gen = torch.Generator().manual_seed(mix_seed(self.config.seed, self.step, self.dist.rank, 4))
-        per = self.batch_size // self.dist.world_size
-
-        def batches():
-            for _ in range(n):
-                idx = torch.randint(len(self.dataset), (per,), generator=gen).tolist()
-                seeds = torch.randint(2**62, (per,), generator=gen).tolist()
-                yield to_device(
-                    default_collate([items[(i, s)] for i, s in zip(idx, seeds, strict=True)]), self.device
-                )
-
+        batches = drawn_batches(self.dataset, n, self.batch_size // self.dist.world_size, gen)
         with self._autocast():
-            return recompute_bn(self.model, batches())
+            return recompute_bn(self.model, (to_device(b, self.device) for b in batches))
 
     def held_out_metrics(self) -> dict[str, float]:
         """Score the model now on the fixed held-out sequences (``training.held_out``); writes nothing.
