@@ -67,3 +67,17 @@ def test_the_trainer_saves_the_statistics_of_the_saved_weights(tmp_path):
         m.running_mean.add_(1.0)
     assert trainer.recompute_bn() == 2
     assert all(torch.equal(trainer.model.state_dict()[k], v) for k, v in again.items())
+
+
+def test_kept_statistics_are_put_back():
+    from worldmodel.training.precise_bn import bn_kept
+
+    net = _Net()
+    net.bn.running_mean.fill_(3.0)
+    with bn_kept(net):
+        recompute_bn(net, [{"x": torch.randn(8, 3)}])
+        assert not torch.equal(net.bn.running_mean, torch.full((2,), 3.0))
+    assert torch.equal(net.bn.running_mean, torch.full((2,), 3.0))
+    with bn_kept(net, restore=False):
+        recompute_bn(net, [{"x": torch.randn(8, 3)}])
+    assert not torch.equal(net.bn.running_mean, torch.full((2,), 3.0))

@@ -17,6 +17,7 @@ weights and the global random state are left as they were.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Iterator, Mapping
 
 import torch
@@ -61,6 +62,20 @@ def recompute_bn(model: nn.Module, batches: Iterable[Mapping[str, Tensor]]) -> i
         m.num_batches_tracked.copy_(count)  # the step count it had (it resumes its averaging)
     model.train(training)
     return n
+
+
+@contextlib.contextmanager
+def bn_kept(model: nn.Module, restore: bool = True) -> Iterator[None]:
+    """Inside, BatchNorm statistics may change (``recompute_bn``); on exit they are put back as
+    they were (``restore``)."""
+    names = ("running_mean", "running_var", "num_batches_tracked")
+    saved = [[getattr(m, n).clone() for n in names] for m in batch_norms(model)] if restore else []
+    try:
+        yield
+    finally:
+        for m, values in zip(batch_norms(model), saved, strict=False):
+            for n, v in zip(names, values, strict=True):
+                getattr(m, n).copy_(v)
 
 
 def drawn_batches(

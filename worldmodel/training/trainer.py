@@ -72,7 +72,7 @@ from worldmodel.training.held_out import (
     held_out_tags,
 )
 from worldmodel.training.optim_step import check_batch, grad_norm, loss_terms, value_names
-from worldmodel.training.precise_bn import batch_norms, drawn_batches, recompute_bn
+from worldmodel.training.precise_bn import batch_norms, bn_kept, drawn_batches, recompute_bn
 from worldmodel.training.run_log import hparam_value, open_writer, trim_metrics, write_hparams, write_scalars
 from worldmodel.training.samples import fixed_batch, predict, write_samples
 from worldmodel.training.train_config import TrainConfig, TrainingDivergedError, TrainResult
@@ -233,15 +233,17 @@ class Trainer:
                     bar.update(1)
                 last = self.step == total
                 scoring = self._eval_items is not None and (self.step % self.config.eval_every == 0 or last)
-                if scoring or self.step % self.config.ckpt_every == 0 or last:
-                    paused = time.perf_counter()
-                    self.recompute_bn()  # what is saved and scored runs on statistics of its weights
-                    t0 += time.perf_counter() - paused
+                saving = self.step % self.config.ckpt_every == 0 or last
+                paused = time.perf_counter()
+                if saving:  # what is saved runs on statistics of its weights, and so does the rest
+                    self.recompute_bn()
                 held_out: dict[str, float] = {}
-                if scoring:
-                    paused = time.perf_counter()
-                    held_out = self.held_out_metrics()
-                    t0 += time.perf_counter() - paused  # frames/s counts training time only
+                if scoring:  # on such statistics too, put back after: scoring changes no training
+                    with bn_kept(self.model, restore=not saving):
+                        if not saving:
+                            self.recompute_bn()
+                        held_out = self.held_out_metrics()
+                t0 += time.perf_counter() - paused  # frames/s counts training time only
                 if self.step % self.config.log_every == 0 or last:
                     elapsed = time.perf_counter() - t0
                     self._log(window, metrics_sum, elapsed, bar, held_out)
