@@ -32,7 +32,7 @@ TINY = {
     "population=400, horizon=10": "population=16, horizon=3",
     "n_eval_episodes=10": "n_eval_episodes=2",
     '"num_objects": 1}': '"num_objects": 1, "max_episode_steps": 6}',
-    "episodes=512, push_probability=1.0, workers=2": "episodes=20, push_probability=1.0, workers=0",
+    "episodes=2048, push_probability=1.0, workers=2": "episodes=20, push_probability=1.0, workers=0",
     '"steps": 1500, "batch_size": 16': '"steps": 2, "batch_size": 4, "sample_every": 0, "eval_every": 0',
     "samples=10)": "samples=2, sequences=1)",
     "episodes=20, population=64, horizon=6)": (
