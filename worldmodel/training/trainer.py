@@ -12,11 +12,9 @@ The loop, per step::
     every optimiser steps
     at a checkpoint or a held-out score: BatchNorm statistics recomputed with these weights
 
-``transitions``: a model whose state head integrates the arm (and the objects) from the actions
-(``state_arm="actions"``) also gets ``state_batch`` recorded steps drawn from every episode of the
-training data (``data.transitions.RecordedTransitions``, read once at construction), for that
-head's arm and contact models, which read no pixels. Precise BN (``training.precise_bn``,
-``TrainConfig.bn_batches``): running averages lag weights that still move fast.
+``transitions``: a state head that integrates the arm (``state_arm="actions"``) also gets
+``state_batch`` recorded steps from every training episode (``data.transitions``, read once) for
+its arm and contact models. Precise BN: ``training.precise_bn``, ``TrainConfig.bn_batches``.
 
 Reproducibility: the batch of step ``s`` is a pure function of ``(seed, s)``
 (``training.batches``), so the data order needs no saved iterator state; the global RNG states
