@@ -156,9 +156,10 @@ def _transition_terms(head: ObjectHead, steps: dict[str, Tensor]) -> dict[str, T
     if head.objects_from_actions and "objects" in steps:
         obj, obj_next = steps["objects"].float(), steps["objects_next"].float()
         present = torch.isfinite(obj).all(-1) & torch.isfinite(obj_next).all(-1)  # (N, K)
-        pred = head.object_step(obj.nan_to_num(0.0), arm, nxt, action, previous)  # (N, K, 3)
-        err = ((pred - obj_next.nan_to_num(0.0)) / _POS_SCALE).pow(2).sum(-1)
-        terms["state_step_contact_cm"] = err[present].mean() if present.any() else err.new_zeros(())
+        i, k = present.nonzero(as_tuple=True)  # the objects there before and after: one row each
+        pred = head.object_step(obj[i, k], arm[i], nxt[i], action[i], previous[i])
+        err = ((pred - obj_next[i, k]) / _POS_SCALE).pow(2).sum(-1)
+        terms["state_step_contact_cm"] = err.mean() if len(err) else err.new_zeros(())
     return terms
 
 
