@@ -314,7 +314,7 @@ class DreamCore(DreamReadout):
             if len(parts) == 1
             else State.cat(parts)[torch.as_tensor(np.argsort(np.concatenate(order)), device=dev)]
         )
-        obs0 = self.with_goal(obs0, goal, objects[np.arange(b), ep.host["target"].clip(min=0)])
+        obs0 = self.with_goal(obs0, goal, self.target_now(ep).cpu().numpy() if self.observes_target else None)
         start = self._start_readout(ep, ee_start, dist0)
         return ep, state, obs0, start
 

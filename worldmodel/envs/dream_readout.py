@@ -139,14 +139,14 @@ class DreamReadout:
         """``observe`` after a step: the episodes' arm, goal and (``observes_target``) the
         target where the dream carries it."""
         d = ep.dev
-        target = self.target_now(ep) if self.observes_target else None
+        target = self.target_now(ep).nan_to_num(0.0) if self.observes_target else None
         return self.observe(state, goal=d["goal"], ee=d["ee"], arm=d["arm"], target=target)
 
     def target_now(self, ep: Episodes) -> Tensor:
-        """``(B, 3)``: each episode's target where the dream has carried it (0 where absent)."""
+        """``(B, 3)``: each episode's target where the dream has carried it (NaN where absent)."""
         d = ep.dev
         rows = torch.arange(len(d["now"]), device=d["now"].device)
-        return d["now"][rows, d["target"].clamp(min=0)].nan_to_num(0.0)
+        return d["now"][rows, d["target"].clamp(min=0)]
 
     def with_goal(self, obs: np.ndarray, goal: np.ndarray, target: np.ndarray | None = None) -> np.ndarray:
         """``obs0`` rows ``(..., D)`` with the episode's goal ``(..., 3)`` appended (``task_obs``),
@@ -233,8 +233,7 @@ class DreamReadout:
             return {"distance": dist, "reward": -dist}
         feats = self.model.features(state).float()
         b = len(feats)
-        rows_t = torch.arange(b, device=self.device)
-        now = d["now"][rows_t, d["target"].clamp(min=0)] if self.integrates_objects else None
+        now = self.target_now(ep) if self.integrates_objects else None
         dist, reward, pos, ee = self._task_score(feats, d["goal"], d["query"], d["ee"], d.get("arm"), now)
         objects = torch.full((b, MAX_OBJECTS, 3), float("nan"), device=self.device)
         present = torch.isfinite(d["objects"]).all(-1)

@@ -34,6 +34,9 @@ def batch_norms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
     ]
 
 
+_STATS = ("running_mean", "running_var", "num_batches_tracked")
+
+
 @torch.no_grad()
 def recompute_bn(model: nn.Module, batches: Iterable[Mapping[str, Tensor]]) -> int:
     """Replace every BatchNorm layer's running statistics by their average over ``batches`` (device
@@ -42,9 +45,7 @@ def recompute_bn(model: nn.Module, batches: Iterable[Mapping[str, Tensor]]) -> i
     norms = batch_norms(model)
     if not norms:
         return 0
-    saved = [(m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone(), m.momentum)
-             for m in norms]  # fmt: skip
-    training = model.training
+    saved, momenta, training = _stats(norms), [m.momentum for m in norms], model.training
     model.train()
     for m in norms:
         m.reset_running_stats()
@@ -54,12 +55,10 @@ def recompute_bn(model: nn.Module, batches: Iterable[Mapping[str, Tensor]]) -> i
         for batch in batches:
             model.loss(batch)
             n += 1
-    for m, (mean, var, count, momentum) in zip(norms, saved, strict=True):
+    # No batch: everything as it was; else each layer keeps its step count (it resumes averaging).
+    _put(norms, saved, _STATS if n == 0 else _STATS[2:])
+    for m, momentum in zip(norms, momenta, strict=True):
         m.momentum = momentum
-        if n == 0:
-            m.running_mean.copy_(mean)
-            m.running_var.copy_(var)
-        m.num_batches_tracked.copy_(count)  # the step count it had (it resumes its averaging)
     model.train(training)
     return n
 
@@ -68,14 +67,23 @@ def recompute_bn(model: nn.Module, batches: Iterable[Mapping[str, Tensor]]) -> i
 def bn_kept(model: nn.Module, restore: bool = True) -> Iterator[None]:
     """Inside, BatchNorm statistics may change (``recompute_bn``); on exit they are put back as
     they were (``restore``)."""
-    names = ("running_mean", "running_var", "num_batches_tracked")
-    saved = [[getattr(m, n).clone() for n in names] for m in batch_norms(model)] if restore else []
+    norms = batch_norms(model)
+    saved = _stats(norms) if restore else None
     try:
         yield
     finally:
-        for m, values in zip(batch_norms(model), saved, strict=False):
-            for n, v in zip(names, values, strict=True):
-                getattr(m, n).copy_(v)
+        if saved is not None:
+            _put(norms, saved, _STATS)
+
+
+def _stats(norms: list[nn.modules.batchnorm._BatchNorm]) -> list[dict[str, Tensor]]:
+    return [{k: getattr(m, k).clone() for k in _STATS} for m in norms]
+
+
+def _put(norms: list[nn.modules.batchnorm._BatchNorm], saved: list[dict[str, Tensor]], keys) -> None:
+    for m, values in zip(norms, saved, strict=True):
+        for k in keys:
+            getattr(m, k).copy_(values[k])
 
 
 def drawn_batches(
